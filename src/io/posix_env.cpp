@@ -1,0 +1,265 @@
+// The POSIX Env: pread/pwrite in bounded chunks, every result checked.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <string>
+
+#include "ckptio/error.h"
+#include "ckptio/io.h"
+
+namespace ckptio::io {
+namespace {
+
+std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
+
+class PosixReadableFile final : public ReadableFile {
+ public:
+  PosixReadableFile(fs::path path, int fd, uint64_t size)
+      : path_(std::move(path)), fd_(fd), size_(size) {}
+  ~PosixReadableFile() override { ::close(fd_); }
+
+  const fs::path& path() const override { return path_; }
+  uint64_t size() const override { return size_; }
+  int fd() const override { return fd_; }
+
+  void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
+    size_t done = 0;
+    while (done < dst.size()) {
+      const size_t want = std::min(dst.size() - done, kMaxIoChunk);
+      const ssize_t n = ::pread(fd_, dst.data() + done, want, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw system_error(errno, "read " + quoted(path_) + " at byte " + std::to_string(offset + done));
+      }
+      if (n == 0) {
+        throw Error(ErrorCode::Corrupt, "unexpected end of file " + quoted(path_) + " at byte " +
+                                            std::to_string(offset + done) + " (wanted " +
+                                            std::to_string(dst.size() - done) + " more bytes)");
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+
+ private:
+  fs::path path_;
+  int fd_;
+  uint64_t size_;
+};
+
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(fs::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  const fs::path& path() const override { return path_; }
+  int fd() const override { return fd_; }
+
+  void write_at(uint64_t offset, std::span<const std::byte> src) override {
+    check_open();
+    size_t done = 0;
+    while (done < src.size()) {
+      const size_t want = std::min(src.size() - done, kMaxIoChunk);
+      const ssize_t n = ::pwrite(fd_, src.data() + done, want, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw system_error(errno, "write " + quoted(path_) + " at byte " + std::to_string(offset + done));
+      }
+      if (n == 0) {
+        throw Error(ErrorCode::IoError, "write " + quoted(path_) + " at byte " +
+                                            std::to_string(offset + done) + " made no progress");
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+
+  void truncate(uint64_t size) override {
+    check_open();
+    while (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+      if (errno != EINTR) throw system_error(errno, "truncate " + quoted(path_));
+    }
+  }
+
+  void sync() override {
+    check_open();
+    while (::fdatasync(fd_) != 0) {
+      if (errno != EINTR) throw system_error(errno, "fsync " + quoted(path_));
+    }
+  }
+
+  void close() override {
+    if (fd_ < 0) return;
+    const int fd = fd_;
+    fd_ = -1;
+    // close() is not retried on EINTR on Linux: the descriptor is gone either way.
+    if (::close(fd) != 0 && errno != EINTR) throw system_error(errno, "close " + quoted(path_));
+  }
+
+ private:
+  void check_open() const {
+    if (fd_ < 0) throw Error(ErrorCode::InvalidArgument, "file " + quoted(path_) + " is closed");
+  }
+  fs::path path_;
+  int fd_;
+};
+
+class PosixMappedFile final : public MappedFile {
+ public:
+  PosixMappedFile(fs::path path, void* addr, size_t size)
+      : path_(std::move(path)), addr_(addr), size_(size) {}
+  ~PosixMappedFile() override {
+    if (addr_ != nullptr) ::munmap(addr_, size_);
+  }
+  const fs::path& path() const override { return path_; }
+  std::span<const std::byte> bytes() const override {
+    return {static_cast<const std::byte*>(addr_), size_};
+  }
+
+ private:
+  fs::path path_;
+  void* addr_;
+  size_t size_;
+};
+
+int open_retry(const char* path, int flags, mode_t mode = 0) {
+  for (;;) {
+    const int fd = ::open(path, flags | O_CLOEXEC, mode);
+    if (fd >= 0 || errno != EINTR) return fd;
+  }
+}
+
+class PosixEnv final : public Env {
+ public:
+  std::unique_ptr<ReadableFile> open_read(const fs::path& path) override {
+    const int fd = open_retry(path.c_str(), O_RDONLY);
+    if (fd < 0) throw system_error(errno, "open " + quoted(path));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int e = errno;
+      ::close(fd);
+      throw system_error(e, "stat " + quoted(path));
+    }
+    if (S_ISDIR(st.st_mode)) {
+      ::close(fd);
+      throw Error(ErrorCode::InvalidArgument, quoted(path) + " is a directory, not a file");
+    }
+    return std::make_unique<PosixReadableFile>(path, fd, static_cast<uint64_t>(st.st_size));
+  }
+
+  std::unique_ptr<WritableFile> open_write(const fs::path& path, OpenMode mode) override {
+    int flags = O_WRONLY;
+    switch (mode) {
+      case OpenMode::CreateNew: flags |= O_CREAT | O_EXCL; break;
+      case OpenMode::Truncate: flags |= O_CREAT | O_TRUNC; break;
+      case OpenMode::Existing: break;
+    }
+    const int fd = open_retry(path.c_str(), flags, 0644);
+    if (fd < 0) throw system_error(errno, "create " + quoted(path));
+    return std::make_unique<PosixWritableFile>(path, fd);
+  }
+
+  std::shared_ptr<const MappedFile> map_read(const fs::path& path) override {
+    const int fd = open_retry(path.c_str(), O_RDONLY);
+    if (fd < 0) throw system_error(errno, "open " + quoted(path));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int e = errno;
+      ::close(fd);
+      throw system_error(e, "stat " + quoted(path));
+    }
+    const auto size = static_cast<size_t>(st.st_size);
+    void* addr = nullptr;
+    if (size > 0) {
+      addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (addr == MAP_FAILED) {
+        const int e = errno;
+        ::close(fd);
+        throw system_error(e, "mmap " + quoted(path));
+      }
+    }
+    ::close(fd);  // the mapping keeps the file referenced
+    return std::make_shared<PosixMappedFile>(path, addr, size);
+  }
+
+  void rename(const fs::path& from, const fs::path& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      throw system_error(errno, "rename " + quoted(from) + " to " + quoted(to));
+    }
+  }
+
+  void sync_dir(const fs::path& dir) override {
+    const fs::path d = dir.empty() ? fs::path(".") : dir;
+    const int fd = open_retry(d.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) throw system_error(errno, "open directory " + quoted(d));
+    int rc;
+    while ((rc = ::fsync(fd)) != 0 && errno == EINTR) {
+    }
+    const int e = errno;
+    ::close(fd);
+    if (rc != 0) throw system_error(e, "fsync directory " + quoted(d));
+  }
+
+  void remove(const fs::path& path) override {
+    std::error_code ec;
+    fs::remove(path, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      throw system_error(ec.value(), "remove " + quoted(path));
+    }
+  }
+
+  void remove_all(const fs::path& path) override {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      throw system_error(ec.value(), "remove " + quoted(path));
+    }
+  }
+
+  void create_dirs(const fs::path& path) override {
+    std::error_code ec;
+    fs::create_directories(path, ec);
+    if (ec) throw system_error(ec.value(), "create directory " + quoted(path));
+  }
+
+  std::vector<std::string> list_dir(const fs::path& dir) override {
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) throw system_error(errno, "list directory " + quoted(dir));
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) {
+      const std::string_view n = e->d_name;
+      if (n != "." && n != "..") names.emplace_back(n);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  FileInfo stat(const fs::path& path) override {
+    struct stat st {};
+    FileInfo info;
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) return info;
+      throw system_error(errno, "stat " + quoted(path));
+    }
+    info.exists = true;
+    info.is_symlink = S_ISLNK(st.st_mode);
+    info.is_directory = S_ISDIR(st.st_mode);
+    info.size = static_cast<uint64_t>(st.st_size);
+    return info;
+  }
+};
+
+}  // namespace
+
+Env& Env::posix() {
+  static PosixEnv env;
+  return env;
+}
+
+}  // namespace ckptio::io
