@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what is missing.
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 30
+
+.PHONY: all deps release asan fuzz-build demo test test-release test-asan fuzz bench clean
+
+all: release
+
+deps:
+	@scripts/install-deps
+
+release: deps
+	@cmake --preset release >/dev/null
+	@cmake --build --preset release -j $(JOBS)
+
+asan: deps
+	@cmake --preset asan >/dev/null
+	@cmake --build --preset asan -j $(JOBS)
+
+fuzz-build: deps
+	@cmake --preset fuzz >/dev/null
+	@cmake --build --preset fuzz -j $(JOBS) --target fuzzers
+
+demo: release
+	@examples/demo.sh
+
+test-release: release
+	ctest --preset release -j $(JOBS)
+
+test-asan: asan
+	ctest --preset asan -j $(JOBS)
+
+fuzz: fuzz-build
+	@scripts/run-fuzzers $(FUZZ_SECONDS)
+
+test: test-release test-asan fuzz
+
+bench: release
+	@build/bin/ckptio-bench-safetensors
+	@if [ -x build/bin/ckptio-bench ]; then build/bin/ckptio-bench; fi
+
+clean:
+	rm -rf build

@@ -1,0 +1,38 @@
+// ckptio: inspect, verify and convert checkpoints and model files.
+// Exit codes: 0 success, 1 the input is bad or the operation failed, 2 usage.
+#include <cstdio>
+#include <exception>
+#include <iostream>
+
+#include "ckptio/error.h"
+#include "command.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"ckptio: save, load, inspect and verify neural-network checkpoints", "ckptio"};
+  app.require_subcommand(1);
+  ckptio::cli::Action action;
+  ckptio::cli::register_inspect(app, action);
+  ckptio::cli::register_verify(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  try {
+    return action ? action() : 2;
+  } catch (const ckptio::Error& e) {
+    std::fflush(stdout);
+    std::cerr << "ckptio: error: " << ckptio::error_code_name(e.code()) << ": " << e.message()
+              << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "ckptio: error: internal: " << e.what() << "\n";
+    return 1;
+  }
+}
