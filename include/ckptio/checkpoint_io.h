@@ -1,0 +1,268 @@
+// CheckpointIO: save and resume the whole training state (model, EMA, optimizer, LR scheduler,
+// sampler, counters) as one crash-safe checkpoint folder, synchronously or in the background.
+//
+// On disk, under the experiment folder:
+//
+//   <exp>/epoch{E}-global_step{S}/
+//     model/              model.safetensors, or model-0000k-of-0000N.safetensors + index
+//     ema.safetensors     (or ema/ with ema-0000k-of-0000N.safetensors + index past max_shard_size)
+//     optimizer/          optimizer.safetensors (tensor state named "state.<param>.<key>", sharded
+//                         like model/) and optimizer.json (everything that is not a tensor)
+//     lr_scheduler.json   sampler.json
+//     running_states.json {"epoch","step","global_step","batch_size","actual_update_step","extra"}
+//     ckptio.manifest.json  every other file with its size and xxh3-128: written last
+//
+// A save builds `<exp>/.epoch{E}-global_step{S}.tmp-<random>/`, fsyncs every file and folder in it,
+// writes and fsyncs the manifest, renames the folder into place and fsyncs `<exp>`. A folder at a
+// final name without a valid manifest is never taken for a checkpoint of ours; temp folders left by
+// a crash are removed by the next successful save. Pruning happens only after a commit, renames a
+// victim to a temp name before deleting it (so a crash mid-delete leaves only temp debris), and
+// never removes the newest committed checkpoint.
+//
+// Open-Sora / ColossalAI checkpoint folders (no manifest; model/ with a ColossalAI index, ema.pt or
+// ema.safetensors, optimizer/ and lr_scheduler/sampler pickles, running_states.json) load through
+// the same load() when given by path.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptio/io.h"
+#include "ckptio/tensor.h"
+
+namespace ckptio {
+
+// Name -> tensor, sorted by name. Tensors share their bytes when copied (see Tensor).
+using TensorMap = std::map<std::string, Tensor>;
+
+// An optimizer's state in the shape of Python's optimizer.state_dict(): per-parameter tensors
+// keyed by parameter (PyTorch uses the parameter index, "0", "1", ...) then by state key
+// ("exp_avg", "exp_avg_sq", "step", "momentum_buffer"), plus everything else as JSON.
+struct OptimizerState {
+  // param -> key -> tensor. Keys must not contain '.' (the file name is "state.<param>.<key>").
+  std::map<std::string, TensorMap> tensors;
+  // param_groups, hyperparameters, scalar step counters, non-tensor per-parameter state: any JSON.
+  nlohmann::json meta = nlohmann::json::object();
+};
+
+// Where training resumes. Written to running_states.json with the same keys as Open-Sora.
+struct RunningStates {
+  int64_t epoch = 0;
+  int64_t step = 0;
+  int64_t global_step = 0;
+  int64_t batch_size = 0;
+  int64_t actual_update_step = 0;
+};
+
+// Everything one save writes; each component is optional (absent components are not written).
+struct TrainingState {
+  std::optional<TensorMap> model;
+  std::optional<TensorMap> ema;
+  std::optional<OptimizerState> optimizer;
+  std::optional<nlohmann::json> lr_scheduler;
+  std::optional<nlohmann::json> sampler;
+  RunningStates running;
+  nlohmann::json extra = nlohmann::json::object();  // free-form, stored in running_states.json
+};
+
+enum class SnapshotMode : uint8_t {
+  // save() copies the tensors into a staging pool (allocated once, reused by later saves, filled by
+  // several threads) and returns; the caller may change its tensors right away.
+  Copy,
+  // No copy: the caller promises not to change the tensors until wait() (or the next save)
+  // returns. This is the seed's "synchronize before optimizer.step()" contract.
+  Borrow,
+};
+
+// What a save is doing, for progress displays and tests.
+enum class SavePhase : uint8_t {
+  Snapshot,      // copying into the staging pool (copy mode) in the caller's thread
+  WriteFiles,    // writing and fsyncing component files in the temp folder
+  WriteManifest, // writing and fsyncing ckptio.manifest.json
+  Commit,        // renaming the temp folder into place and fsyncing the experiment folder
+  Prune,         // removing old checkpoints and temp debris
+  Done,          // the checkpoint is committed (also called after the replace of an old one)
+};
+std::string_view save_phase_name(SavePhase phase);
+
+struct CheckpointOptions {
+  size_t keep_n_latest = 0;             // 0 keeps every checkpoint
+  bool async = false;                   // save() returns before the files are written
+  std::string max_shard_size = "4GB";   // "4GB" = 4*10^9, "500MB", "2GiB" = 2*2^30, or bytes
+  SnapshotMode snapshot = SnapshotMode::Copy;  // async saves only
+  bool checksums = true;                // xxh3-128 of every file in the manifest
+  bool fsync = true;                    // off only for tests and benchmarks
+  unsigned copy_threads = 0;            // staging copy threads; 0 = hardware concurrency (max 8)
+  io::Env* env = nullptr;               // nullptr: io::Env::posix()
+  // Warnings (damaged checkpoint skipped, debris removed); default prints "ckptio: warning: ..." to
+  // stderr.
+  std::function<void(const std::string&)> warn;
+  // Called from whichever thread does the work at the start of each phase.
+  std::function<void(SavePhase)> on_phase;
+};
+
+struct SaveOptions {
+  // Replace a committed checkpoint at the same epoch/global_step (atomic exchange of the folders).
+  // Without it, saving an existing step is Error(AlreadyExists).
+  bool replace = false;
+};
+
+// Where load() puts what it reads. A null pointer means "do not load this component".
+// A TensorMap target that already has entries is filled in place: every entry is a writable
+// destination (caller-owned memory, e.g. Tensor::borrow over a framework tensor) whose shape must
+// match; the dtype is converted where ckptio can convert it exactly (F32 <-> BF16 etc.). An empty
+// TensorMap target receives every tensor of the component as owned heap tensors. Optimizer tensor
+// state follows the same rule per parameter map.
+struct LoadTargets {
+  TensorMap* model = nullptr;
+  TensorMap* ema = nullptr;
+  OptimizerState* optimizer = nullptr;
+  nlohmann::json* lr_scheduler = nullptr;
+  nlohmann::json* sampler = nullptr;
+};
+
+struct LoadOptions {
+  // Strict: a requested component that is absent, a missing or unexpected tensor name, or a shape
+  // mismatch is Error(Mismatch/NotFound) listing every problem. Non-strict: they are reported in
+  // LoadResult and everything that matches is loaded.
+  bool strict = true;
+  // Before reading: check the manifest's sizes (always for "latest") and, with `full`, checksums.
+  bool verify_checksums = false;
+};
+
+struct LoadResult {
+  std::filesystem::path path;  // the checkpoint folder that was read
+  RunningStates running;
+  nlohmann::json extra = nlohmann::json::object();
+  std::vector<std::string> missing_components;  // requested but absent ("ema", "sampler", ...)
+  std::vector<std::string> missing_keys;        // "model:layer.weight", "optimizer:state.0.exp_avg"
+  std::vector<std::string> unexpected_keys;
+  std::vector<std::string> mismatched_keys;     // with shapes: "model:w [2, 3] vs [3, 2]"
+  std::vector<std::string> warnings;
+};
+
+enum class CheckpointState : uint8_t {
+  Committed,   // manifest present and the files agree with it
+  Damaged,     // manifest present but a file is missing, has the wrong size or checksum
+  Incomplete,  // no valid manifest: a temp folder, or a folder some other tool wrote
+  Foreign,     // an Open-Sora / ColossalAI checkpoint folder (running_states.json, no manifest)
+};
+std::string_view checkpoint_state_name(CheckpointState state);
+
+struct CheckpointEntry {
+  std::filesystem::path path;
+  std::string name;           // folder name
+  int64_t epoch = 0;
+  int64_t global_step = 0;
+  uint64_t size_bytes = 0;    // sum of the regular files inside
+  CheckpointState state = CheckpointState::Incomplete;
+  bool is_temp = false;       // a leftover ".<name>.tmp-<random>" folder
+  std::string problem;        // why it is damaged/incomplete, naming the file
+};
+
+struct VerifyReport {
+  std::filesystem::path path;
+  bool ok = false;
+  bool has_manifest = false;
+  bool checksums_checked = false;  // false when `full` was not asked or the manifest has none
+  uint64_t files = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> problems;  // each names the file: "model/model.safetensors: checksum ..."
+};
+
+// Parses "4GB" (10^9), "500MB", "2GiB" (2^30), "1.5GB", "123" (bytes). Error(InvalidArgument).
+uint64_t parse_byte_size(std::string_view text);
+
+// "epoch{E}-global_step{S}".
+std::string checkpoint_folder_name(int64_t epoch, int64_t global_step);
+// Parses a final (non-temp) checkpoint folder name; nullopt for anything else.
+std::optional<std::pair<int64_t, int64_t>> parse_checkpoint_folder_name(std::string_view name);
+
+// Every checkpoint-like folder in `experiment_dir` (final names and leftover temp folders), sorted
+// oldest first by (global_step, epoch). Checks sizes; checksums too with `full`. A missing
+// experiment folder gives an empty list.
+std::vector<CheckpointEntry> list_checkpoints(const std::filesystem::path& experiment_dir,
+                                              bool full = false, io::Env* env = nullptr);
+
+// The newest committed checkpoint (highest (global_step, epoch)) whose manifest checks; damaged
+// newer ones are skipped and `warn` is told which file is damaged. nullopt when there is none.
+std::optional<CheckpointEntry> latest_checkpoint(
+    const std::filesystem::path& experiment_dir, bool full = false, io::Env* env = nullptr,
+    const std::function<void(const std::string&)>& warn = {});
+
+// Checks a checkpoint folder against its manifest: every listed file exists as a regular file
+// inside the folder with the listed size (and checksum with `full`), no unlisted file besides the
+// manifest. A folder without a manifest is reported (not ok) unless it is a foreign (Open-Sora)
+// checkpoint, which is checked for readability of its parts instead. Never throws for bad content;
+// throws Error(NotFound) when `path` is not a folder.
+VerifyReport verify_checkpoint(const std::filesystem::path& path, bool full,
+                               io::Env* env = nullptr);
+
+// True when `path` is a folder that looks like a training checkpoint (ours or Open-Sora's):
+// it holds ckptio.manifest.json or running_states.json.
+bool is_checkpoint_folder(const std::filesystem::path& path, io::Env* env = nullptr);
+
+// Removes all but the newest `keep` committed checkpoints (keep >= 1 is enforced: the newest
+// committed one is never removed) and leftover temp folders. Returns the removed folders.
+std::vector<std::filesystem::path> prune_checkpoints(const std::filesystem::path& experiment_dir,
+                                                     size_t keep, io::Env* env = nullptr);
+
+// Reads a checkpoint folder (ours or Open-Sora's) into `targets`; see CheckpointIO::load.
+LoadResult load_checkpoint_folder(const std::filesystem::path& path, const LoadTargets& targets,
+                                  const LoadOptions& options = {}, io::Env* env = nullptr);
+
+class CheckpointIO {
+ public:
+  // Nothing is created until the first save.
+  explicit CheckpointIO(std::filesystem::path experiment_dir, CheckpointOptions options = {});
+  // Waits for a save in flight. An error nobody collected with wait() is printed to stderr (a
+  // destructor cannot throw); call wait() before destruction to handle it.
+  ~CheckpointIO();
+  CheckpointIO(const CheckpointIO&) = delete;
+  CheckpointIO& operator=(const CheckpointIO&) = delete;
+
+  const std::filesystem::path& experiment_dir() const;
+  const CheckpointOptions& options() const;
+
+  // Saves `state` as `<exp>/epoch{running.epoch}-global_step{running.global_step}` and returns that
+  // path. First waits for the previous save and rethrows its error, if any (then nothing new is
+  // saved). Sync: returns once the checkpoint is committed and old ones are pruned. Async copy:
+  // returns once the tensors are copied to the staging pool. Async borrow: returns at once; the
+  // tensors must stay unchanged until wait(). Validation errors (bad tensor, existing step without
+  // `replace`) throw from save() itself. Errors of the background part surface from wait() or the
+  // next save(). The returned folder exists only once the save has committed.
+  std::filesystem::path save(const TrainingState& state, const SaveOptions& save_options = {});
+
+  // Blocks until no save is in flight; rethrows the error of the save that just finished (once).
+  void wait();
+  // True while a background save runs.
+  bool busy() const;
+
+  // Loads "latest" (the newest committed checkpoint whose sizes check; with
+  // options.verify_checksums its checksums too) or a folder path (absolute, or relative to the
+  // experiment folder) into `targets`. Waits for a save in flight first. Returns the running states
+  // and what did not match. Error(NotFound) when "latest" finds no checkpoint.
+  LoadResult load(std::string_view path_or_latest, const LoadTargets& targets,
+                  const LoadOptions& options = {});
+
+  std::vector<CheckpointEntry> list(bool full = false) const;
+  std::optional<CheckpointEntry> latest(bool full = false) const;
+  // Waits for a save in flight, then prune_checkpoints(keep).
+  std::vector<std::filesystem::path> prune(size_t keep);
+  VerifyReport verify(const std::filesystem::path& path, bool full) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ckptio
