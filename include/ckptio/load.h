@@ -1,0 +1,213 @@
+// load_checkpoint: load model weights from anything ckptio reads, into buffers the caller owns or
+// into a name -> Tensor map.
+//
+// Sources (resolve_checkpoint_source decides, in this order):
+//   a file:   .safetensors; .pt / .pth / .bin (torch pickle, read by the restricted unpickler);
+//             *.index.json (a sharded folder's index); other names are sniffed by their first bytes
+//   a folder: model.safetensors.index.json > model.safetensors > pytorch_model.bin.index.json >
+//             pytorch_model.bin > a training checkpoint folder (ckptio's, or Open-Sora/ColossalAI's
+//             epochE-global_stepS: its EMA weights when present, else model/; WeightsChoice picks)
+//             > the folder's only *.safetensors.index.json > its only *.safetensors file.
+// A folder that holds safetensors weights never falls back to a pickle: if the safetensors files
+// are broken the load fails.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ckptio/dtype.h"
+#include "ckptio/io.h"
+#include "ckptio/safetensors.h"
+#include "ckptio/sharded.h"
+#include "ckptio/tensor.h"
+
+namespace ckptio {
+
+// Which weights of a training checkpoint folder to load.
+enum class WeightsChoice : uint8_t {
+  Auto,   // EMA when the folder has it (ema.safetensors, ema/, ema.pt), else model/
+  Model,  // model/ (or model.safetensors / model.pt in the folder)
+  Ema,    // EMA only; Error(NotFound) without it
+};
+
+enum class SourceKind : uint8_t {
+  SafetensorsFile,
+  TorchFile,      // .pt/.pth/.bin pickle
+  ShardedFolder,  // an index file (safetensors or torch .bin shards)
+};
+std::string_view source_kind_name(SourceKind kind);
+
+struct SourceOptions {
+  WeightsChoice weights = WeightsChoice::Auto;
+  // When false, a source that resolves to a torch pickle is Error(Unsafe) instead of being read.
+  bool allow_pickle = true;
+  // Dotted path of the object to load inside a torch file (empty: the whole file, flattened).
+  std::string torch_key;
+  // See ShardedReadOptions::allowed_root.
+  std::filesystem::path allowed_root;
+  io::Env* env = nullptr;  // nullptr: Env::posix()
+};
+
+// A path resolved to one concrete source.
+struct ResolvedSource {
+  SourceKind kind = SourceKind::SafetensorsFile;
+  std::filesystem::path path;  // the file, or the index file of a sharded folder
+  std::string how;             // why this was picked ("ema of training checkpoint", ...)
+};
+
+// The one step that turns what the user typed into a concrete source (rules at the top of this
+// file). Throws Error(NotFound) listing what was looked for when nothing matches, Error(Corrupt)
+// when a folder is ambiguous (several index files), Error(Unsafe) for a pickle with
+// allow_pickle=false.
+ResolvedSource resolve_checkpoint_source(const std::filesystem::path& path,
+                                         const SourceOptions& options = {});
+
+struct SourceTensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+  uint64_t nbytes = 0;
+};
+
+// Any readable source behind one interface (used by load_checkpoint, convert, diff, inspect).
+// Thread-safe after open(); copies share the open files.
+class CheckpointReader {
+ public:
+  // Resolves and opens the source. Mmap readers hand out zero-copy views.
+  static CheckpointReader open(const std::filesystem::path& path,
+                               const SourceOptions& options = {}, ReadMode mode = ReadMode::Mmap);
+  const ResolvedSource& source() const;
+  // Every tensor, in the source's order (data order for one safetensors file, index order for a
+  // folder, name order for a torch file). Opens every shard of a folder.
+  const std::vector<SourceTensorInfo>& tensors() const;
+  // The single safetensors file's "__metadata__", or a sharded index's extra metadata.
+  std::optional<Metadata> metadata() const;
+  // Zero-copy where the source allows (mmap'd safetensors, zip-stored torch tensors).
+  Tensor tensor(std::string_view name) const;
+  // Copies or converts many tensors into caller memory in parallel (see ShardedReader).
+  uint64_t read_into_many(std::span<const ReadRequest> requests, int threads = 0) const;
+
+ private:
+  struct Impl;
+  explicit CheckpointReader(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+// A destination the caller owns: `buffer` must be exactly tensor_nbytes(dtype, shape) bytes and
+// stay alive during the call.
+struct LoadTarget {
+  std::string name;
+  DType dtype = DType::F32;
+  Shape shape;
+  std::span<std::byte> buffer;
+};
+
+struct LoadOptions {
+  // Any missing, unexpected or mismatched name is Error(Mismatch) listing all of them, raised
+  // before any target byte is written. When false, matching tensors load and the rest is only
+  // reported.
+  bool strict = true;
+  // Source-name prefix rewrites, applied before matching: the first pair whose `first` is a prefix
+  // of the name replaces it with `second` (Open-Sora's rename_keys).
+  std::vector<std::pair<std::string, std::string>> rename_keys;
+  // Convert between float dtypes (F64, F32, F16, BF16, F8) when source and target differ. When
+  // false, or for a pair convert_elements cannot do, a dtype difference is a mismatch.
+  bool convert_dtype = true;
+  // Without targets: convert every convertible float tensor to this dtype (owned copies).
+  std::optional<DType> dtype;
+  int threads = 0;  // parallel reads; 0: min(hardware threads, 8); 1: sequential
+  SourceOptions source;
+};
+
+struct LoadReport {
+  ResolvedSource source;
+  std::vector<std::string> loaded;      // target (renamed) names that were filled
+  std::vector<std::string> missing;     // targets with no source tensor
+  std::vector<std::string> unexpected;  // source tensors (renamed) with no target
+  std::vector<std::string> mismatched;  // "name: source BF16 [2, 3] vs target F32 [3, 2]"
+  std::vector<std::string> converted;   // names whose dtype was converted
+  uint64_t bytes_read = 0;              // source bytes read or mapped
+  std::chrono::nanoseconds elapsed{0};
+  bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+  // One line per list, for logs: "loaded 120 tensors (1.2 GB) in 0.4 s; 2 missing: a, b".
+  std::string summary() const;
+};
+
+// Fills caller-owned targets from `source`. Throws Error(InvalidArgument) for duplicate target
+// names or a buffer of the wrong size, Error(InvalidArgument) when rename_keys maps two source
+// names to one, Error(Mismatch) in strict mode as above, and the readers' errors annotated with
+// the source path.
+LoadReport load_checkpoint(const std::filesystem::path& source, std::span<const LoadTarget> targets,
+                           const LoadOptions& options = {});
+
+struct LoadedCheckpoint {
+  std::map<std::string, Tensor> tensors;  // renamed names; zero-copy views where possible
+  LoadReport report;                      // unexpected/missing/mismatched stay empty
+};
+
+// No target: every tensor of the source, by (renamed) name.
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& source,
+                                 const LoadOptions& options = {});
+
+// --- convert -----------------------------------------------------------------------------------
+
+struct ConvertOptions {
+  // Output: a path ending in ".safetensors" is one file (Error(InvalidArgument) when
+  // max_shard_size is set and the tensors exceed it); anything else is a folder written by
+  // save_sharded with this limit (default 5GB).
+  std::optional<uint64_t> max_shard_size;
+  std::optional<DType> dtype;  // convert every float tensor
+  // Folder output: the base name; empty keeps the source's ("pytorch_model" becomes "model").
+  std::string base_name;
+  int threads = 0;
+  bool sync = true;
+  SourceOptions source;
+};
+
+struct ConvertReport {
+  ResolvedSource source;
+  std::filesystem::path output;
+  size_t tensors = 0;
+  size_t shards = 0;
+  uint64_t tensor_bytes = 0;
+  size_t converted = 0;
+};
+
+// Any readable source to one safetensors file or a sharded folder. A single safetensors file
+// converted without dtype change is re-written with its own metadata by the reference layout, so
+// the output is what the reference writer produces for the same tensors and metadata.
+ConvertReport convert_checkpoint(const std::filesystem::path& src, const std::filesystem::path& dst,
+                                 const ConvertOptions& options = {});
+
+// --- diff --------------------------------------------------------------------------------------
+
+struct DiffOptions {
+  // Float values a, b are equal when |a - b| <= atol + rtol * |b| (NaN equals NaN). Integer and
+  // other types compare exactly.
+  double atol = 0.0;
+  double rtol = 0.0;
+  size_t max_differences = 20;  // stop listing after this many (counting continues)
+  SourceOptions source;
+};
+
+struct DiffReport {
+  std::vector<std::string> differences;  // the first max_differences, one line each
+  size_t difference_count = 0;
+  size_t compared = 0;
+  bool equal() const { return difference_count == 0; }
+};
+
+// Compares names, dtypes, shapes and values of two readable sources.
+DiffReport diff_checkpoints(const std::filesystem::path& a, const std::filesystem::path& b,
+                            const DiffOptions& options = {});
+
+}  // namespace ckptio
