@@ -96,6 +96,15 @@ class Env {
   // lstat: does not follow a final symlink (is_symlink reports it).
   virtual FileInfo stat(const fs::path& path) = 0;
 
+  // Atomically swaps two existing paths (renameat2 RENAME_EXCHANGE), so that a committed folder
+  // can replace an existing one without a moment where neither exists. Envs that cannot do it
+  // throw Error(Unsupported); callers then fall back to remove + rename.
+  virtual void exchange(const fs::path& a, const fs::path& b);
+  // Opens an existing file for writing with O_DIRECT, for engines that write aligned blocks
+  // around the page cache. nullptr when the Env or the filesystem does not support it (tmpfs,
+  // fault injection): callers then write through the ordinary file.
+  virtual std::unique_ptr<WritableFile> open_write_direct(const fs::path& path);
+
   // The process-wide POSIX implementation.
   static Env& posix();
 };
@@ -116,5 +125,54 @@ std::string read_small_file(Env& env, const fs::path& path, uint64_t max_bytes =
 // True for names write_file_atomic and the folder commit use for their temp files; owners use it
 // to clean up after a crash.
 bool is_temp_name(std::string_view name);
+
+// `<dir>/.<name>.tmp-<random>` for `<dir>/<name>`: the temp name of an atomic commit.
+fs::path temp_path_for(const fs::path& path);
+
+// The crash-safe way to create or replace a folder (a sharded checkpoint): everything is written
+// into `<parent>/.<name>.tmp-<random>/`, then commit() fsyncs every file and folder in it,
+// renames it to `<parent>/<name>` and fsyncs the parent. A crash at any point leaves either no
+// folder (or the old one) under the final name plus a temp folder that is_temp_name() recognises
+// and remove_temp_leftovers() deletes.
+//
+// Not thread-safe; files inside may be written from any thread before commit().
+class AtomicDir {
+ public:
+  // Creates the temp folder (and the parent, if missing). Throws Error naming the path.
+  AtomicDir(Env& env, fs::path final_path);
+  // Removes the temp folder unless commit() succeeded; errors are swallowed (a leftover is
+  // cleaned later by remove_temp_leftovers).
+  ~AtomicDir();
+  AtomicDir(const AtomicDir&) = delete;
+  AtomicDir& operator=(const AtomicDir&) = delete;
+
+  const fs::path& temp_path() const { return temp_; }
+  const fs::path& final_path() const { return final_; }
+  // temp_path() / name: where to write a file that will be published as final_path() / name.
+  fs::path operator/(const fs::path& name) const { return temp_ / name; }
+
+  // Publishes the folder. When `final_path` exists: replace == false throws
+  // Error(AlreadyExists) and leaves everything as it was (the temp folder stays until
+  // destruction); replace == true swaps the folders atomically and removes the old one.
+  // `sync_files` == false skips the per-file fsync for callers that already synced each file
+  // (the folder fsyncs are always done). After a failure nothing is published.
+  void commit(bool replace = false, bool sync_files = true);
+  bool committed() const { return committed_; }
+
+ private:
+  void remove_old_version(const fs::path& old);
+
+  Env& env_;
+  fs::path final_;
+  fs::path temp_;
+  bool committed_ = false;
+};
+
+// Removes the leftovers of interrupted atomic commits in `dir`: entries whose names are temp
+// names (files and folders). With `name` non-empty only leftovers of `<dir>/<name>` are touched,
+// so an owner never deletes another writer's temp files. Returns the names removed. Call it only
+// when no other process is committing the same names.
+std::vector<std::string> remove_temp_leftovers(Env& env, const fs::path& dir,
+                                               std::string_view name = {});
 
 }  // namespace ckptio::io

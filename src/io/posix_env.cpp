@@ -1,6 +1,7 @@
 // The POSIX Env: pread/pwrite in bounded chunks, every result checked.
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 
 #include "ckptio/error.h"
 #include "ckptio/io.h"
+#include "io/io_loop.h"
 
 namespace ckptio::io {
 namespace {
@@ -28,21 +30,9 @@ class PosixReadableFile final : public ReadableFile {
   int fd() const override { return fd_; }
 
   void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
-    size_t done = 0;
-    while (done < dst.size()) {
-      const size_t want = std::min(dst.size() - done, kMaxIoChunk);
-      const ssize_t n = ::pread(fd_, dst.data() + done, want, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw system_error(errno, "read " + quoted(path_) + " at byte " + std::to_string(offset + done));
-      }
-      if (n == 0) {
-        throw Error(ErrorCode::Corrupt, "unexpected end of file " + quoted(path_) + " at byte " +
-                                            std::to_string(offset + done) + " (wanted " +
-                                            std::to_string(dst.size() - done) + " more bytes)");
-      }
-      done += static_cast<size_t>(n);
-    }
+    detail::read_all(path_, offset, dst, [&](std::byte* p, size_t n, uint64_t off) {
+      return ::pread(fd_, p, n, static_cast<off_t>(off));
+    });
   }
 
  private:
@@ -63,20 +53,9 @@ class PosixWritableFile final : public WritableFile {
 
   void write_at(uint64_t offset, std::span<const std::byte> src) override {
     check_open();
-    size_t done = 0;
-    while (done < src.size()) {
-      const size_t want = std::min(src.size() - done, kMaxIoChunk);
-      const ssize_t n = ::pwrite(fd_, src.data() + done, want, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw system_error(errno, "write " + quoted(path_) + " at byte " + std::to_string(offset + done));
-      }
-      if (n == 0) {
-        throw Error(ErrorCode::IoError, "write " + quoted(path_) + " at byte " +
-                                            std::to_string(offset + done) + " made no progress");
-      }
-      done += static_cast<size_t>(n);
-    }
+    detail::write_all(path_, offset, src, [&](const std::byte* p, size_t n, uint64_t off) {
+      return ::pwrite(fd_, p, n, static_cast<off_t>(off));
+    });
   }
 
   void truncate(uint64_t size) override {
@@ -240,6 +219,27 @@ class PosixEnv final : public Env {
     return names;
   }
 
+  void exchange(const fs::path& a, const fs::path& b) override {
+    if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) != 0) {
+      const int e = errno;
+      if (e == EINVAL || e == ENOSYS) {
+        throw Error(ErrorCode::Unsupported, "atomic exchange of " + quoted(a) + " and " +
+                                                quoted(b) + " is not supported here");
+      }
+      throw system_error(e, "exchange " + quoted(a) + " and " + quoted(b));
+    }
+  }
+
+  std::unique_ptr<WritableFile> open_write_direct(const fs::path& path) override {
+    const int fd = open_retry(path.c_str(), O_WRONLY | O_DIRECT);
+    if (fd < 0) {
+      // EINVAL: the filesystem has no direct I/O (tmpfs); the caller writes buffered instead.
+      if (errno == EINVAL) return nullptr;
+      throw system_error(errno, "open (O_DIRECT) " + quoted(path));
+    }
+    return std::make_unique<PosixWritableFile>(path, fd);
+  }
+
   FileInfo stat(const fs::path& path) override {
     struct stat st {};
     FileInfo info;
@@ -256,6 +256,13 @@ class PosixEnv final : public Env {
 };
 
 }  // namespace
+
+void Env::exchange(const fs::path& a, const fs::path& b) {
+  throw Error(ErrorCode::Unsupported,
+              "this Env cannot exchange " + quoted(a) + " and " + quoted(b) + " atomically");
+}
+
+std::unique_ptr<WritableFile> Env::open_write_direct(const fs::path&) { return nullptr; }
 
 Env& Env::posix() {
   static PosixEnv env;

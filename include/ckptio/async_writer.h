@@ -1,0 +1,111 @@
+// AsyncWriter: many producers hand over (file, offset, bytes) writes; background threads write
+// them and synchronize() makes them durable or throws. It is TensorNVMe's AsyncFileWriter done
+// right: every result is checked, short writes continue, no call moves more than Linux accepts,
+// memory in flight is bounded, and no error is ever dropped.
+//
+// Backends: `pwrite` (default: a pool of threads doing positional writes through the Env) and
+// `io_uring` (liburing, probed at run time; when the kernel, a seccomp filter or the build does
+// not allow it the writer falls back to pwrite and says so in backend()). With direct_io the
+// block-aligned middle of each write goes through an O_DIRECT descriptor from an aligned staging
+// buffer and the unaligned head and tail through the ordinary descriptor.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "ckptio/error.h"
+#include "ckptio/io.h"
+
+namespace ckptio::io {
+
+enum class WriteBackend : uint8_t {
+  Pwrite,   // thread pool of pwrite through the Env
+  IoUring,  // one io_uring per thread, several writes in flight each
+};
+
+// "pwrite" / "io_uring".
+std::string_view write_backend_name(WriteBackend backend);
+// Whether io_uring can be used in this process (built with liburing, and the kernel lets us set
+// up a ring and write with it). Probed once, cached.
+bool io_uring_available();
+
+struct AsyncWriterOptions {
+  WriteBackend backend = WriteBackend::Pwrite;
+  // Background threads (at least 1).
+  unsigned threads = 4;
+  // Writes are split into pieces of at most this many bytes (rounded to 4 KiB) so that threads
+  // share a large write and backpressure is fine-grained.
+  size_t chunk_bytes = size_t{8} << 20;
+  // Bound on bytes submitted but not yet written. submit() blocks while the bound would be
+  // exceeded; staged copies (submit_copy) therefore never hold more memory than this. Values
+  // below chunk_bytes lower the chunk size to match.
+  uint64_t max_bytes_in_flight = uint64_t{256} << 20;
+  // O_DIRECT for block-aligned parts (files opened or attached while this is set).
+  bool direct_io = false;
+  // Submission queue depth per io_uring thread.
+  unsigned uring_depth = 16;
+  // synchronize() fsyncs every file written since the last synchronize(). Off only for
+  // benchmarks of the page cache and for callers that fsync themselves.
+  bool sync = true;
+  // nullptr: Env::posix().
+  Env* env = nullptr;
+  // Called by the destructor for an error no caller collected; default prints to stderr.
+  std::function<void(const Error&)> on_uncollected_error;
+};
+
+class AsyncWriter {
+ public:
+  using FileId = uint32_t;
+
+  explicit AsyncWriter(AsyncWriterOptions options = {});
+  // Waits for every submitted write, joins the threads, closes owned files. An error that
+  // neither submit() nor synchronize() has thrown is passed to on_uncollected_error. Does not
+  // fsync: durability is what synchronize() is for.
+  ~AsyncWriter();
+  AsyncWriter(const AsyncWriter&) = delete;
+  AsyncWriter& operator=(const AsyncWriter&) = delete;
+
+  // The backend actually in use (Pwrite when io_uring was asked for but is unavailable).
+  WriteBackend backend() const;
+  const AsyncWriterOptions& options() const;
+
+  // Opens `path` through the Env; the writer owns the file until close() or destruction.
+  FileId open(const fs::path& path, OpenMode mode);
+  // Writes into a file the caller owns; it must stay open until synchronize() has returned (or
+  // the writer is destroyed).
+  FileId attach(WritableFile& file);
+
+  // Queues a write of `bytes` at `offset`. The bytes are borrowed: they must stay alive and
+  // unchanged until synchronize() returns. Blocks while the in-flight bound is reached. Thread-
+  // safe. Throws the pending error (as synchronize() would) if an earlier write failed, so
+  // producers stop early.
+  void submit(FileId file, uint64_t offset, std::span<const std::byte> bytes);
+  // Like submit, but copies the bytes into staging memory first (counted in the bound), so the
+  // caller may reuse its buffer as soon as this returns.
+  void submit_copy(FileId file, uint64_t offset, std::span<const std::byte> bytes);
+
+  // Waits for everything submitted so far, fsyncs every file written since the last call (when
+  // options.sync), then throws the first error of that period, naming file and byte offset. The
+  // writer is usable again afterwards. Call from one thread at a time.
+  void synchronize();
+  // synchronize(), then closes an owned file (reporting a failed close). Attached files are
+  // only forgotten.
+  void close(FileId file);
+
+  // Bytes submitted and not yet written, and the most there ever were at once.
+  uint64_t bytes_in_flight() const;
+  uint64_t peak_bytes_in_flight() const;
+  // Bytes written since construction (counted only after the write returned success).
+  uint64_t bytes_written() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ckptio::io

@@ -1,0 +1,98 @@
+// FaultInjectingEnv: an Env for tests that passes every call to a real Env (POSIX by default)
+// until told to fail. It makes the failures real programs meet: the Nth write, fsync or rename
+// failing with EIO or ENOSPC, short writes, EINTR, and a "crash" after which no I/O happens at
+// all. Code under test must surface each of them as ckptio::Error with the right code and must
+// never report success for bytes that did not reach the base Env.
+//
+// Thread-safe: the async writer calls it from several threads at once.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ckptio/io.h"
+
+namespace ckptio::io {
+
+// The operations a fault can target. Each is counted per call, across all files of the Env.
+enum class FaultOp : uint8_t {
+  Open,      // open_read, open_write, open_write_direct, map_read
+  Read,      // ReadableFile::read_exact
+  Write,     // WritableFile::write_at (one count per call, however many attempts it takes)
+  Truncate,  // WritableFile::truncate
+  Sync,      // WritableFile::sync
+  Close,     // WritableFile::close
+  Rename,    // rename and exchange
+  SyncDir,   // sync_dir
+  Remove,    // remove and remove_all
+  Mkdir,     // create_dirs
+};
+
+struct Fault {
+  FaultOp op = FaultOp::Write;
+  // 1-based: the nth matching call from the moment the fault is injected fails.
+  uint64_t nth = 1;
+  // errno the call fails with (EIO, ENOSPC, EACCES, ...); it is mapped by ckptio::system_error.
+  int error = EIO;
+  // Only calls on paths whose string contains this count; empty matches every path.
+  std::string path_contains;
+  // Keep failing every matching call after the nth (a disk that stays full).
+  bool sticky = false;
+};
+
+class FaultInjectingEnv final : public Env {
+ public:
+  // `base` must outlive this Env and every file it opened.
+  explicit FaultInjectingEnv(Env& base = Env::posix());
+  ~FaultInjectingEnv() override;
+
+  // Arms a fault. Several may be armed; a call fails if any armed fault matches it.
+  void inject(const Fault& fault);
+  // From now on every write attempt moves at most `max_bytes` (0 = no limit), so writers must
+  // keep going after short writes. The bytes that are moved really reach the base Env.
+  void set_short_writes(size_t max_bytes);
+  // Every `every`-th read or write attempt first fails with EINTR (0 = never); callers retry.
+  void set_eintr_every(uint64_t every);
+  // Simulated power cut: after `ops` more mutating calls (write, truncate, sync, close, rename,
+  // sync_dir, remove, mkdir) succeed, every call of any kind fails with EIO and has no effect.
+  void crash_after(uint64_t ops);
+  // crash_after(0).
+  void crash_now();
+  bool crashed() const;
+  // Disarms every fault, short writes, EINTR and the crash; counters keep counting.
+  void clear();
+
+  // Calls seen for `op` (including failed ones) since construction.
+  uint64_t count(FaultOp op) const;
+  // Faults that fired (including EINTR and short writes) since construction.
+  uint64_t faults_fired() const;
+  // Bytes the base Env accepted through write_at since construction.
+  uint64_t bytes_written() const;
+
+  std::unique_ptr<ReadableFile> open_read(const fs::path& path) override;
+  std::unique_ptr<WritableFile> open_write(const fs::path& path, OpenMode mode) override;
+  std::shared_ptr<const MappedFile> map_read(const fs::path& path) override;
+  void rename(const fs::path& from, const fs::path& to) override;
+  void sync_dir(const fs::path& dir) override;
+  void remove(const fs::path& path) override;
+  void remove_all(const fs::path& path) override;
+  void create_dirs(const fs::path& path) override;
+  std::vector<std::string> list_dir(const fs::path& dir) override;
+  FileInfo stat(const fs::path& path) override;
+  void exchange(const fs::path& a, const fs::path& b) override;
+  // Always nullptr: direct I/O would bypass the injected faults.
+  std::unique_ptr<WritableFile> open_write_direct(const fs::path& path) override;
+
+  // Used by the files this Env hands out; not for callers.
+  struct State;
+
+ private:
+  Env& base_;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace ckptio::io
