@@ -1,0 +1,108 @@
+// SafetensorsReader: validates on open, then hands out zero-copy views (mmap) or copies (pread).
+#include <array>
+#include <cstring>
+
+#include "ckptio/error.h"
+#include "ckptio/safetensors.h"
+#include "format/safetensors/header_length.h"
+
+namespace ckptio {
+
+struct SafetensorsReader::Impl {
+  std::filesystem::path path;
+  ReadMode mode = ReadMode::Mmap;
+  std::unique_ptr<io::ReadableFile> file;
+  std::shared_ptr<const io::MappedFile> map;  // Mmap mode only
+  SafetensorsHeader header;
+  uint64_t file_size = 0;
+  // name -> index into header.tensors, sorted by name for binary search.
+  std::vector<std::pair<std::string_view, size_t>> by_name;
+};
+
+SafetensorsReader::SafetensorsReader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+SafetensorsReader SafetensorsReader::open(const std::filesystem::path& path, ReadMode mode,
+                                          io::Env& env, const SafetensorsLimits& limits) {
+  auto impl = std::make_shared<Impl>();
+  impl->path = path;
+  impl->mode = mode;
+  const std::string source = path.string();
+  impl->file = env.open_read(path);
+  if (mode == ReadMode::Mmap) {
+    impl->map = env.map_read(path);
+    const auto bytes = impl->map->bytes();
+    impl->file_size = bytes.size();
+    impl->header = parse_safetensors(bytes, source, limits);
+  } else {
+    impl->file_size = impl->file->size();
+    std::array<std::byte, 8> first{};
+    if (impl->file_size >= 8) impl->file->read_exact(0, first);
+    const uint64_t n = checked_header_length(first, impl->file_size, source, limits);
+    std::string header(static_cast<size_t>(n), '\0');
+    impl->file->read_exact(8, std::as_writable_bytes(std::span(header.data(), header.size())));
+    impl->header = parse_safetensors_header(header, impl->file_size - 8 - n, source, limits);
+  }
+  impl->by_name.reserve(impl->header.tensors.size());
+  for (size_t i = 0; i < impl->header.tensors.size(); ++i) {
+    impl->by_name.emplace_back(impl->header.tensors[i].name, i);
+  }
+  std::sort(impl->by_name.begin(), impl->by_name.end());
+  return SafetensorsReader(std::move(impl));
+}
+
+const std::filesystem::path& SafetensorsReader::path() const { return impl_->path; }
+ReadMode SafetensorsReader::mode() const { return impl_->mode; }
+const SafetensorsHeader& SafetensorsReader::header() const { return impl_->header; }
+uint64_t SafetensorsReader::file_size() const { return impl_->file_size; }
+const io::ReadableFile& SafetensorsReader::file() const { return *impl_->file; }
+
+const TensorInfo* SafetensorsReader::find(std::string_view name) const {
+  const auto& v = impl_->by_name;
+  auto it = std::lower_bound(v.begin(), v.end(), name,
+                             [](const auto& e, std::string_view n) { return e.first < n; });
+  if (it == v.end() || it->first != name) return nullptr;
+  return &impl_->header.tensors[it->second];
+}
+
+const TensorInfo& SafetensorsReader::info(std::string_view name) const {
+  if (const TensorInfo* t = find(name)) return *t;
+  throw Error(ErrorCode::NotFound,
+              "'" + impl_->path.string() + "': no tensor named \"" + std::string(name) + "\"");
+}
+
+Tensor SafetensorsReader::tensor(std::string_view name) const {
+  const TensorInfo& t = info(name);
+  if (impl_->mode == ReadMode::Pread) return read_owned(name);
+  const auto bytes = impl_->map->bytes().subspan(impl_->header.data_start + t.begin, t.nbytes());
+  return Tensor::from_owner(t.dtype, t.shape, bytes, impl_->map, Tensor::Storage::Mapped);
+}
+
+Tensor SafetensorsReader::read_owned(std::string_view name) const {
+  const TensorInfo& t = info(name);
+  Tensor out = Tensor::zeros(t.dtype, t.shape);
+  read_into(name, out.mutable_bytes());
+  return out;
+}
+
+void SafetensorsReader::read_into(std::string_view name, std::span<std::byte> dst) const {
+  const TensorInfo& t = info(name);
+  if (dst.size() != t.nbytes()) {
+    throw Error(ErrorCode::InvalidArgument,
+                "'" + impl_->path.string() + "': tensor \"" + t.name + "\" has " +
+                    std::to_string(t.nbytes()) + " bytes, destination has " +
+                    std::to_string(dst.size()));
+  }
+  if (dst.empty()) return;
+  const uint64_t offset = impl_->header.data_start + t.begin;
+  if (impl_->mode == ReadMode::Mmap) {
+    std::memcpy(dst.data(), impl_->map->bytes().data() + offset, dst.size());
+  } else {
+    try {
+      impl_->file->read_exact(offset, dst);
+    } catch (const Error& e) {
+      throw e.annotate("tensor \"" + t.name + "\"");
+    }
+  }
+}
+
+}  // namespace ckptio
