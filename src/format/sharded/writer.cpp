@@ -1,0 +1,202 @@
+// save_sharded: shards to temp names in parallel, fsync, rename, index last, stale files after.
+#include <algorithm>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ckptio/error.h"
+#include "ckptio/sharded.h"
+#include "format/sharded/parallel_for.h"
+#include "format/sharded/stale_files.h"
+
+namespace ckptio {
+namespace {
+
+constexpr uint64_t kWriteChunk = uint64_t{64} << 20;
+
+struct PendingShard {
+  std::string name;
+  std::filesystem::path temp;
+  std::vector<NamedTensor> members;
+  SafetensorsLayout layout;
+  std::unique_ptr<io::WritableFile> file;
+};
+
+struct WriteTask {
+  size_t shard;
+  uint64_t offset;
+  std::span<const std::byte> bytes;
+};
+
+// Writes the index through a temp name; without `sync` it skips the fsyncs (tests, benchmarks).
+void write_small_file(io::Env& env, const std::filesystem::path& path, std::string_view text,
+                      bool sync) {
+  if (sync) {
+    io::write_file_atomic(env, path, text);
+    return;
+  }
+  const auto temp = path.parent_path() / ("." + path.filename().string() + ".tmp-" + io::random_suffix());
+  try {
+    auto f = env.open_write(temp, io::OpenMode::CreateNew);
+    f->write_at(0, std::as_bytes(std::span(text.data(), text.size())));
+    f->close();
+    env.rename(temp, path);
+  } catch (...) {
+    try {
+      env.remove(temp);
+    } catch (...) {
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
+ShardedWriteResult save_sharded(const std::filesystem::path& dir,
+                                std::span<const NamedTensor> tensors,
+                                const ShardedWriteOptions& options) {
+  io::Env& env = options.env ? *options.env : io::Env::posix();
+  if (options.metadata.count("total_size")) {
+    throw Error(ErrorCode::InvalidArgument,
+                "index metadata key 'total_size' is reserved (ckptio writes it)");
+  }
+  ShardPlan plan = plan_shards(tensors, options.max_shard_size, options.base_name);
+  if (plan.shards.empty()) {  // an empty state is still a loadable file
+    plan.shards.push_back(ShardPlan::Shard{single_file_name(options.base_name), {}, 0});
+  }
+  const bool sharded = plan.sharded();
+
+  std::vector<PendingShard> pending(plan.shards.size());
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
+    PendingShard& p = pending[s];
+    p.name = plan.shards[s].file_name;
+    for (size_t m : plan.shards[s].members) p.members.push_back(tensors[m]);
+    SafetensorsWriteOptions wo;
+    Metadata file_metadata{{"format", "pt"}};
+    if (!sharded) {
+      for (const auto& [k, v] : options.metadata) file_metadata[k] = v;
+    }
+    wo.metadata = std::move(file_metadata);
+    p.layout = plan_safetensors(p.members, wo);
+  }
+  const std::string index_text = sharded ? render_shard_index(plan, tensors, options.metadata) : "";
+
+  env.create_dirs(dir);
+  const std::vector<std::string> before = env.list_dir(dir);
+  const std::set<std::string> existing(before.begin(), before.end());
+
+  // 1. Every shard under a temp name, written by a few threads in chunks.
+  std::vector<WriteTask> tasks;
+  for (size_t s = 0; s < pending.size(); ++s) {
+    PendingShard& p = pending[s];
+    const auto& header = p.layout.header;
+    tasks.push_back({s, 0, std::as_bytes(std::span(header.data(), header.size()))});
+    const uint64_t data_start = header.size();
+    for (size_t k = 0; k < p.layout.order.size(); ++k) {
+      const auto bytes = p.members[p.layout.order[k]].view.bytes;
+      const uint64_t base = data_start + p.layout.entries[k].begin;
+      for (uint64_t off = 0; off < bytes.size(); off += kWriteChunk) {
+        const uint64_t n = std::min<uint64_t>(kWriteChunk, bytes.size() - off);
+        tasks.push_back({s, base + off, bytes.subspan(off, n)});
+      }
+    }
+  }
+  const int threads = detail::pick_thread_count(options.threads, 4, tasks.size());
+  auto remove_temps = [&] {
+    for (auto& p : pending) {
+      p.file.reset();
+      if (p.temp.empty()) continue;
+      try {
+        env.remove(p.temp);
+      } catch (...) {
+        // The first error matters more; temp names are cleaned by the next save.
+      }
+    }
+  };
+  try {
+    for (auto& p : pending) {
+      p.temp = dir / ("." + p.name + ".tmp-" + io::random_suffix());
+      p.file = env.open_write(p.temp, io::OpenMode::CreateNew);
+      p.file->truncate(p.layout.file_size);
+    }
+    detail::parallel_for(tasks.size(), threads, [&](size_t i) {
+      const WriteTask& t = tasks[i];
+      if (!t.bytes.empty()) pending[t.shard].file->write_at(t.offset, t.bytes);
+    });
+    detail::parallel_for(pending.size(), threads, [&](size_t s) {
+      if (options.sync) pending[s].file->sync();
+      pending[s].file->close();
+    });
+  } catch (const Error& e) {
+    remove_temps();
+    throw e.annotate("saving sharded checkpoint to '" + dir.string() + "'");
+  } catch (...) {
+    remove_temps();
+    throw;
+  }
+
+  // 2. If a new shard would replace a file the current index names, retire that index first: a
+  //    reader then sees no index (an error) rather than a mix of old and new shards.
+  const std::string index_name = index_file_name(options.base_name);
+  bool index_removed = false;
+  if (existing.count(index_name)) {
+    for (const auto& p : pending) {
+      if (existing.count(p.name)) {
+        try {
+          env.remove(dir / index_name);
+          if (options.sync) env.sync_dir(dir);
+        } catch (...) {
+          remove_temps();
+          throw;
+        }
+        index_removed = true;
+        break;
+      }
+    }
+  }
+
+  // 3. Shards into place, then the index: the commit point of a sharded save.
+  ShardedWriteResult result;
+  result.total_size = plan.total_size;
+  try {
+    for (auto& p : pending) {
+      env.rename(p.temp, dir / p.name);
+      p.temp.clear();
+      result.shards.push_back({p.name, p.layout.file_size});
+    }
+    if (options.sync) env.sync_dir(dir);
+    if (sharded) {
+      write_small_file(env, dir / index_name, index_text, options.sync);
+      result.index = ShardedWriteResult::File{index_name, index_text.size()};
+    }
+  } catch (const Error& e) {
+    remove_temps();
+    throw e.annotate("saving sharded checkpoint to '" + dir.string() + "'");
+  }
+
+  // 4. Only now: files of earlier saves with this base name that the new save does not name.
+  std::set<std::string> keep;
+  for (const auto& p : pending) keep.insert(p.name);
+  if (sharded) keep.insert(index_name);
+  std::vector<std::string> stale;
+  for (const auto& name : env.list_dir(dir)) {
+    if (keep.count(name)) continue;
+    if (detail::is_shard_family_name(name, options.base_name) ||
+        detail::is_shard_family_temp_name(name, options.base_name)) {
+      stale.push_back(name);
+    }
+  }
+  // The index goes first so that no reader follows it to a shard that is gone.
+  std::stable_partition(stale.begin(), stale.end(),
+                        [&](const std::string& n) { return n == index_name; });
+  for (const auto& name : stale) {
+    env.remove(dir / name);
+    if (!io::is_temp_name(name)) result.removed.push_back(name);
+  }
+  if (!stale.empty() && options.sync) env.sync_dir(dir);
+  if (index_removed && !sharded) result.removed.push_back(index_name);
+  return result;
+}
+
+}  // namespace ckptio
