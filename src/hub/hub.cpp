@@ -78,7 +78,11 @@ Fetched fetch_file(const Settings& settings, RepoCache& cache, const FileRef& re
   MetadataResult meta = fetch_metadata(http, settings, ref);
   if (!meta.metadata) {
     if (meta.entry_missing) {
-      if (!meta.missing_commit.empty()) cache.mark_no_exist(meta.missing_commit, ref.path);
+      if (!meta.missing_commit.empty()) {
+        // As huggingface_hub does: remember both the absence and what the revision points at.
+        cache.mark_no_exist(meta.missing_commit, ref.path);
+        cache.write_ref(ref.revision, meta.missing_commit);
+      }
       if (missing_ok) return {{}, meta.missing_commit, true};
       throw *meta.error;
     }
