@@ -82,11 +82,14 @@ class AsyncWriter {
   // Queues a write of `bytes` at `offset`. The bytes are borrowed: they must stay alive and
   // unchanged until synchronize() returns. Blocks while the in-flight bound is reached. Thread-
   // safe. Throws the pending error (as synchronize() would) if an earlier write failed, so
-  // producers stop early.
-  void submit(FileId file, uint64_t offset, std::span<const std::byte> bytes);
+  // producers stop early. `what` names the bytes in error messages (e.g. `tensor "w"`); it is
+  // borrowed like the bytes.
+  void submit(FileId file, uint64_t offset, std::span<const std::byte> bytes,
+              std::string_view what = {});
   // Like submit, but copies the bytes into staging memory first (counted in the bound), so the
   // caller may reuse its buffer as soon as this returns.
-  void submit_copy(FileId file, uint64_t offset, std::span<const std::byte> bytes);
+  void submit_copy(FileId file, uint64_t offset, std::span<const std::byte> bytes,
+                   std::string_view what = {});
 
   // Waits for everything submitted so far, fsyncs every file written since the last call (when
   // options.sync), then throws the first error of that period, naming file and byte offset. The

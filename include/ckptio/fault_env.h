@@ -52,6 +52,8 @@ class FaultInjectingEnv final : public Env {
 
   // Arms a fault. Several may be armed; a call fails if any armed fault matches it.
   void inject(const Fault& fault);
+  // The common case: the nth call of `op` on any path fails once with `error`.
+  void inject(FaultOp op, uint64_t nth, int error = EIO);
   // From now on every write attempt moves at most `max_bytes` (0 = no limit), so writers must
   // keep going after short writes. The bytes that are moved really reach the base Env.
   void set_short_writes(size_t max_bytes);

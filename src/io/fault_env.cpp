@@ -1,0 +1,308 @@
+// FaultInjectingEnv: decides per call whether to fail, then delegates to the base Env. Writes and
+// reads go through the shared retry loops with an "attempt" that can be cut short or interrupted,
+// so the loops production code uses are the ones under test.
+#include "ckptio/fault_env.h"
+
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include "ckptio/error.h"
+#include "io/io_loop.h"
+
+namespace ckptio::io {
+
+struct FaultInjectingEnv::State {
+  std::mutex mu;
+  std::vector<Fault> faults;
+  std::vector<uint64_t> matched;  // per armed fault: matching calls since it was armed
+  std::array<uint64_t, 10> counts{};
+  size_t short_writes = 0;
+  uint64_t eintr_every = 0;
+  uint64_t attempts = 0;
+  bool crash_armed = false;
+  uint64_t mutating_left = 0;
+  bool crashed = false;
+  uint64_t fired = 0;
+  uint64_t written = 0;
+
+  static bool mutating(FaultOp op) {
+    return op != FaultOp::Open && op != FaultOp::Read;
+  }
+
+  // Counts the call and returns the errno it must fail with, or 0 to let it through.
+  int check(FaultOp op, const fs::path& path) {
+    std::lock_guard lock(mu);
+    const auto i = static_cast<size_t>(op);
+    ++counts[i];
+    if (crashed) {
+      ++fired;
+      return EIO;
+    }
+    for (size_t f = 0; f < faults.size(); ++f) {
+      const Fault& fault = faults[f];
+      if (fault.op != op) continue;
+      if (!fault.path_contains.empty() &&
+          path.string().find(fault.path_contains) == std::string::npos) {
+        continue;
+      }
+      const uint64_t k = ++matched[f];
+      if (k == fault.nth || (fault.sticky && k > fault.nth)) {
+        ++fired;
+        return fault.error;
+      }
+    }
+    if (crash_armed && mutating(op)) {
+      if (mutating_left == 0) {
+        crashed = true;
+        ++fired;
+        return EIO;
+      }
+      --mutating_left;
+    }
+    return 0;
+  }
+
+  // Before each read/write attempt: EINTR injection and crash checks. Returns errno or 0.
+  int attempt_fault() {
+    std::lock_guard lock(mu);
+    if (crashed) {
+      ++fired;
+      return EIO;
+    }
+    ++attempts;
+    if (eintr_every != 0 && attempts % eintr_every == 0) {
+      ++fired;
+      return EINTR;
+    }
+    return 0;
+  }
+
+  size_t clamp_write(size_t want) {
+    std::lock_guard lock(mu);
+    if (short_writes != 0 && want > short_writes) {
+      ++fired;
+      return short_writes;
+    }
+    return want;
+  }
+};
+
+namespace {
+
+[[noreturn]] void fail(int error, std::string_view what, const fs::path& path) {
+  throw system_error(error, std::string(what) + " '" + path.string() + "' (injected fault)");
+}
+
+class FaultReadableFile final : public ReadableFile {
+ public:
+  FaultReadableFile(std::unique_ptr<ReadableFile> base, std::shared_ptr<FaultInjectingEnv::State> s)
+      : base_(std::move(base)), state_(std::move(s)) {}
+  const fs::path& path() const override { return base_->path(); }
+  uint64_t size() const override { return base_->size(); }
+
+  void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
+    if (const int e = state_->check(FaultOp::Read, path())) {
+      detail::throw_read_error(e, path(), offset);
+    }
+    detail::read_all(path(), offset, dst, [&](std::byte* p, size_t n, uint64_t off) -> ssize_t {
+      if (const int e = state_->attempt_fault()) {
+        errno = e;
+        return -1;
+      }
+      base_->read_exact(off, {p, n});
+      return static_cast<ssize_t>(n);
+    });
+  }
+
+ private:
+  std::unique_ptr<ReadableFile> base_;
+  std::shared_ptr<FaultInjectingEnv::State> state_;
+};
+
+class FaultWritableFile final : public WritableFile {
+ public:
+  FaultWritableFile(std::unique_ptr<WritableFile> base, std::shared_ptr<FaultInjectingEnv::State> s)
+      : base_(std::move(base)), state_(std::move(s)) {}
+  const fs::path& path() const override { return base_->path(); }
+
+  void write_at(uint64_t offset, std::span<const std::byte> src) override {
+    if (const int e = state_->check(FaultOp::Write, path())) {
+      detail::throw_write_error(e, path(), offset);
+    }
+    detail::write_all(path(), offset, src,
+                      [&](const std::byte* p, size_t n, uint64_t off) -> ssize_t {
+                        if (const int e = state_->attempt_fault()) {
+                          errno = e;
+                          return -1;
+                        }
+                        const size_t m = state_->clamp_write(n);
+                        base_->write_at(off, {p, m});
+                        std::lock_guard lock(state_->mu);
+                        state_->written += m;
+                        return static_cast<ssize_t>(m);
+                      });
+  }
+
+  void truncate(uint64_t size) override {
+    if (const int e = state_->check(FaultOp::Truncate, path())) fail(e, "truncate", path());
+    base_->truncate(size);
+  }
+  void sync() override {
+    if (const int e = state_->check(FaultOp::Sync, path())) fail(e, "fsync", path());
+    base_->sync();
+  }
+  void close() override {
+    if (const int e = state_->check(FaultOp::Close, path())) {
+      // Like close(2): the descriptor is gone even when close reports an error.
+      try {
+        base_->close();
+      } catch (...) {
+      }
+      fail(e, "close", path());
+    }
+    base_->close();
+  }
+
+ private:
+  std::unique_ptr<WritableFile> base_;
+  std::shared_ptr<FaultInjectingEnv::State> state_;
+};
+
+}  // namespace
+
+FaultInjectingEnv::FaultInjectingEnv(Env& base)
+    : base_(base), state_(std::make_shared<State>()) {}
+
+FaultInjectingEnv::~FaultInjectingEnv() = default;
+
+void FaultInjectingEnv::inject(const Fault& fault) {
+  if (fault.nth == 0) throw Error(ErrorCode::InvalidArgument, "fault nth is 1-based");
+  std::lock_guard lock(state_->mu);
+  state_->faults.push_back(fault);
+  state_->matched.push_back(0);
+}
+
+void FaultInjectingEnv::inject(FaultOp op, uint64_t nth, int error) {
+  Fault f;
+  f.op = op;
+  f.nth = nth;
+  f.error = error;
+  inject(f);
+}
+
+void FaultInjectingEnv::set_short_writes(size_t max_bytes) {
+  std::lock_guard lock(state_->mu);
+  state_->short_writes = max_bytes;
+}
+
+void FaultInjectingEnv::set_eintr_every(uint64_t every) {
+  std::lock_guard lock(state_->mu);
+  state_->eintr_every = every;
+}
+
+void FaultInjectingEnv::crash_after(uint64_t ops) {
+  std::lock_guard lock(state_->mu);
+  state_->crash_armed = true;
+  state_->mutating_left = ops;
+  if (ops == 0) state_->crashed = true;
+}
+
+void FaultInjectingEnv::crash_now() { crash_after(0); }
+
+bool FaultInjectingEnv::crashed() const {
+  std::lock_guard lock(state_->mu);
+  return state_->crashed;
+}
+
+void FaultInjectingEnv::clear() {
+  std::lock_guard lock(state_->mu);
+  state_->faults.clear();
+  state_->matched.clear();
+  state_->short_writes = 0;
+  state_->eintr_every = 0;
+  state_->crash_armed = false;
+  state_->crashed = false;
+}
+
+uint64_t FaultInjectingEnv::count(FaultOp op) const {
+  std::lock_guard lock(state_->mu);
+  return state_->counts[static_cast<size_t>(op)];
+}
+
+uint64_t FaultInjectingEnv::faults_fired() const {
+  std::lock_guard lock(state_->mu);
+  return state_->fired;
+}
+
+uint64_t FaultInjectingEnv::bytes_written() const {
+  std::lock_guard lock(state_->mu);
+  return state_->written;
+}
+
+std::unique_ptr<ReadableFile> FaultInjectingEnv::open_read(const fs::path& path) {
+  if (const int e = state_->check(FaultOp::Open, path)) fail(e, "open", path);
+  return std::make_unique<FaultReadableFile>(base_.open_read(path), state_);
+}
+
+std::unique_ptr<WritableFile> FaultInjectingEnv::open_write(const fs::path& path, OpenMode mode) {
+  if (const int e = state_->check(FaultOp::Open, path)) fail(e, "create", path);
+  return std::make_unique<FaultWritableFile>(base_.open_write(path, mode), state_);
+}
+
+std::shared_ptr<const MappedFile> FaultInjectingEnv::map_read(const fs::path& path) {
+  if (const int e = state_->check(FaultOp::Open, path)) fail(e, "mmap", path);
+  return base_.map_read(path);
+}
+
+void FaultInjectingEnv::rename(const fs::path& from, const fs::path& to) {
+  if (const int e = state_->check(FaultOp::Rename, to)) {
+    throw system_error(e, "rename '" + from.string() + "' to '" + to.string() +
+                              "' (injected fault)");
+  }
+  base_.rename(from, to);
+}
+
+void FaultInjectingEnv::exchange(const fs::path& a, const fs::path& b) {
+  if (const int e = state_->check(FaultOp::Rename, b)) {
+    throw system_error(e, "exchange '" + a.string() + "' and '" + b.string() +
+                              "' (injected fault)");
+  }
+  base_.exchange(a, b);
+}
+
+void FaultInjectingEnv::sync_dir(const fs::path& dir) {
+  if (const int e = state_->check(FaultOp::SyncDir, dir)) fail(e, "fsync directory", dir);
+  base_.sync_dir(dir);
+}
+
+void FaultInjectingEnv::remove(const fs::path& path) {
+  if (const int e = state_->check(FaultOp::Remove, path)) fail(e, "remove", path);
+  base_.remove(path);
+}
+
+void FaultInjectingEnv::remove_all(const fs::path& path) {
+  if (const int e = state_->check(FaultOp::Remove, path)) fail(e, "remove", path);
+  base_.remove_all(path);
+}
+
+void FaultInjectingEnv::create_dirs(const fs::path& path) {
+  if (const int e = state_->check(FaultOp::Mkdir, path)) fail(e, "create directory", path);
+  base_.create_dirs(path);
+}
+
+std::vector<std::string> FaultInjectingEnv::list_dir(const fs::path& dir) {
+  if (crashed()) fail(EIO, "list directory", dir);
+  return base_.list_dir(dir);
+}
+
+FileInfo FaultInjectingEnv::stat(const fs::path& path) {
+  if (crashed()) fail(EIO, "stat", path);
+  return base_.stat(path);
+}
+
+std::unique_ptr<WritableFile> FaultInjectingEnv::open_write_direct(const fs::path&) {
+  return nullptr;
+}
+
+}  // namespace ckptio::io

@@ -1,0 +1,114 @@
+// read_parallel: the requests are laid end to end as one byte stream, the stream is cut into one
+// contiguous share per thread (balanced by bytes, like the Run:ai streamer's assigner), and each
+// thread preads its share chunk by chunk straight into the destinations.
+#include "ckptio/parallel_reader.h"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "ckptio/error.h"
+
+namespace ckptio::io {
+namespace {
+
+struct Stream {
+  std::span<const ReadRequest> requests;
+  std::vector<uint64_t> starts;  // stream position where each request begins
+  uint64_t total = 0;
+};
+
+class FirstError {
+ public:
+  void set(std::exception_ptr e) {
+    std::lock_guard lock(mu_);
+    if (!error_) error_ = std::move(e);
+    failed_.store(true, std::memory_order_relaxed);
+  }
+  bool failed() const { return failed_.load(std::memory_order_relaxed); }
+  void rethrow() {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
+};
+
+// Reads stream bytes [begin, end) in pieces of at most `chunk`.
+void read_share(const Stream& s, uint64_t begin, uint64_t end, size_t chunk, FirstError& err) {
+  try {
+    size_t r = static_cast<size_t>(std::upper_bound(s.starts.begin(), s.starts.end(), begin) -
+                                   s.starts.begin()) - 1;
+    uint64_t pos = begin;
+    while (pos < end && !err.failed()) {
+      const ReadRequest& req = s.requests[r];
+      const uint64_t in_req = pos - s.starts[r];
+      const uint64_t req_left = req.dst.size() - in_req;
+      if (req_left == 0) {
+        ++r;
+        continue;
+      }
+      const auto n = static_cast<size_t>(std::min<uint64_t>({req_left, end - pos, chunk}));
+      req.file->read_exact(req.offset + in_req, req.dst.subspan(static_cast<size_t>(in_req), n));
+      pos += n;
+    }
+  } catch (...) {
+    err.set(std::current_exception());
+  }
+}
+
+}  // namespace
+
+void read_parallel(std::span<const ReadRequest> requests, const ParallelReadOptions& options) {
+  Stream s;
+  s.requests = requests;
+  s.starts.reserve(requests.size());
+  for (const ReadRequest& r : requests) {
+    if (r.file == nullptr && !r.dst.empty()) {
+      throw Error(ErrorCode::InvalidArgument, "read_parallel: request without a file");
+    }
+    s.starts.push_back(s.total);
+    s.total += r.dst.size();
+  }
+  if (s.total == 0) return;
+  const size_t chunk = std::max<size_t>(options.chunk_bytes == 0 ? kMaxIoChunk : options.chunk_bytes,
+                                        4096);
+  unsigned threads = options.threads;
+  if (threads == 0) threads = std::min(16u, std::max(1u, std::thread::hardware_concurrency() * 2));
+  // Never more threads than chunks: each gets at least one whole chunk of work.
+  threads = static_cast<unsigned>(std::min<uint64_t>(threads, (s.total + chunk - 1) / chunk));
+  if (s.total < options.min_parallel_bytes) threads = 1;
+
+  FirstError err;
+  if (threads <= 1) {
+    read_share(s, 0, s.total, chunk, err);
+    err.rethrow();
+    return;
+  }
+  // Shares end on 64 KiB stream boundaries so neighbouring threads rarely touch the same page.
+  constexpr uint64_t kGrain = 64 * 1024;
+  const uint64_t share = ((s.total + threads - 1) / threads + kGrain - 1) / kGrain * kGrain;
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  uint64_t next = share;  // share 0 runs on the calling thread
+  while (next < s.total) {
+    const uint64_t b = next, e = std::min(s.total, next + share);
+    try {
+      pool.emplace_back([&s, b, e, chunk, &err] { read_share(s, b, e, chunk, err); });
+    } catch (...) {
+      // Could not start a thread: read this share here instead.
+      read_share(s, b, e, chunk, err);
+    }
+    next = e;
+  }
+  read_share(s, 0, std::min(share, s.total), chunk, err);
+  for (std::thread& t : pool) t.join();
+  err.rethrow();
+}
+
+}  // namespace ckptio::io

@@ -1,0 +1,374 @@
+// AsyncWriter: bytes land whole from many producers on every backend; every injected fault
+// surfaces from synchronize() with its code, file and offset; nothing unwritten is counted as
+// written; the in-flight bound holds; no thread outlives the writer.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ckptio/async_writer.h"
+#include "ckptio/error.h"
+#include "ckptio/fault_env.h"
+#include "support/test_util.h"
+
+namespace ckptio::io {
+namespace {
+
+using ckptio::testing::read_file;
+using ckptio::testing::TempDir;
+
+int thread_count() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(d);
+  }
+  return n;
+}
+
+std::vector<std::byte> random_bytes(size_t n, uint32_t seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<std::byte>(rng());
+  return v;
+}
+
+std::string as_string(std::span<const std::byte> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+struct Config {
+  WriteBackend backend;
+  bool direct;
+  bool copy;
+};
+
+std::string config_name(const ::testing::TestParamInfo<Config>& info) {
+  return std::string(write_backend_name(info.param.backend)) + (info.param.direct ? "_direct" : "") +
+         (info.param.copy ? "_copy" : "_borrow");
+}
+
+class AsyncWriterRoundTrip : public ::testing::TestWithParam<Config> {};
+
+// Four producers write interleaved pieces of odd sizes at odd offsets into two files.
+TEST_P(AsyncWriterRoundTrip, ManyProducersBytesLandWhole) {
+  const Config cfg = GetParam();
+  TempDir dir;
+  const size_t size = (size_t{3} << 20) + 12345;
+  const auto a = random_bytes(size, 1);
+  const auto b = random_bytes(size / 2 + 777, 2);
+  const int threads_before = thread_count();
+  {
+    AsyncWriterOptions o;
+    o.backend = cfg.backend;
+    o.direct_io = cfg.direct;
+    o.threads = 3;
+    o.chunk_bytes = 64 << 10;
+    o.max_bytes_in_flight = 256 << 10;
+    AsyncWriter w(o);
+    EXPECT_EQ(w.backend(), cfg.backend == WriteBackend::IoUring && io_uring_available()
+                               ? WriteBackend::IoUring
+                               : WriteBackend::Pwrite);
+    const auto fa = w.open(dir / "a.bin", OpenMode::CreateNew);
+    const auto fb = w.open(dir / "b.bin", OpenMode::CreateNew);
+    std::vector<std::thread> producers;
+    for (int p = 0; p < 4; ++p) {
+      producers.emplace_back([&, p] {
+        // Producer p writes every 4th piece; piece sizes vary so offsets are unaligned.
+        for (const auto& [id, data] : {std::pair{fa, &a}, std::pair{fb, &b}}) {
+          size_t off = 0;
+          for (int piece = 0; off < data->size(); ++piece) {
+            const size_t n = std::min<size_t>(data->size() - off, 10000 + 4096 * (piece % 7));
+            if (piece % 4 == p) {
+              const std::span<const std::byte> s(data->data() + off, n);
+              if (cfg.copy) {
+                w.submit_copy(id, off, s);
+              } else {
+                w.submit(id, off, s);
+              }
+            }
+            off += n;
+          }
+        }
+      });
+    }
+    for (auto& t : producers) t.join();
+    w.synchronize();
+    EXPECT_EQ(w.bytes_written(), a.size() + b.size());
+    EXPECT_EQ(w.bytes_in_flight(), 0u);
+    EXPECT_LE(w.peak_bytes_in_flight(), 256u << 10);
+    w.close(fa);
+    w.close(fb);
+  }
+  EXPECT_EQ(read_file(dir / "a.bin"), as_string(a));
+  EXPECT_EQ(read_file(dir / "b.bin"), as_string(b));
+  EXPECT_EQ(thread_count(), threads_before);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, AsyncWriterRoundTrip,
+                         ::testing::Values(Config{WriteBackend::Pwrite, false, false},
+                                           Config{WriteBackend::Pwrite, false, true},
+                                           Config{WriteBackend::Pwrite, true, false},
+                                           Config{WriteBackend::Pwrite, true, true},
+                                           Config{WriteBackend::IoUring, false, false},
+                                           Config{WriteBackend::IoUring, false, true},
+                                           Config{WriteBackend::IoUring, true, false}),
+                         config_name);
+
+TEST(AsyncWriter, DirectIoWithAlignedSourceSkipsStagingAndStaysCorrect) {
+  TempDir dir;
+  // 4 KiB-aligned source and offsets: the middle goes straight from the caller's memory.
+  const size_t size = (size_t{1} << 20) + 100;
+  std::vector<std::byte> raw(size + 4096);
+  auto* base = reinterpret_cast<std::byte*>(
+      (reinterpret_cast<uintptr_t>(raw.data()) + 4095) & ~uintptr_t{4095});
+  const auto data = random_bytes(size, 9);
+  std::memcpy(base, data.data(), size);
+  AsyncWriterOptions o;
+  o.direct_io = true;
+  o.chunk_bytes = 256 << 10;
+  AsyncWriter w(o);
+  const auto f = w.open(dir / "d.bin", OpenMode::CreateNew);
+  w.submit(f, 8192, {base, size});
+  w.submit(f, 0, {data.data(), 8192});
+  w.close(f);
+  std::string expect = as_string({data.data(), 8192}) + as_string({data.data(), size});
+  EXPECT_EQ(read_file(dir / "d.bin"), expect);
+}
+
+TEST(AsyncWriter, InFlightBytesNeverExceedTheBound) {
+  TempDir dir;
+  FaultInjectingEnv env;
+  env.set_short_writes(1000);  // slow the workers down so producers hit the bound
+  AsyncWriterOptions o;
+  o.env = &env;
+  o.threads = 2;
+  o.chunk_bytes = 4096;
+  o.max_bytes_in_flight = 16384;
+  AsyncWriter w(o);
+  const auto f = w.open(dir / "x", OpenMode::CreateNew);
+  const auto data = random_bytes(1 << 20, 3);
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> worst{0};
+  std::thread watcher([&] {
+    while (!done) {
+      const uint64_t now = w.bytes_in_flight();
+      if (now > worst) worst = now;
+    }
+  });
+  std::vector<std::thread> producers;
+  for (int p = 0; p < 4; ++p) {
+    producers.emplace_back([&, p] {
+      for (size_t off = p * 5000; off < data.size(); off += 20000) {
+        w.submit_copy(f, off, {data.data() + off, std::min<size_t>(5000, data.size() - off)});
+      }
+    });
+  }
+  for (auto& t : producers) t.join();
+  w.synchronize();
+  done = true;
+  watcher.join();
+  EXPECT_LE(worst.load(), 16384u);
+  EXPECT_LE(w.peak_bytes_in_flight(), 16384u);
+  EXPECT_GE(w.peak_bytes_in_flight(), 8192u);  // the bound was actually reached for
+  const std::string got = read_file(dir / "x");
+  for (size_t off = 0; off + 5000 <= data.size(); off += 5000) {
+    ASSERT_EQ(got.substr(off, 5000), as_string({data.data() + off, 5000})) << off;
+  }
+}
+
+struct FaultCase {
+  FaultOp op;
+  int error;
+  ErrorCode code;
+};
+
+class AsyncWriterFaults
+    : public ::testing::TestWithParam<std::tuple<FaultCase, WriteBackend>> {};
+
+// One writer thread and 64 KiB chunks make the failing write's offset predictable.
+TEST_P(AsyncWriterFaults, SurfaceFromSynchronizeWithCodeFileAndOffset) {
+  const auto [fc, backend] = GetParam();
+  TempDir dir;
+  FaultInjectingEnv env;
+  const int threads_before = thread_count();
+  const auto data = random_bytes(1 << 20, 4);
+  std::vector<Error> uncollected;
+  {
+    AsyncWriterOptions o;
+    o.env = &env;
+    o.backend = backend;
+    o.threads = 1;
+    o.chunk_bytes = 64 << 10;
+    o.on_uncollected_error = [&](const Error& e) { uncollected.push_back(e); };
+    AsyncWriter w(o);
+    const auto f = w.open(dir / "ckpt.bin", OpenMode::CreateNew);
+    env.inject(fc.op, 3, fc.error);
+    bool thrown = false;
+    try {
+      // Submitting in one piece: the writer splits it, so a write fault hits chunk 3.
+      w.submit(f, 0, data, "tensor \"w\"");
+      w.synchronize();
+      if (fc.op == FaultOp::Sync) {
+        // Syncs 1 and 2 succeed: the fault needs a third round.
+        w.submit(f, 0, data);
+        w.synchronize();
+        w.submit(f, 0, data);
+        w.synchronize();
+      }
+    } catch (const Error& e) {
+      thrown = true;
+      EXPECT_EQ(e.code(), fc.code) << e.what();
+      EXPECT_NE(e.message().find("ckpt.bin"), std::string::npos) << e.message();
+      if (fc.op == FaultOp::Write) {
+        EXPECT_NE(e.message().find("at byte 131072"), std::string::npos) << e.message();
+        EXPECT_EQ(e.message().rfind("tensor \"w\": ", 0), 0u) << e.message();
+        // Nothing reported written that the filesystem did not accept.
+        EXPECT_LE(w.bytes_written(), env.bytes_written());
+        EXPECT_LT(w.bytes_written(), data.size());
+      }
+    }
+    EXPECT_TRUE(thrown) << "fault never surfaced";
+    // The writer is usable again after the error was collected.
+    env.clear();
+    w.submit(f, 0, data);
+    w.synchronize();
+    EXPECT_EQ(read_file(dir / "ckpt.bin"), as_string(data));
+  }
+  EXPECT_TRUE(uncollected.empty());
+  EXPECT_EQ(thread_count(), threads_before);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Faults, AsyncWriterFaults,
+    ::testing::Combine(::testing::Values(FaultCase{FaultOp::Write, EIO, ErrorCode::IoError},
+                                         FaultCase{FaultOp::Write, ENOSPC, ErrorCode::NoSpace},
+                                         FaultCase{FaultOp::Sync, EIO, ErrorCode::IoError},
+                                         FaultCase{FaultOp::Sync, ENOSPC, ErrorCode::NoSpace}),
+                       ::testing::Values(WriteBackend::Pwrite, WriteBackend::IoUring)),
+    [](const ::testing::TestParamInfo<std::tuple<FaultCase, WriteBackend>>& info) {
+      const FaultCase& fc = std::get<0>(info.param);
+      return std::string(fc.op == FaultOp::Write ? "write" : "fsync") +
+             (fc.error == ENOSPC ? "_ENOSPC_" : "_EIO_") +
+             std::string(write_backend_name(std::get<1>(info.param)));
+    });
+
+TEST(AsyncWriter, ShortWritesAndEintrAreContinued) {
+  TempDir dir;
+  FaultInjectingEnv env;
+  env.set_short_writes(3000);
+  env.set_eintr_every(5);
+  const auto data = random_bytes(500000, 5);
+  AsyncWriterOptions o;
+  o.env = &env;
+  o.chunk_bytes = 64 << 10;
+  AsyncWriter w(o);
+  const auto f = w.open(dir / "s.bin", OpenMode::CreateNew);
+  w.submit(f, 0, data);
+  w.close(f);
+  EXPECT_EQ(read_file(dir / "s.bin"), as_string(data));
+  EXPECT_GT(env.faults_fired(), 100u);
+}
+
+TEST(AsyncWriter, CrashMidWriteIsReportedAndLaterWritesDoNotHappen) {
+  TempDir dir;
+  FaultInjectingEnv env;
+  const auto data = random_bytes(1 << 20, 6);
+  AsyncWriterOptions o;
+  o.env = &env;
+  o.threads = 2;
+  o.chunk_bytes = 16 << 10;
+  AsyncWriter w(o);
+  const auto f = w.open(dir / "c.bin", OpenMode::CreateNew);
+  env.crash_after(10);
+  try {
+    w.submit(f, 0, data);
+    w.synchronize();
+    FAIL() << "crash not reported";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::IoError);
+  }
+  EXPECT_LE(env.bytes_written(), 10u * (16 << 10));
+  EXPECT_EQ(w.bytes_written(), env.bytes_written());
+}
+
+TEST(AsyncWriter, SubmitStopsProducersAfterAFailure) {
+  TempDir dir;
+  FaultInjectingEnv env;
+  env.inject({.op = FaultOp::Write, .nth = 1, .error = EIO, .path_contains = "", .sticky = true});
+  AsyncWriterOptions o;
+  o.env = &env;
+  o.chunk_bytes = 4096;
+  o.max_bytes_in_flight = 8192;
+  std::vector<Error> uncollected;
+  o.on_uncollected_error = [&](const Error& e) { uncollected.push_back(e); };
+  AsyncWriter w(o);
+  const auto f = w.open(dir / "p.bin", OpenMode::CreateNew);
+  const std::vector<std::byte> page(4096);
+  int accepted = 0;
+  try {
+    for (; accepted < 100000; ++accepted) w.submit(f, uint64_t(accepted) * 4096, page);
+    FAIL() << "submit never reported the failure";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::IoError);
+  }
+  EXPECT_LT(accepted, 100);  // stopped within a few chunks of the bound
+  EXPECT_EQ(w.bytes_written(), 0u);
+}
+
+TEST(AsyncWriter, DestructorReportsAnUncollectedError) {
+  TempDir dir;
+  FaultInjectingEnv env;
+  env.inject(FaultOp::Write, 1, ENOSPC);
+  std::vector<Error> uncollected;
+  const std::vector<std::byte> data(1000);
+  {
+    AsyncWriterOptions o;
+    o.env = &env;
+    o.on_uncollected_error = [&](const Error& e) { uncollected.push_back(e); };
+    AsyncWriter w(o);
+    const auto f = w.open(dir / "u.bin", OpenMode::CreateNew);
+    w.submit(f, 0, data);
+    // No synchronize(): the error has nowhere to go but the destructor.
+  }
+  ASSERT_EQ(uncollected.size(), 1u);
+  EXPECT_EQ(uncollected[0].code(), ErrorCode::NoSpace);
+  EXPECT_NE(uncollected[0].message().find("u.bin"), std::string::npos);
+}
+
+TEST(AsyncWriter, AttachedFileIsSyncedNotClosed) {
+  TempDir dir;
+  FaultInjectingEnv env;
+  auto file = env.open_write(dir / "a.bin", OpenMode::CreateNew);
+  const auto data = random_bytes(100000, 7);
+  {
+    AsyncWriterOptions o;
+    o.env = &env;
+    AsyncWriter w(o);
+    const auto f = w.attach(*file);
+    w.submit(f, 0, data);
+    w.synchronize();
+    EXPECT_EQ(env.count(FaultOp::Sync), 1u);
+    w.synchronize();  // nothing new written: no second fsync
+    EXPECT_EQ(env.count(FaultOp::Sync), 1u);
+  }
+  file->write_at(data.size(), data);  // still open
+  file->close();
+  EXPECT_EQ(read_file(dir / "a.bin"), as_string(data) + as_string(data));
+}
+
+TEST(AsyncWriter, RejectsUnknownFile) {
+  AsyncWriter w;
+  const std::vector<std::byte> b(1);
+  EXPECT_THROW(w.submit(7, 0, b), Error);
+}
+
+}  // namespace
+}  // namespace ckptio::io
