@@ -115,6 +115,31 @@ bool known_unsupported(std::string_view name) {
   return false;
 }
 
+// The name torch gives a dtype ("float32"): the first spelling in the allow-list table.
+std::string torch_dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return "float32";
+    case DType::F64: return "float64";
+    case DType::F16: return "float16";
+    case DType::BF16: return "bfloat16";
+    case DType::I64: return "int64";
+    case DType::I32: return "int32";
+    case DType::I16: return "int16";
+    case DType::I8: return "int8";
+    case DType::U8: return "uint8";
+    case DType::BOOL: return "bool";
+    case DType::C64: return "complex64";
+    case DType::U16: return "uint16";
+    case DType::U32: return "uint32";
+    case DType::U64: return "uint64";
+    case DType::F8_E5M2: return "float8_e5m2";
+    case DType::F8_E4M3: return "float8_e4m3fn";
+    case DType::F8_E5M2FNUZ: return "float8_e5m2fnuz";
+    case DType::F8_E4M3FNUZ: return "float8_e4m3fnuz";
+    default: return std::string(dtype_name(dtype));
+  }
+}
+
 struct Obj {
   K kind = K::None;
   bool flag = false;  // Bool value; StorageType: untyped
@@ -368,6 +393,8 @@ class Unpickler {
 
   // --- globals ---
   uint32_t global(std::string_view module, std::string_view name) {
+    // Protocol 2 spells Python 3's builtins module the Python 2 way; report what Python would run.
+    if (module == "__builtin__") module = "builtins";
     const std::string full = std::string(module) + "." + std::string(name);
     const auto& table = allow_list();
     const auto it = table.find(full);
@@ -908,7 +935,7 @@ class Unpickler {
       }
       case K::Global:
         if (static_cast<G>(o.i) == G::DTypeObj) {
-          v = Value::str("torch." + std::string(dtype_name(static_cast<DType>(o.ref))));
+          v = Value::str("torch." + torch_dtype_name(static_cast<DType>(o.ref)));
         } else {
           fail(ErrorCode::Unsupported, "a class or function object as a value");
         }

@@ -192,13 +192,7 @@ ZipArchive ZipArchive::parse(std::span<const std::byte> bytes, std::string_view 
     if (flags & 0x1) {
       throw Error(ErrorCode::Unsupported, source + ": zip entry '" + name + "' is encrypted");
     }
-    if (method != 0) {
-      throw Error(ErrorCode::Unsupported,
-                  source + ": zip entry '" + name + "' is compressed (method " +
-                      std::to_string(method) +
-                      "); torch.save writes stored records, ckptio reads only those");
-    }
-    if (comp_size != size) {
+    if (method == 0 && comp_size != size) {
       corrupt(source, "stored zip entry '" + name + "' has compressed size " +
                           std::to_string(comp_size) + " != size " + std::to_string(size));
     }
@@ -218,6 +212,7 @@ ZipArchive ZipArchive::parse(std::span<const std::byte> bytes, std::string_view 
       corrupt(source, "zip entry '" + name + "': local header disagrees on the method");
     }
     const uint64_t data = local + kLocalSize + local_name_len + local_extra_len;
+    size = comp_size;  // the extent in the file; data() refuses anything but stored records
     c.need(data, size, "data of '" + name + "'");
     if (data + size > cd_offset) {
       corrupt(source, "zip entry '" + name + "' overlaps the central directory");
@@ -225,7 +220,7 @@ ZipArchive ZipArchive::parse(std::span<const std::byte> bytes, std::string_view 
     if (zip.by_name_.count(name)) corrupt(source, "zip entry '" + name + "' appears twice");
     zip.by_name_.emplace(name, zip.entries_.size());
     spans.push_back(Span{local, data + size, zip.entries_.size()});
-    zip.entries_.push_back(ZipEntry{std::move(name), data, size, crc});
+    zip.entries_.push_back(ZipEntry{std::move(name), data, size, crc, method});
     pos = next;
   }
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
@@ -241,6 +236,16 @@ ZipArchive ZipArchive::parse(std::span<const std::byte> bytes, std::string_view 
 const ZipEntry* ZipArchive::find(std::string_view name) const {
   const auto it = by_name_.find(std::string(name));
   return it == by_name_.end() ? nullptr : &entries_[it->second];
+}
+
+std::span<const std::byte> ZipArchive::data(const ZipEntry& entry) const {
+  if (entry.method != 0) {
+    throw Error(ErrorCode::Unsupported,
+                source_ + ": zip entry '" + entry.name + "' is compressed (method " +
+                    std::to_string(entry.method) +
+                    "); torch.save writes stored records, ckptio reads only those");
+  }
+  return bytes_.subspan(entry.data_offset, entry.size);
 }
 
 void ZipArchive::verify_crc(const ZipEntry& entry) const {

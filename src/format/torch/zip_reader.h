@@ -17,6 +17,7 @@ struct ZipEntry {
   uint64_t data_offset = 0;  // absolute offset of the record's first byte
   uint64_t size = 0;
   uint32_t crc32 = 0;
+  uint16_t method = 0;  // 0 stored; anything else is refused when the record is read
 };
 
 class ZipArchive {
@@ -24,17 +25,16 @@ class ZipArchive {
   // Parses the end-of-central-directory record (zip64 if present), every central directory entry
   // and every entry's local header. Throws Error(Corrupt) for anything out of bounds, a local
   // header that disagrees with the central directory, duplicate names, names that are absolute
-  // or contain "..", overlapping records; Error(Unsupported) for compressed or encrypted entries
-  // and multi-disk archives. `source` names the file in messages.
+  // or contain "..", overlapping records; Error(Unsupported) for encrypted entries and multi-disk
+  // archives. Compressed entries are listed (their stored extent is still checked). `source` names the file in messages.
   static ZipArchive parse(std::span<const std::byte> bytes, std::string_view source);
 
   const std::vector<ZipEntry>& entries() const { return entries_; }
   // nullptr when absent.
   const ZipEntry* find(std::string_view name) const;
-  // The record's bytes inside the buffer given to parse().
-  std::span<const std::byte> data(const ZipEntry& entry) const {
-    return bytes_.subspan(entry.data_offset, entry.size);
-  }
+  // The record's bytes inside the buffer given to parse(). Throws Error(Unsupported) for a
+  // compressed record: torch.save never writes one, and inflating would let a small file expand.
+  std::span<const std::byte> data(const ZipEntry& entry) const;
   // Throws Error(Corrupt) naming the entry when its bytes do not match the recorded CRC-32.
   void verify_crc(const ZipEntry& entry) const;
 
