@@ -89,6 +89,10 @@ fs::path resolve_cache_dir(const HubOptions& options);
 // "models--org--name".
 std::string repo_folder_name(std::string_view repo_id);
 
+// <cache>/models--org--name: every snapshot symlink of the repo resolves inside this folder, so
+// readers that confine symlinks use it as their allowed root.
+fs::path repo_cache_dir(std::string_view repo_id, const HubOptions& options = {});
+
 // One file of a repo: returns snapshots/<commit>/<path> in the cache (or the local_dir copy).
 // Online: a HEAD for the metadata, then a verified download if the blob is not cached. Offline,
 // or when the network fails (connection error, timeout, 5xx, 401/403) and the cache can answer:

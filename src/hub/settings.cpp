@@ -83,6 +83,10 @@ fs::path resolve_cache_dir(const HubOptions& options) {
   return hf_home() / "hub";
 }
 
+fs::path repo_cache_dir(std::string_view repo_id, const HubOptions& options) {
+  return resolve_cache_dir(options) / repo_folder_name(repo_id);
+}
+
 Settings resolve_settings(const HubOptions& options) {
   Settings s;
   s.cache_dir = resolve_cache_dir(options);

@@ -70,6 +70,9 @@ TEST(HubSpec, RejectsLocalLookingAndInvalidNames) {
 
 TEST(HubSpec, RepoFolderName) {
   EXPECT_EQ(repo_folder_name("julien-c/EsperBERTo-small"), "models--julien-c--EsperBERTo-small");
+  HubOptions o;
+  o.cache_dir = "/c";
+  EXPECT_EQ(repo_cache_dir("org/name", o), fs::path("/c/models--org--name"));
 }
 
 TEST(HubUrl, EncodesLikePythonQuote) {

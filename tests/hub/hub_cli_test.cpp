@@ -1,0 +1,96 @@
+// `ckptio download` against the fake Hub: prints the local path(s), honours --revision,
+// --local-dir, --offline and --quiet, and reports errors in the CLI's format. Skipped when the CLI
+// has not been built (it links every area).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "hub/fake_hub.h"
+
+namespace ckptio::hub {
+namespace {
+
+using ckptio::testing::CleanHubEnv;
+using ckptio::testing::commit_id;
+using ckptio::testing::FakeHub;
+using ckptio::testing::random_bytes;
+using ckptio::testing::read_file;
+using ckptio::testing::TempDir;
+
+struct Run {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+class HubCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cli_ = std::string(CKPTIO_BIN_DIR) + "/ckptio";
+    if (!fs::exists(cli_)) GTEST_SKIP() << "the ckptio CLI is not built";
+    clean_env_ = std::make_unique<CleanHubEnv>(tmp_ / "home");
+    hub_ = std::make_unique<FakeHub>(tmp_ / "server");
+    weights_ = random_bytes(50'000, 7);
+    hub_->add_file("org/model", c1_, "model.safetensors", weights_, true);
+    hub_->add_file("org/model", c1_, "config.json", "{}", false);
+    hub_->add_file("org/model", c2_, "config.json", "{\"v\": 2}", false);
+    hub_->set_ref("org/model", "main", c1_);
+    hub_->set_ref("org/model", "v2", c2_);
+    hub_->start();
+  }
+
+  Run run(const std::string& args) {
+    const std::string cmd = "HF_ENDPOINT=" + hub_->endpoint() + " HF_HUB_CACHE=" +
+                            (tmp_ / "cache").string() + " " + cli_ + " " + args + " >" +
+                            (tmp_ / "out").string() + " 2>" + (tmp_ / "err").string();
+    const int rc = std::system(cmd.c_str());
+    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_file(tmp_ / "out"), read_file(tmp_ / "err")};
+  }
+
+  TempDir tmp_;
+  std::string cli_;
+  std::unique_ptr<CleanHubEnv> clean_env_;
+  std::unique_ptr<FakeHub> hub_;
+  std::string c1_ = commit_id("cli1");
+  std::string c2_ = commit_id("cli2");
+  std::string weights_;
+};
+
+TEST_F(HubCli, DownloadPrintsPaths) {
+  const fs::path snap = tmp_ / "cache" / "models--org--model" / "snapshots";
+  Run r = run("download org/model");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, (snap / c1_).string() + "\n");
+  EXPECT_EQ(r.err, "");  // stderr is not a terminal: no progress bar
+  EXPECT_EQ(read_file(snap / c1_ / "model.safetensors"), weights_);
+
+  r = run("download org/model config.json --revision v2 --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, (snap / c2_ / "config.json").string() + "\n");
+
+  r = run("download org/model config.json model.safetensors --local-dir " + (tmp_ / "local").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, (tmp_ / "local" / "config.json").string() + "\n" +
+                       (tmp_ / "local" / "model.safetensors").string() + "\n");
+  EXPECT_EQ(read_file(tmp_ / "local" / "model.safetensors"), weights_);
+}
+
+TEST_F(HubCli, OfflineAndErrors) {
+  Run r = run("download org/model config.json --offline");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("ckptio: error: not_found: offline mode"), std::string::npos) << r.err;
+  ASSERT_EQ(run("download org/model config.json").status, 0);
+  r = run("download org/model config.json --offline");
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run("download org/absent");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("repository org/absent not found"), std::string::npos) << r.err;
+  r = run("download /not/a/repo");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("invalid_argument"), std::string::npos) << r.err;
+  EXPECT_EQ(run("download").status, 2);
+}
+
+}  // namespace
+}  // namespace ckptio::hub
