@@ -110,7 +110,7 @@ struct CheckpointOptions {
   std::function<void(SavePhase)> on_phase;
 };
 
-struct SaveOptions {
+struct CheckpointSaveOptions {
   // Replace a committed checkpoint at the same epoch/global_step (atomic exchange of the folders).
   // Without it, saving an existing step is Error(AlreadyExists).
   bool replace = false;
@@ -130,7 +130,7 @@ struct LoadTargets {
   nlohmann::json* sampler = nullptr;
 };
 
-struct LoadOptions {
+struct CheckpointLoadOptions {
   // Strict: a requested component that is absent, a missing or unexpected tensor name, or a shape
   // mismatch is Error(Mismatch/NotFound) listing every problem. Non-strict: they are reported in
   // LoadResult and everything that matches is loaded.
@@ -179,7 +179,8 @@ struct VerifyReport {
   std::vector<std::string> problems;  // each names the file: "model/model.safetensors: checksum ..."
 };
 
-// Parses "4GB" (10^9), "500MB", "2GiB" (2^30), "1.5GB", "123" (bytes). Error(InvalidArgument).
+// Parses "4GB" (10^9), "500MB", "2GiB" (2^30), "1.5GB", "123" (bytes): parse_size of sharded.h.
+// Error(InvalidArgument).
 uint64_t parse_byte_size(std::string_view text);
 
 // "epoch{E}-global_step{S}".
@@ -212,13 +213,16 @@ VerifyReport verify_checkpoint(const std::filesystem::path& path, bool full,
 bool is_checkpoint_folder(const std::filesystem::path& path, io::Env* env = nullptr);
 
 // Removes all but the newest `keep` committed checkpoints (keep >= 1 is enforced: the newest
-// committed one is never removed) and leftover temp folders. Returns the removed folders.
+// committed one is never removed). Damaged, incomplete and foreign folders are left for a person to
+// look at; temp folders are left too, because another process may be saving into this folder
+// (CheckpointIO removes them after each of its own commits). Each victim is renamed to a temp name
+// before it is deleted. Returns the removed folders.
 std::vector<std::filesystem::path> prune_checkpoints(const std::filesystem::path& experiment_dir,
                                                      size_t keep, io::Env* env = nullptr);
 
 // Reads a checkpoint folder (ours or Open-Sora's) into `targets`; see CheckpointIO::load.
 LoadResult load_checkpoint_folder(const std::filesystem::path& path, const LoadTargets& targets,
-                                  const LoadOptions& options = {}, io::Env* env = nullptr);
+                                  const CheckpointLoadOptions& options = {}, io::Env* env = nullptr);
 
 class CheckpointIO {
  public:
@@ -240,7 +244,7 @@ class CheckpointIO {
   // tensors must stay unchanged until wait(). Validation errors (bad tensor, existing step without
   // `replace`) throw from save() itself. Errors of the background part surface from wait() or the
   // next save(). The returned folder exists only once the save has committed.
-  std::filesystem::path save(const TrainingState& state, const SaveOptions& save_options = {});
+  std::filesystem::path save(const TrainingState& state, const CheckpointSaveOptions& save_options = {});
 
   // Blocks until no save is in flight; rethrows the error of the save that just finished (once).
   void wait();
@@ -252,11 +256,12 @@ class CheckpointIO {
   // experiment folder) into `targets`. Waits for a save in flight first. Returns the running states
   // and what did not match. Error(NotFound) when "latest" finds no checkpoint.
   LoadResult load(std::string_view path_or_latest, const LoadTargets& targets,
-                  const LoadOptions& options = {});
+                  const CheckpointLoadOptions& options = {});
 
   std::vector<CheckpointEntry> list(bool full = false) const;
   std::optional<CheckpointEntry> latest(bool full = false) const;
-  // Waits for a save in flight, then prune_checkpoints(keep).
+  // Waits for a save in flight, then prune_checkpoints(keep). (Saves prune by themselves when
+  // keep_n_latest > 0, after their commit, and also remove temp folders of crashed saves.)
   std::vector<std::filesystem::path> prune(size_t keep);
   VerifyReport verify(const std::filesystem::path& path, bool full) const;
 

@@ -1,0 +1,61 @@
+// One checkpoint save, from a snapshot that no longer depends on the caller's containers: the
+// tensor views point at memory that stays unchanged until the job is done (the staging pool, or
+// the caller's tensors in borrow and sync mode, kept alive by `keep_alive`).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checkpoint/tensor_file_writer.h"
+#include "ckptio/checkpoint_io.h"
+#include "ckptio/safetensors.h"
+
+namespace ckptio::checkpoint {
+
+struct SaveJob {
+  io::Env* env = nullptr;
+  std::filesystem::path experiment_dir;
+  std::string final_name;
+  int64_t epoch = 0;
+  int64_t global_step = 0;
+  bool replace = false;
+  WriteSettings settings;
+  uint64_t max_shard_bytes = 0;
+  size_t keep_n_latest = 0;
+  std::function<void(const std::string&)> warn;
+  std::function<void(SavePhase)> on_phase;
+
+  std::optional<std::vector<NamedTensor>> model;
+  std::optional<std::vector<NamedTensor>> ema;
+  std::optional<std::vector<NamedTensor>> optimizer_tensors;
+  std::optional<std::string> optimizer_json;
+  std::optional<std::string> lr_scheduler_json;
+  std::optional<std::string> sampler_json;
+  std::string running_states_json;
+  std::vector<Tensor> keep_alive;
+
+  // Writes, commits and prunes. Throws the first error (annotated with the checkpoint's path)
+  // after removing the temp folder; the experiment folder is then as it was before.
+  std::filesystem::path run();
+
+ private:
+  void phase(SavePhase p) const {
+    if (on_phase) on_phase(p);
+  }
+  void commit(const std::filesystem::path& temp, const std::filesystem::path& final_path);
+};
+
+// The JSON text of running_states.json.
+std::string running_states_to_json(const RunningStates& running, const nlohmann::json& extra);
+
+// "state.<param>.<key>", the file name of one optimizer state tensor.
+std::string optimizer_tensor_name(const std::string& param, const std::string& key);
+
+// optimizer.json: the non-tensor state and the mapping of tensor names to (param, key).
+std::string optimizer_to_json(const OptimizerState& state);
+
+}  // namespace ckptio::checkpoint

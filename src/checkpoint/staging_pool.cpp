@@ -1,0 +1,66 @@
+#include "checkpoint/staging_pool.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "ckptio/error.h"
+
+namespace ckptio::checkpoint {
+
+StagingPool::~StagingPool() {
+  if (data_ != nullptr) ::munmap(data_, capacity_);
+}
+
+std::span<std::byte> StagingPool::reserve(size_t bytes) {
+  if (bytes <= capacity_) return {data_, capacity_};
+  if (data_ != nullptr) {
+    ::munmap(data_, capacity_);
+    data_ = nullptr;
+    capacity_ = 0;
+  }
+  const size_t page = 4096;
+  const size_t size = (std::max<size_t>(bytes, 1) + page - 1) / page * page;
+  // MAP_POPULATE faults every page in now, so that later copies run at memcpy speed.
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                   -1, 0);
+  if (p == MAP_FAILED) {
+    throw system_error(errno, "allocating a staging pool of " + std::to_string(size) + " bytes");
+  }
+  data_ = static_cast<std::byte*>(p);
+  capacity_ = size;
+  return {data_, capacity_};
+}
+
+void parallel_copy(std::span<const CopyTask> tasks, unsigned threads) {
+  constexpr size_t kChunk = size_t{8} << 20;
+  std::vector<CopyTask> chunks;
+  size_t total = 0;
+  for (const CopyTask& t : tasks) {
+    total += t.bytes;
+    for (size_t off = 0; off < t.bytes; off += kChunk) {
+      const size_t n = std::min(kChunk, t.bytes - off);
+      chunks.push_back({t.src + off, t.dst + off, n});
+    }
+  }
+  if (chunks.empty()) return;
+  const size_t useful = std::max<size_t>(1, total / kChunk);
+  threads = static_cast<unsigned>(std::min<size_t>({size_t{std::max(threads, 1u)}, chunks.size(), useful}));
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next.fetch_add(1); i < chunks.size(); i = next.fetch_add(1)) {
+      std::memcpy(chunks[i].dst, chunks[i].src, chunks[i].bytes);
+    }
+  };
+  std::vector<std::thread> helpers;
+  helpers.reserve(threads - 1);
+  for (unsigned i = 1; i < threads; ++i) helpers.emplace_back(worker);
+  worker();
+  for (auto& h : helpers) h.join();
+}
+
+}  // namespace ckptio::checkpoint

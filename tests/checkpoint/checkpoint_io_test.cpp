@@ -1,0 +1,359 @@
+// CheckpointIO round trips, layout, async modes, replace, pruning, latest fallback, strict loads.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "checkpoint/file_hash.h"
+#include "checkpoint/training_state_fixture.h"
+#include "ckptio/checkpoint_io.h"
+#include "ckptio/error.h"
+#include "ckptio/safetensors.h"
+#include "support/test_util.h"
+
+namespace ckptio {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::expect_checkpoint_equals;
+using testing::make_training_state;
+using testing::TempDir;
+
+CheckpointOptions quiet_options() {
+  CheckpointOptions o;
+  o.fsync = false;
+  o.warn = [](const std::string&) {};
+  return o;
+}
+
+ErrorCode code_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no ckptio::Error thrown";
+  return ErrorCode::Internal;
+}
+
+TEST(CheckpointIO, SyncSaveWritesTheLayoutAndLoadsBack) {
+  TempDir dir;
+  CheckpointOptions o;  // fsync on: the default path
+  CheckpointIO io(dir.path(), o);
+  const TrainingState s = make_training_state(7);
+  const fs::path p = io.save(s);
+  EXPECT_EQ(p, dir.path() / "epoch0-global_step7");
+  for (const char* f : {"model/model.safetensors", "ema.safetensors",
+                        "optimizer/optimizer.safetensors", "optimizer/optimizer.json",
+                        "lr_scheduler.json", "sampler.json", "running_states.json",
+                        "ckptio.manifest.json"}) {
+    EXPECT_TRUE(fs::is_regular_file(p / f)) << f;
+  }
+  const auto rs = nlohmann::json::parse(testing::read_file(p / "running_states.json"));
+  EXPECT_EQ(rs["global_step"], 7);
+  EXPECT_EQ(rs["actual_update_step"], 3);
+  EXPECT_EQ(rs["batch_size"], 8);
+  // The optimizer tensors are named like the seed's flattened state.
+  auto reader = SafetensorsReader::open(p / "optimizer/optimizer.safetensors");
+  EXPECT_NE(reader.find("state.0.exp_avg"), nullptr);
+  EXPECT_NE(reader.find("state.4.step"), nullptr);
+  // The manifest lists every other file with its size.
+  const auto manifest = nlohmann::json::parse(testing::read_file(p / "ckptio.manifest.json"));
+  EXPECT_EQ(manifest["files"].size(), 7u);
+  EXPECT_EQ(manifest["files"]["ema.safetensors"]["size"], fs::file_size(p / "ema.safetensors"));
+  EXPECT_EQ(manifest["files"]["ema.safetensors"]["xxh3_128"].get<std::string>().size(), 32u);
+  expect_checkpoint_equals(io, "latest", s);
+  expect_checkpoint_equals(io, p.string(), s);
+  expect_checkpoint_equals(io, "epoch0-global_step7", s);
+  const VerifyReport v = io.verify(p, true);
+  EXPECT_TRUE(v.ok);
+  EXPECT_TRUE(v.checksums_checked);
+  EXPECT_EQ(v.files, 7u);
+}
+
+TEST(CheckpointIO, ManifestChecksumsAreXxh3OfTheFileBytes) {
+  // Known XXH3-128 test vector (empty input), canonical big-endian hex as xxh128sum prints it.
+  EXPECT_EQ(checkpoint::xxh3_128_hex(std::string_view()), "99aa06d3014798d86001c324468d497f");
+  TempDir dir;
+  CheckpointIO io(dir.path(), quiet_options());
+  const fs::path p = io.save(make_training_state(1));
+  const auto manifest = nlohmann::json::parse(testing::read_file(p / "ckptio.manifest.json"));
+  for (const auto& [rel, entry] : manifest["files"].items()) {
+    EXPECT_EQ(entry["xxh3_128"], checkpoint::xxh3_128_hex(testing::read_file(p / rel))) << rel;
+  }
+}
+
+TEST(CheckpointIO, ShardsPastMaxShardSize) {
+  TempDir dir;
+  CheckpointOptions o = quiet_options();
+  o.max_shard_size = "40KB";
+  CheckpointIO io(dir.path(), o);
+  const TrainingState s = make_training_state(3);
+  const fs::path p = io.save(s);
+  EXPECT_FALSE(fs::exists(p / "model/model.safetensors"));
+  const auto index =
+      nlohmann::json::parse(testing::read_file(p / "model/model.safetensors.index.json"));
+  uint64_t total = 0;
+  for (const auto& [name, t] : *s.model) total += t.nbytes();
+  EXPECT_EQ(index["metadata"]["total_size"], total);
+  EXPECT_EQ(index["weight_map"]["embed.weight"], "model-00002-of-00003.safetensors");
+  EXPECT_TRUE(fs::exists(p / "model/model-00001-of-00003.safetensors"));
+  EXPECT_TRUE(fs::exists(p / "ema/ema.safetensors.index.json"));
+  EXPECT_FALSE(fs::exists(p / "ema.safetensors"));
+  EXPECT_TRUE(fs::exists(p / "optimizer/optimizer.safetensors.index.json"));
+  expect_checkpoint_equals(io, "latest", s);
+  EXPECT_TRUE(io.verify(p, true).ok);
+}
+
+TEST(CheckpointIO, AsyncCopyLetsTheCallerChangeTensorsRightAway) {
+  TempDir dir;
+  CheckpointOptions o = quiet_options();
+  o.async = true;
+  o.snapshot = SnapshotMode::Copy;
+  CheckpointIO io(dir.path(), o);
+  TrainingState s = make_training_state(5, 8);
+  const TrainingState expected = make_training_state(5, 8);
+  const fs::path p = io.save(s);
+  // Scribble over every tensor the caller owns while the save may still be writing.
+  for (auto* m : {&*s.model, &*s.ema}) {
+    for (auto& [name, t] : *m) {
+      for (auto& b : t.mutable_bytes()) b = std::byte{0x5a};
+    }
+  }
+  for (auto& [param, m] : s.optimizer->tensors) {
+    for (auto& [key, t] : m) {
+      for (auto& b : t.mutable_bytes()) b = std::byte{0xa5};
+    }
+  }
+  io.wait();
+  EXPECT_TRUE(fs::exists(p / "ckptio.manifest.json"));
+  expect_checkpoint_equals(io, "latest", expected);
+  // A second save reuses the pool and saves the new values.
+  TrainingState s2 = make_training_state(6, 8);
+  io.save(s2);
+  io.wait();
+  expect_checkpoint_equals(io, "latest", make_training_state(6, 8));
+  expect_checkpoint_equals(io, p.string(), expected);
+}
+
+TEST(CheckpointIO, AsyncBorrowSavesTheCallersMemory) {
+  TempDir dir;
+  CheckpointOptions o = quiet_options();
+  o.async = true;
+  o.snapshot = SnapshotMode::Borrow;
+  std::vector<std::string> phases;
+  o.on_phase = [&](SavePhase ph) { phases.emplace_back(save_phase_name(ph)); };
+  CheckpointIO io(dir.path(), o);
+  const TrainingState s = make_training_state(9, 4);
+  io.save(s);
+  io.wait();
+  EXPECT_FALSE(io.busy());
+  EXPECT_EQ(phases, (std::vector<std::string>{"write_files", "write_manifest", "commit", "prune",
+                                              "done"}));
+  expect_checkpoint_equals(io, "latest", s);
+}
+
+TEST(CheckpointIO, SavingAnExistingStepNeedsReplace) {
+  TempDir dir;
+  CheckpointIO io(dir.path(), quiet_options());
+  io.save(make_training_state(4));
+  TrainingState other = make_training_state(14);
+  other.running = make_training_state(4).running;
+  EXPECT_EQ(code_of([&] { io.save(other); }), ErrorCode::AlreadyExists);
+  expect_checkpoint_equals(io, "latest", make_training_state(4));
+  io.save(other, CheckpointSaveOptions{.replace = true});
+  expect_checkpoint_equals(io, "latest", other);
+  // No debris from the exchange.
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    EXPECT_EQ(e.path().filename(), "epoch0-global_step4");
+  }
+}
+
+TEST(CheckpointIO, KeepsTheNewestNAfterEachCommit) {
+  TempDir dir;
+  CheckpointOptions o = quiet_options();
+  o.keep_n_latest = 2;
+  o.async = true;
+  CheckpointIO io(dir.path(), o);
+  for (int64_t step = 1; step <= 5; ++step) io.save(make_training_state(step * 10));
+  io.wait();
+  const auto entries = io.list();
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].global_step, 40);
+  EXPECT_EQ(entries[1].global_step, 50);
+  EXPECT_EQ(entries[1].state, CheckpointState::Committed);
+  EXPECT_GT(entries[1].size_bytes, 0u);
+  EXPECT_EQ(io.prune(1).size(), 1u);
+  EXPECT_EQ(io.list().size(), 1u);
+  // prune never removes the newest committed checkpoint.
+  EXPECT_TRUE(io.prune(0).empty());
+  EXPECT_EQ(io.latest()->global_step, 50);
+}
+
+TEST(CheckpointIO, LatestSkipsDamagedCheckpointsAndNamesTheFile) {
+  TempDir dir;
+  std::vector<std::string> warnings;
+  CheckpointOptions o = quiet_options();
+  o.warn = [&](const std::string& w) { warnings.push_back(w); };
+  CheckpointIO io(dir.path(), o);
+  const TrainingState s1 = make_training_state(1);
+  io.save(s1);
+  const fs::path p2 = io.save(make_training_state(2));
+
+  // A flipped bit keeps the size: only checksums see it.
+  const fs::path victim = p2 / "model/model.safetensors";
+  std::string bytes = testing::read_file(victim);
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+  testing::write_file(victim, bytes);
+  EXPECT_EQ(io.latest(false)->global_step, 2);
+  EXPECT_TRUE(warnings.empty());
+  EXPECT_EQ(io.latest(true)->global_step, 1);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("model/model.safetensors: checksum mismatch"), std::string::npos)
+      << warnings[0];
+  const VerifyReport v = io.verify(p2, true);
+  EXPECT_FALSE(v.ok);
+  ASSERT_EQ(v.problems.size(), 1u);
+  EXPECT_NE(v.problems[0].find("model/model.safetensors"), std::string::npos);
+  EXPECT_TRUE(io.verify(p2, false).ok);  // sizes still agree
+  EXPECT_EQ(code_of([&] {
+              TensorMap m;
+              io.load(p2.string(), LoadTargets{.model = &m}, CheckpointLoadOptions{.verify_checksums = true});
+            }),
+            ErrorCode::Corrupt);
+
+  // A truncated file is caught by sizes alone, so plain latest falls back too.
+  warnings.clear();
+  fs::resize_file(p2 / "sampler.json", 3);
+  EXPECT_EQ(io.latest()->global_step, 1);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("sampler.json: size 3 bytes"), std::string::npos) << warnings[0];
+  expect_checkpoint_equals(io, "latest", s1);
+  const auto entries = io.list();
+  EXPECT_EQ(entries.back().state, CheckpointState::Damaged);
+}
+
+TEST(CheckpointIO, FoldersWithoutManifestAreNotCheckpointsAndTempDebrisGoes) {
+  TempDir dir;
+  CheckpointIO io(dir.path(), quiet_options());
+  io.save(make_training_state(1));
+  // What a crash leaves: a temp folder, and a final-name folder some tool made by hand.
+  fs::create_directories(dir / ".epoch0-global_step2.tmp-abc123/model");
+  testing::write_file(dir / ".epoch0-global_step2.tmp-abc123/model/model.safetensors", "xx");
+  fs::create_directories(dir / "epoch9-global_step99");
+  auto entries = io.list();
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_TRUE(entries[1].is_temp);
+  EXPECT_EQ(entries[1].state, CheckpointState::Incomplete);
+  EXPECT_EQ(entries[2].state, CheckpointState::Incomplete);
+  EXPECT_EQ(io.latest()->global_step, 1);
+  EXPECT_EQ(code_of([&] { io.load("epoch9-global_step99", LoadTargets{}); }),
+            ErrorCode::NotFound);
+  io.save(make_training_state(3));
+  EXPECT_FALSE(fs::exists(dir / ".epoch0-global_step2.tmp-abc123"));
+  EXPECT_EQ(io.latest()->global_step, 3);
+}
+
+TEST(CheckpointIO, StrictLoadListsEveryMismatchAndWritesNothing) {
+  TempDir dir;
+  CheckpointIO io(dir.path(), quiet_options());
+  const TrainingState s = make_training_state(2);
+  io.save(s);
+  TensorMap target;
+  target["embed.weight"] = Tensor::zeros(DType::F32, {64, 256});
+  target["blocks.0.attn.qkv.weight"] = Tensor::zeros(DType::BF16, {128, 96});  // transposed
+  target["not.in.checkpoint"] = Tensor::zeros(DType::F32, {1});
+  try {
+    io.load("latest", LoadTargets{.model = &target});
+    FAIL() << "strict load accepted a mismatched target";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Mismatch);
+    const std::string m = e.message();
+    EXPECT_NE(m.find("missing (1): model:not.in.checkpoint"), std::string::npos) << m;
+    EXPECT_NE(m.find("model:blocks.0.attn.qkv.bias"), std::string::npos) << m;
+    EXPECT_NE(m.find("model:blocks.0.attn.qkv.weight shape [96, 128]"), std::string::npos) << m;
+  }
+  // Nothing was written into the target.
+  for (auto b : target["embed.weight"].bytes()) ASSERT_EQ(b, std::byte{0});
+
+  const LoadResult r = io.load("latest", LoadTargets{.model = &target}, CheckpointLoadOptions{.strict = false});
+  EXPECT_EQ(r.missing_keys, std::vector<std::string>{"model:not.in.checkpoint"});
+  EXPECT_EQ(r.unexpected_keys.size(), 3u);
+  EXPECT_EQ(r.mismatched_keys.size(), 1u);
+  const Tensor& want = s.model->at("embed.weight");
+  EXPECT_EQ(0, std::memcmp(target["embed.weight"].bytes().data(), want.bytes().data(),
+                           want.nbytes()));
+}
+
+TEST(CheckpointIO, InPlaceLoadConvertsDtypes) {
+  TempDir dir;
+  CheckpointIO io(dir.path(), quiet_options());
+  TrainingState s;
+  s.model.emplace();
+  Tensor w = Tensor::zeros(DType::F32, {4});
+  float values[4] = {1.0f, -2.5f, 3.25f, 0.0f};
+  std::memcpy(w.mutable_bytes().data(), values, sizeof values);
+  (*s.model)["w"] = w;
+  io.save(s);
+  std::vector<uint16_t> dst(4, 0xffff);
+  TensorMap target;
+  target["w"] = Tensor::borrow(DType::BF16, {4}, std::as_writable_bytes(std::span(dst)));
+  io.load("latest", LoadTargets{.model = &target});
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(bf16_to_f32(dst[i]), values[i]);
+}
+
+TEST(CheckpointIO, MissingComponentsAreReported) {
+  TempDir dir;
+  CheckpointIO io(dir.path(), quiet_options());
+  TrainingState s = make_training_state(3);
+  s.ema.reset();
+  s.sampler.reset();
+  io.save(s);
+  TensorMap ema;
+  nlohmann::json sampler;
+  EXPECT_EQ(code_of([&] { io.load("latest", LoadTargets{.ema = &ema}); }), ErrorCode::NotFound);
+  const LoadResult r = io.load("latest", LoadTargets{.ema = &ema, .sampler = &sampler},
+                               CheckpointLoadOptions{.strict = false});
+  EXPECT_EQ(r.missing_components, (std::vector<std::string>{"ema", "sampler"}));
+  EXPECT_EQ(r.running.global_step, 3);
+}
+
+TEST(CheckpointIO, BackgroundErrorsSurfaceFromWaitAndFromTheNextSave) {
+  TempDir dir;
+  testing::write_file(dir / "not_a_folder", "x");
+  CheckpointOptions o = quiet_options();
+  o.async = true;
+  CheckpointIO io(dir / "not_a_folder" / "exp", o);
+  io.save(make_training_state(1));
+  EXPECT_THROW(io.wait(), Error);
+  io.wait();  // reported once
+  io.save(make_training_state(2));
+  EXPECT_THROW(io.save(make_training_state(3)), Error);
+  EXPECT_NO_THROW(io.wait());  // save 3 never started; save 2's error was reported by save 3
+}
+
+TEST(CheckpointIO, LatestOnAnEmptyExperimentIsNotFound) {
+  TempDir dir;
+  CheckpointIO io(dir / "nothing", quiet_options());
+  EXPECT_FALSE(io.latest().has_value());
+  EXPECT_TRUE(io.list().empty());
+  EXPECT_EQ(code_of([&] { io.load("latest", LoadTargets{}); }), ErrorCode::NotFound);
+}
+
+TEST(CheckpointNames, ParseSizesAndFolderNames) {
+  EXPECT_EQ(parse_byte_size("4GB"), 4'000'000'000u);
+  EXPECT_EQ(parse_byte_size("2GiB"), 2ull << 30);
+  EXPECT_EQ(parse_byte_size("500MB"), 500'000'000u);
+  EXPECT_EQ(parse_byte_size("1.5GB"), 1'500'000'000u);
+  EXPECT_EQ(parse_byte_size("123"), 123u);
+  EXPECT_THROW(parse_byte_size("4 parsecs"), Error);
+  EXPECT_THROW(parse_byte_size(""), Error);
+  EXPECT_EQ(checkpoint_folder_name(2, 300), "epoch2-global_step300");
+  EXPECT_EQ(parse_checkpoint_folder_name("epoch2-global_step300"), std::make_pair(int64_t{2}, int64_t{300}));
+  EXPECT_FALSE(parse_checkpoint_folder_name("epoch2-global_step"));
+  EXPECT_FALSE(parse_checkpoint_folder_name("epochx-global_step3"));
+  EXPECT_FALSE(parse_checkpoint_folder_name(".epoch2-global_step3.tmp-abc"));
+}
+
+}  // namespace
+}  // namespace ckptio
