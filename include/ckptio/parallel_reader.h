@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "ckptio/io.h"
@@ -31,5 +32,10 @@ struct ParallelReadOptions {
 // and byte offset) is thrown; dst contents are then unspecified. Threads are joined before
 // returning either way.
 void read_parallel(std::span<const ReadRequest> requests, const ParallelReadOptions& options = {});
+
+// Uninitialised memory for a large load: page aligned and, where the kernel allows, backed by
+// transparent huge pages, so that filling it takes 512 times fewer page faults. Freed when the
+// last owner goes. Throws Error(InvalidArgument) when the memory cannot be had.
+std::shared_ptr<std::byte> allocate_read_buffer(size_t bytes);
 
 }  // namespace ckptio::io

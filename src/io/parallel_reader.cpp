@@ -3,6 +3,8 @@
 // thread preads its share chunk by chunk straight into the destinations.
 #include "ckptio/parallel_reader.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <exception>
@@ -63,6 +65,27 @@ void read_share(const Stream& s, uint64_t begin, uint64_t end, size_t chunk, Fir
 }
 
 }  // namespace
+
+std::shared_ptr<std::byte> allocate_read_buffer(size_t bytes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  if (bytes < kHuge) {
+    return std::shared_ptr<std::byte>(new std::byte[bytes == 0 ? 1 : bytes],
+                                      std::default_delete<std::byte[]>());
+  }
+  // Over-allocate by one huge page so the start can be 2 MiB aligned (THP needs aligned ranges).
+  const size_t map_size = bytes + kHuge;
+  void* p = ::mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    throw Error(ErrorCode::InvalidArgument,
+                "cannot allocate " + std::to_string(bytes) + " bytes to load into");
+  }
+  auto* base = static_cast<std::byte*>(p);
+  const auto addr = reinterpret_cast<uintptr_t>(base);
+  std::byte* aligned = base + ((kHuge - addr % kHuge) % kHuge);
+  // Advice only: without THP this is a no-op and the memory still works.
+  ::madvise(aligned, bytes, MADV_HUGEPAGE);
+  return std::shared_ptr<std::byte>(aligned, [base, map_size](std::byte*) { ::munmap(base, map_size); });
+}
 
 void read_parallel(std::span<const ReadRequest> requests, const ParallelReadOptions& options) {
   Stream s;

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -99,6 +100,26 @@ TEST(ReadParallel, InjectedFaultSurfacesAndThreadsAreJoined) {
         << e.message();
   }
   EXPECT_EQ(thread_count(), before);
+}
+
+}  // namespace
+}  // namespace ckptio::io
+
+namespace ckptio::io {
+namespace {
+
+TEST(AllocateReadBuffer, LargeBuffersAreHugePageAlignedAndWritable) {
+  for (size_t n : {size_t{0}, size_t{100}, (size_t{5} << 20) + 3}) {
+    auto buf = allocate_read_buffer(n);
+    ASSERT_NE(buf, nullptr);
+    if (n >= (size_t{2} << 20)) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(buf.get()) % (size_t{2} << 20), 0u);
+    }
+    if (n > 0) {
+      std::memset(buf.get(), 0xAB, n);
+      EXPECT_EQ(buf.get()[n - 1], std::byte{0xAB});
+    }
+  }
 }
 
 }  // namespace
