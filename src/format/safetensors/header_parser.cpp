@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <unordered_set>
 
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
@@ -83,7 +82,7 @@ class HeaderSax final : public nlohmann::json_sax<json> {
       } else {
         entry_ = PendingEntry{};
         entry_.info.name = member_;
-        fields_seen_.clear();
+        fields_seen_ = 0;
         slot_ = Slot::EntryField;
       }
       return true;
@@ -94,14 +93,14 @@ class HeaderSax final : public nlohmann::json_sax<json> {
   bool key(string_t& k) override {
     switch (slot_) {
       case Slot::RootMember:
-        if (!root_keys_.insert(k).second) {
-          return fail(k == kMetadataKey ? "duplicate \"__metadata__\""
-                                        : "duplicate tensor name \"" + k + "\"");
-        }
-        if (k != kMetadataKey && ++tensor_count_ > limits_.max_tensors) {
+        if (k == kMetadataKey) {
+          if (seen_metadata_) return fail("duplicate \"__metadata__\"");
+          seen_metadata_ = true;
+        } else if (++tensor_count_ > limits_.max_tensors) {
           return fail("more than " + std::to_string(limits_.max_tensors) + " tensors");
         }
-        member_ = k;
+        // Duplicate tensor names are found after parsing by sorting the names (no per-key set).
+        member_ = std::move(k);
         in_member_value_ = true;
         return true;
       case Slot::MetadataValue:
@@ -110,11 +109,16 @@ class HeaderSax final : public nlohmann::json_sax<json> {
         member_ = k;
         return true;
       case Slot::EntryField:
-        if (k != "dtype" && k != "shape" && k != "data_offsets") {
-          return fail("unknown field \"" + k + "\"" + where());
+        {
+          unsigned bit;
+          if (k == "dtype") bit = 1;
+          else if (k == "shape") bit = 2;
+          else if (k == "data_offsets") bit = 4;
+          else return fail("unknown field \"" + k + "\"" + where());
+          if (fields_seen_ & bit) return fail("duplicate field \"" + k + "\"" + where());
+          fields_seen_ |= bit;
+          field_ = std::move(k);
         }
-        if (!fields_seen_.insert(k).second) return fail("duplicate field \"" + k + "\"" + where());
-        field_ = k;
         return true;
       default:
         return fail("unexpected key \"" + k + "\"");
@@ -251,8 +255,8 @@ class HeaderSax final : public nlohmann::json_sax<json> {
   bool unsupported_ = false;
   std::string member_;
   std::string field_;
-  std::unordered_set<std::string> root_keys_;
-  std::unordered_set<std::string> fields_seen_;
+  bool seen_metadata_ = false;
+  unsigned fields_seen_ = 0;
   uint64_t tensor_count_ = 0;
   PendingEntry entry_;
   std::string error_;
@@ -277,6 +281,16 @@ SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_
   h.header_bytes = header_json.size();
   h.data_start = 8 + header_json.size();
   h.data_bytes = data_bytes;
+
+  // nlohmann's lexer stops at a NUL and skips a UTF-8 byte-order mark; serde_json (the reference)
+  // rejects both, and so must we, or NUL-padded headers would parse here and nowhere else.
+  if (const auto nul = header_json.find('\0'); nul != std::string_view::npos) {
+    corrupt(source, "header: NUL byte at file byte " + std::to_string(8 + nul) +
+                        " (headers are padded with spaces, never NUL)");
+  }
+  if (header_json.starts_with("\xEF\xBB\xBF")) {
+    corrupt(source, "header: starts with a UTF-8 byte-order mark at file byte 8");
+  }
 
   HeaderSax sax(source, limits, h);
   // The SAX parser is iterative and bounded by the grammar above (depth <= 3), so neither deep
@@ -312,6 +326,15 @@ SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_
                           shape_to_string(t.shape) + " needs " + std::to_string(want) +
                           " bytes but " + byte_range(h, t) + " holds " +
                           std::to_string(t.end - t.begin));
+    }
+  }
+  {
+    std::vector<std::string_view> names;
+    names.reserve(h.tensors.size());
+    for (const TensorInfo& t : h.tensors) names.emplace_back(t.name);
+    std::sort(names.begin(), names.end());
+    if (auto dup = std::adjacent_find(names.begin(), names.end()); dup != names.end()) {
+      corrupt(source, "header: duplicate tensor name \"" + std::string(*dup) + "\"");
     }
   }
   // Data order; zero-size tensors sort before a tensor that starts at the same offset, which is

@@ -43,7 +43,13 @@ SafetensorsLayout plan_safetensors(std::span<const NamedTensor> tensors,
     if (!names.insert(t.name).second) {
       throw Error(ErrorCode::InvalidArgument, "duplicate tensor name \"" + t.name + "\"");
     }
-    const uint64_t want = tensor_nbytes(t.view.dtype, t.view.shape);
+    uint64_t want = 0;
+    try {
+      want = tensor_nbytes(t.view.dtype, t.view.shape);
+    } catch (const Error& e) {
+      // Nothing on disk is corrupt here: the caller passed an impossible shape.
+      throw Error(ErrorCode::InvalidArgument, "tensor \"" + t.name + "\": " + e.message());
+    }
     if (want != t.view.bytes.size()) {
       throw Error(ErrorCode::InvalidArgument,
                   "tensor \"" + t.name + "\": " + std::string(dtype_name(t.view.dtype)) + " " +
