@@ -1,0 +1,121 @@
+// CheckpointReader: one interface over a safetensors file, a sharded folder and a torch file.
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "ckptio/error.h"
+#include "ckptio/load.h"
+#include "ckptio/torch_pickle.h"
+#include "format/sharded/chunked_copy.h"
+#include "format/sharded/parallel_for.h"
+
+namespace ckptio {
+
+struct CheckpointReader::Impl {
+  ResolvedSource source;
+  std::optional<SafetensorsReader> safetensors;
+  std::optional<ShardedReader> sharded;
+  std::map<std::string, Tensor> torch_tensors;
+  std::vector<SourceTensorInfo> tensors;
+  std::unordered_map<std::string, size_t> position;
+};
+
+CheckpointReader::CheckpointReader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
+                                        const SourceOptions& options, ReadMode mode) {
+  auto impl = std::make_shared<Impl>();
+  io::Env& env = options.env ? *options.env : io::Env::posix();
+  impl->source = resolve_checkpoint_source(path, options);
+  const std::string where = "loading '" + impl->source.path.string() + "'";
+  try {
+    switch (impl->source.kind) {
+      case SourceKind::SafetensorsFile: {
+        impl->safetensors = SafetensorsReader::open(impl->source.path, mode, env);
+        for (const auto& t : impl->safetensors->tensors()) {
+          impl->tensors.push_back({t.name, t.dtype, t.shape, t.nbytes()});
+        }
+        break;
+      }
+      case SourceKind::ShardedFolder: {
+        ShardedReadOptions so;
+        so.mode = mode;
+        so.allowed_root = options.allowed_root;
+        so.env = &env;
+        impl->sharded = ShardedReader::open(impl->source.path, so);
+        for (const auto& t : impl->sharded->tensors()) {
+          impl->tensors.push_back({t.name, t.dtype, t.shape, t.nbytes});
+        }
+        break;
+      }
+      case SourceKind::TorchFile: {
+        torch::TorchLoadOptions to;
+        to.env = &env;
+        impl->torch_tensors = torch::load_torch_state_dict(impl->source.path, options.torch_key, to);
+        for (const auto& [name, t] : impl->torch_tensors) {
+          impl->tensors.push_back({name, t.dtype(), t.shape(), t.nbytes()});
+        }
+        break;
+      }
+    }
+  } catch (const Error& e) {
+    throw e.annotate(where);
+  }
+  for (size_t i = 0; i < impl->tensors.size(); ++i) impl->position.emplace(impl->tensors[i].name, i);
+  return CheckpointReader(std::move(impl));
+}
+
+const ResolvedSource& CheckpointReader::source() const { return impl_->source; }
+const std::vector<SourceTensorInfo>& CheckpointReader::tensors() const { return impl_->tensors; }
+
+std::optional<Metadata> CheckpointReader::metadata() const {
+  if (impl_->safetensors) return impl_->safetensors->metadata();
+  if (impl_->sharded) return impl_->sharded->index().metadata;
+  return std::nullopt;
+}
+
+Tensor CheckpointReader::tensor(std::string_view name) const {
+  if (impl_->safetensors) return impl_->safetensors->tensor(name);
+  if (impl_->sharded) return impl_->sharded->tensor(name);
+  auto it = impl_->torch_tensors.find(std::string(name));
+  if (it == impl_->torch_tensors.end()) {
+    throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
+                                         std::string(name) + "'");
+  }
+  return it->second;
+}
+
+uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
+  if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
+  std::vector<detail::CopyChunk> chunks;
+  for (const auto& r : requests) {
+    auto it = impl_->position.find(r.name);
+    if (it == impl_->position.end()) {
+      throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
+                                           r.name + "'");
+    }
+    const SourceTensorInfo& info = impl_->tensors[it->second];
+    const uint64_t want = tensor_nbytes(r.dst_dtype, info.shape);
+    if (r.dst.size() != want) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "destination for tensor '" + r.name + "' must be " + std::to_string(want) +
+                      " bytes, got " + std::to_string(r.dst.size()));
+    }
+    if (impl_->safetensors) {
+      const auto& st = *impl_->safetensors;
+      const TensorInfo& t = st.info(r.name);
+      detail::add_copy_chunks(chunks, &st.file(), st.header().data_start + t.begin, {}, info.dtype,
+                              r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
+    } else {
+      detail::add_copy_chunks(chunks, nullptr, 0, impl_->torch_tensors.at(r.name).bytes(),
+                              info.dtype, r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
+    }
+  }
+  try {
+    return detail::run_copy_chunks(chunks, detail::pick_thread_count(threads, 8, chunks.size()));
+  } catch (const Error& e) {
+    throw e.annotate("loading '" + impl_->source.path.string() + "'");
+  }
+}
+
+}  // namespace ckptio

@@ -1,0 +1,177 @@
+// load_checkpoint: match source tensors to targets (or not), check everything, then read in
+// parallel straight into the destinations.
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "ckptio/error.h"
+#include "ckptio/load.h"
+#include "format/sharded/parallel_for.h"
+#include "load/rename.h"
+
+namespace ckptio {
+namespace {
+
+std::string describe(DType dtype, const Shape& shape) {
+  return std::string(dtype_name(dtype)) + " " + shape_to_string(shape);
+}
+
+std::string join_limited(const std::vector<std::string>& names, size_t limit = 50) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < limit; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > limit) s += ", ... (" + std::to_string(names.size() - limit) + " more)";
+  return s;
+}
+
+// Source names after rename_keys, with collisions refused.
+std::vector<std::string> renamed_names(const CheckpointReader& reader, const LoadOptions& options) {
+  std::vector<std::string> out;
+  std::unordered_map<std::string, std::string> seen;
+  for (const auto& t : reader.tensors()) {
+    std::string r = detail::rename_key(t.name, options.rename_keys);
+    auto [it, fresh] = seen.emplace(r, t.name);
+    if (!fresh) {
+      throw Error(ErrorCode::InvalidArgument, "rename_keys maps both '" + it->second + "' and '" +
+                                                  t.name + "' to '" + r + "'");
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace
+
+namespace detail {
+std::string rename_key(const std::string& name,
+                       const std::vector<std::pair<std::string, std::string>>& rename_keys) {
+  for (const auto& [from, to] : rename_keys) {
+    if (name.compare(0, from.size(), from) == 0) return to + name.substr(from.size());
+  }
+  return name;
+}
+}  // namespace detail
+
+std::string LoadReport::summary() const {
+  char size[64];
+  std::snprintf(size, sizeof size, "%.1f MB", static_cast<double>(bytes_read) / 1e6);
+  char secs[64];
+  std::snprintf(secs, sizeof secs, "%.3f s", std::chrono::duration<double>(elapsed).count());
+  std::string s = "loaded " + std::to_string(loaded.size()) + " tensors (" + size + ") from " +
+                  std::string(source_kind_name(source.kind)) + " '" + source.path.string() +
+                  "' in " + secs;
+  if (!converted.empty()) s += "; " + std::to_string(converted.size()) + " converted";
+  if (!missing.empty()) s += "; " + std::to_string(missing.size()) + " missing: " + join_limited(missing, 10);
+  if (!unexpected.empty()) {
+    s += "; " + std::to_string(unexpected.size()) + " unexpected: " + join_limited(unexpected, 10);
+  }
+  if (!mismatched.empty()) {
+    s += "; " + std::to_string(mismatched.size()) + " mismatched: " + join_limited(mismatched, 10);
+  }
+  return s;
+}
+
+LoadReport load_checkpoint(const std::filesystem::path& source, std::span<const LoadTarget> targets,
+                           const LoadOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  std::unordered_map<std::string, size_t> by_name;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const LoadTarget& t = targets[i];
+    if (!by_name.emplace(t.name, i).second) {
+      throw Error(ErrorCode::InvalidArgument, "target '" + t.name + "' is listed twice");
+    }
+    const uint64_t want = tensor_nbytes(t.dtype, t.shape);
+    if (t.buffer.size() != want) {
+      throw Error(ErrorCode::InvalidArgument, "target '" + t.name + "' (" + describe(t.dtype, t.shape) +
+                                                  ") needs a " + std::to_string(want) +
+                                                  "-byte buffer, got " + std::to_string(t.buffer.size()));
+    }
+  }
+
+  // Buffers are filled with pread: no mapping to fault in and copy out of.
+  const CheckpointReader reader = CheckpointReader::open(source, options.source, ReadMode::Pread);
+  LoadReport report;
+  report.source = reader.source();
+  const std::vector<std::string> names = renamed_names(reader, options);
+  std::vector<ReadRequest> requests;
+  std::vector<bool> matched(targets.size(), false);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const SourceTensorInfo& src = reader.tensors()[i];
+    auto it = by_name.find(names[i]);
+    if (it == by_name.end()) {
+      report.unexpected.push_back(names[i]);
+      continue;
+    }
+    const LoadTarget& dst = targets[it->second];
+    matched[it->second] = true;
+    const bool dtype_ok = src.dtype == dst.dtype ||
+                          (options.convert_dtype && can_convert(src.dtype, dst.dtype));
+    if (src.shape != dst.shape || !dtype_ok) {
+      report.mismatched.push_back(names[i] + ": source " + describe(src.dtype, src.shape) +
+                                  " vs target " + describe(dst.dtype, dst.shape));
+      continue;
+    }
+    if (src.dtype != dst.dtype) report.converted.push_back(names[i]);
+    requests.push_back({src.name, dst.dtype, dst.buffer});
+    report.loaded.push_back(names[i]);
+  }
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!matched[i]) report.missing.push_back(targets[i].name);
+  }
+  if (options.strict && !report.ok()) {
+    std::string msg = "strict load from '" + report.source.path.string() + "' failed:";
+    if (!report.missing.empty()) {
+      msg += " " + std::to_string(report.missing.size()) + " missing (" + join_limited(report.missing) + ");";
+    }
+    if (!report.unexpected.empty()) {
+      msg += " " + std::to_string(report.unexpected.size()) + " unexpected (" +
+             join_limited(report.unexpected) + ");";
+    }
+    if (!report.mismatched.empty()) {
+      msg += " " + std::to_string(report.mismatched.size()) + " mismatched (" +
+             join_limited(report.mismatched) + ");";
+    }
+    msg.pop_back();
+    throw Error(ErrorCode::Mismatch, msg);
+  }
+  report.bytes_read = reader.read_into_many(requests, options.threads);
+  report.elapsed = std::chrono::steady_clock::now() - start;
+  return report;
+}
+
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& source, const LoadOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const CheckpointReader reader = CheckpointReader::open(source, options.source, ReadMode::Mmap);
+  LoadedCheckpoint out;
+  out.report.source = reader.source();
+  const std::vector<std::string> names = renamed_names(reader, options);
+  const auto& infos = reader.tensors();
+  std::vector<Tensor> tensors(infos.size());
+  std::vector<bool> convert(infos.size(), false);
+  for (size_t i = 0; i < infos.size(); ++i) {
+    convert[i] = options.dtype && infos[i].dtype != *options.dtype && dtype_is_float(infos[i].dtype) &&
+                 can_convert(infos[i].dtype, *options.dtype);
+  }
+  detail::parallel_for(infos.size(), detail::pick_thread_count(options.threads, 8, infos.size()),
+                       [&](size_t i) {
+                         Tensor t = reader.tensor(infos[i].name);
+                         if (convert[i]) {
+                           Tensor c = Tensor::zeros(*options.dtype, t.shape());
+                           convert_elements(t.dtype(), t.bytes().data(), *options.dtype,
+                                            c.mutable_bytes().data(), t.numel());
+                           t = std::move(c);
+                         }
+                         tensors[i] = std::move(t);
+                       });
+  for (size_t i = 0; i < infos.size(); ++i) {
+    out.report.bytes_read += infos[i].nbytes;
+    out.report.loaded.push_back(names[i]);
+    if (convert[i]) out.report.converted.push_back(names[i]);
+    out.tensors.emplace(names[i], std::move(tensors[i]));
+  }
+  out.report.elapsed = std::chrono::steady_clock::now() - start;
+  return out;
+}
+
+}  // namespace ckptio

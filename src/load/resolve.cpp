@@ -1,0 +1,191 @@
+// resolve_checkpoint_source: the one place that turns a user's path into a concrete source.
+#include <array>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ckptio/error.h"
+#include "ckptio/load.h"
+#include "ckptio/torch_pickle.h"
+
+namespace ckptio {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+struct Probe {
+  io::Env& env;
+  bool exists(const fs::path& p) const { return env.stat(p).exists; }
+  bool is_dir(const fs::path& p) const {
+    const io::FileInfo i = env.stat(p);
+    if (i.is_symlink) {
+      std::error_code ec;
+      return fs::is_directory(p, ec);
+    }
+    return i.exists && i.is_directory;
+  }
+};
+
+ResolvedSource torch_source(const fs::path& p, std::string how, const SourceOptions& options) {
+  if (!options.allow_pickle) {
+    throw Error(ErrorCode::Unsafe, "'" + p.string() +
+                                       "' is a PyTorch pickle and pickles are not allowed here");
+  }
+  return {SourceKind::TorchFile, p, std::move(how)};
+}
+
+// A file whose name does not say what it is: look at its first bytes.
+ResolvedSource sniff_file(const fs::path& p, const SourceOptions& options, io::Env& env) {
+  auto file = env.open_read(p);
+  std::array<std::byte, 16> head{};
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(head.size(), file->size()));
+  file->read_exact(0, std::span(head.data(), n));
+  if (torch::looks_like_torch_file(std::span(head.data(), n))) {
+    return torch_source(p, "PyTorch file (by content)", options);
+  }
+  if (n >= 9) {
+    uint64_t len = 0;
+    std::memcpy(&len, head.data(), 8);  // little-endian hosts only, like the rest of ckptio
+    if (len + 8 <= file->size() && head[8] == std::byte{'{'}) {
+      return {SourceKind::SafetensorsFile, p, "safetensors file (by content)"};
+    }
+  }
+  throw Error(ErrorCode::Unsupported,
+              "'" + p.string() + "' is neither a safetensors file nor a PyTorch file");
+}
+
+ResolvedSource resolve_file(const fs::path& p, const SourceOptions& options, io::Env& env) {
+  const std::string name = p.filename().string();
+  if (ends_with(name, ".safetensors")) return {SourceKind::SafetensorsFile, p, "safetensors file"};
+  if (ends_with(name, ".index.json")) return {SourceKind::ShardedFolder, p, "index file"};
+  if (ends_with(name, ".pt") || ends_with(name, ".pth") || ends_with(name, ".bin")) {
+    return torch_source(p, "PyTorch file", options);
+  }
+  return sniff_file(p, options, env);
+}
+
+std::vector<std::string> names_with_suffix(io::Env& env, const fs::path& dir, std::string_view suffix,
+                                           std::string_view exclude_suffix = {}) {
+  std::vector<std::string> out;
+  for (const auto& n : env.list_dir(dir)) {
+    if (io::is_temp_name(n) || !ends_with(n, suffix)) continue;
+    if (!exclude_suffix.empty() && ends_with(n, exclude_suffix)) continue;
+    out.push_back(n);
+  }
+  return out;
+}
+
+ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options, io::Env& env,
+                              int depth);
+
+// ema.safetensors, ema/ (sharded) or ema.pt; model/ or model.pt.
+std::optional<ResolvedSource> training_component(const fs::path& dir, std::string_view component,
+                                                 const SourceOptions& options, io::Env& env,
+                                                 int depth) {
+  const Probe probe{env};
+  const std::string c(component);
+  if (probe.exists(dir / (c + ".safetensors")) && !probe.is_dir(dir / (c + ".safetensors"))) {
+    return ResolvedSource{SourceKind::SafetensorsFile, dir / (c + ".safetensors"),
+                          c + " weights of a training checkpoint"};
+  }
+  if (probe.is_dir(dir / c)) {
+    ResolvedSource r = resolve_folder(dir / c, options, env, depth + 1);
+    r.how = c + " weights of a training checkpoint (" + r.how + ")";
+    return r;
+  }
+  if (probe.exists(dir / (c + ".pt"))) {
+    return torch_source(dir / (c + ".pt"), c + " weights of a training checkpoint", options);
+  }
+  return std::nullopt;
+}
+
+ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options, io::Env& env,
+                              int depth) {
+  const Probe probe{env};
+  if (depth > 2) {
+    throw Error(ErrorCode::NotFound, "no weights found in '" + dir.string() + "'");
+  }
+  if (probe.exists(dir / "model.safetensors.index.json")) {
+    return {SourceKind::ShardedFolder, dir / "model.safetensors.index.json", "sharded safetensors folder"};
+  }
+  if (probe.exists(dir / "model.safetensors")) {
+    return {SourceKind::SafetensorsFile, dir / "model.safetensors", "model.safetensors in folder"};
+  }
+  // Only a folder with no safetensors weights at all may be read from pickles.
+  const auto st_indexes = names_with_suffix(env, dir, ".safetensors.index.json");
+  const auto st_files = names_with_suffix(env, dir, ".safetensors");
+  const bool has_safetensors = !st_indexes.empty() || !st_files.empty();
+  if (!has_safetensors && probe.exists(dir / "pytorch_model.bin.index.json")) {
+    if (!options.allow_pickle) {
+      throw Error(ErrorCode::Unsafe, "'" + dir.string() + "' holds only PyTorch pickle shards and pickles are not allowed here");
+    }
+    return {SourceKind::ShardedFolder, dir / "pytorch_model.bin.index.json", "sharded pytorch_model.bin folder"};
+  }
+  if (!has_safetensors && probe.exists(dir / "pytorch_model.bin")) {
+    return torch_source(dir / "pytorch_model.bin", "pytorch_model.bin in folder", options);
+  }
+
+  const bool training = probe.is_dir(dir / "model") || probe.exists(dir / "running_states.json") ||
+                        probe.exists(dir / "ckptio.manifest.json") ||
+                        probe.exists(dir / "ema.safetensors") || probe.is_dir(dir / "ema") ||
+                        probe.exists(dir / "ema.pt");
+  if (training) {
+    if (options.weights != WeightsChoice::Model) {
+      if (auto ema = training_component(dir, "ema", options, env, depth)) return *ema;
+      if (options.weights == WeightsChoice::Ema) {
+        throw Error(ErrorCode::NotFound, "training checkpoint '" + dir.string() +
+                                             "' has no EMA weights (ema.safetensors, ema/, ema.pt)");
+      }
+    }
+    if (auto model = training_component(dir, "model", options, env, depth)) return *model;
+    throw Error(ErrorCode::NotFound, "training checkpoint '" + dir.string() +
+                                         "' has no model weights (model/, model.safetensors, model.pt)");
+  }
+
+  if (st_indexes.size() == 1) {
+    return {SourceKind::ShardedFolder, dir / st_indexes.front(), "sharded safetensors folder"};
+  }
+  if (st_indexes.empty() && st_files.size() == 1) {
+    return {SourceKind::SafetensorsFile, dir / st_files.front(), "only safetensors file in folder"};
+  }
+  if (has_safetensors) {
+    std::string names;
+    for (const auto& n : st_indexes.empty() ? st_files : st_indexes) names += (names.empty() ? "" : ", ") + n;
+    throw Error(ErrorCode::Corrupt, "folder '" + dir.string() +
+                                        "' is ambiguous: it holds several candidates (" + names +
+                                        ") and no model.safetensors[.index.json]; name one");
+  }
+  throw Error(ErrorCode::NotFound,
+              "no weights found in folder '" + dir.string() +
+                  "' (looked for model.safetensors.index.json, model.safetensors, "
+                  "pytorch_model.bin.index.json, pytorch_model.bin, a training checkpoint's "
+                  "ema/model, *.safetensors.index.json, *.safetensors)");
+}
+
+}  // namespace
+
+std::string_view source_kind_name(SourceKind kind) {
+  switch (kind) {
+    case SourceKind::SafetensorsFile: return "safetensors file";
+    case SourceKind::TorchFile: return "PyTorch file";
+    case SourceKind::ShardedFolder: return "sharded folder";
+  }
+  return "unknown";
+}
+
+ResolvedSource resolve_checkpoint_source(const fs::path& path, const SourceOptions& options) {
+  io::Env& env = options.env ? *options.env : io::Env::posix();
+  const io::FileInfo info = env.stat(path);
+  if (!info.exists) {
+    // (A Hub repo id such as "org/name" would be resolved here.)
+    throw Error(ErrorCode::NotFound, "checkpoint '" + path.string() + "' does not exist");
+  }
+  if (Probe{env}.is_dir(path)) return resolve_folder(path, options, env, 0);
+  return resolve_file(path, options, env);
+}
+
+}  // namespace ckptio
