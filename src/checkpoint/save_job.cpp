@@ -1,10 +1,5 @@
 #include "checkpoint/save_job.h"
 
-#include <stdio.h>  // renameat2
-#include <fcntl.h>
-
-#include <cerrno>
-
 #include "checkpoint/catalog.h"
 #include "checkpoint/manifest.h"
 #include "checkpoint/naming.h"
@@ -44,13 +39,17 @@ std::string optimizer_to_json(const OptimizerState& state) {
   return doc.dump(2) + "\n";
 }
 
-// rename(2) cannot replace a non-empty folder; RENAME_EXCHANGE swaps the two atomically, so a
-// reader sees the old checkpoint or the new one, never neither.
-static bool exchange_folders(const fs::path& a, const fs::path& b) {
-  if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0) return true;
-  const int err = errno;
-  if (err == EINVAL || err == ENOSYS || err == ENOTSUP) return false;
-  throw system_error(err, "exchanging '" + a.string() + "' and '" + b.string() + "'");
+// rename(2) cannot replace a non-empty folder; Env::exchange (RENAME_EXCHANGE) swaps the two
+// atomically, so a reader sees the old checkpoint or the new one, never neither. False when the
+// filesystem cannot.
+static bool exchange_folders(io::Env& env, const fs::path& a, const fs::path& b) {
+  try {
+    env.exchange(a, b);
+    return true;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::Unsupported) return false;
+    throw;
+  }
 }
 
 void SaveJob::commit(const fs::path& temp, const fs::path& final_path) {
@@ -61,7 +60,7 @@ void SaveJob::commit(const fs::path& temp, const fs::path& final_path) {
       throw Error(ErrorCode::AlreadyExists,
                   "checkpoint '" + final_path.string() + "' already exists (ask to replace it)");
     }
-    if (exchange_folders(temp, final_path)) {
+    if (exchange_folders(e, temp, final_path)) {
       // `temp` now holds the old checkpoint under a temp name: debris if we crash here.
       if (settings.fsync) e.sync_dir(experiment_dir);
       e.remove_all(temp);
