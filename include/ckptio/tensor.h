@@ -43,6 +43,9 @@ class Tensor {
 
   // A new zero-initialised heap tensor.
   static Tensor zeros(DType dtype, Shape shape);
+  // A new heap tensor with unspecified contents, for callers that overwrite every byte (readers):
+  // it skips the zeroing pass, which costs as much as reading from the page cache.
+  static Tensor empty(DType dtype, Shape shape);
   // A heap tensor holding a copy of `bytes` (size must equal tensor_nbytes(dtype, shape)).
   static Tensor copy_of(DType dtype, Shape shape, std::span<const std::byte> bytes);
   // A tensor over memory the caller owns and keeps alive and unchanged while in use.

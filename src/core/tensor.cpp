@@ -54,20 +54,22 @@ void check_size(DType dtype, const Shape& shape, size_t size) {
 }
 }  // namespace
 
-Tensor Tensor::zeros(DType dtype, Shape shape) {
-  const uint64_t n = tensor_nbytes(dtype, shape);
-  Tensor t;
-  t.dtype_ = dtype;
-  t.shape_ = std::move(shape);
-  // make_shared_for_overwrite would leave bytes uninitialised; callers rely on zeros.
-  std::shared_ptr<std::byte[]> buf(new std::byte[n == 0 ? 1 : n]());
-  t.data_ = buf.get();
-  t.size_ = static_cast<size_t>(n);
-  t.writable_ = true;
-  t.storage_ = Storage::Heap;
-  t.owner_ = std::move(buf);
-  return t;
+namespace {
+Tensor heap_tensor(DType dtype, Shape shape, bool zeroed);
 }
+
+Tensor Tensor::zeros(DType dtype, Shape shape) { return heap_tensor(dtype, std::move(shape), true); }
+Tensor Tensor::empty(DType dtype, Shape shape) { return heap_tensor(dtype, std::move(shape), false); }
+
+namespace {
+Tensor heap_tensor(DType dtype, Shape shape, bool zeroed) {
+  const uint64_t n = tensor_nbytes(dtype, shape);
+  const size_t alloc = n == 0 ? 1 : static_cast<size_t>(n);
+  std::shared_ptr<std::byte[]> buf(zeroed ? new std::byte[alloc]() : new std::byte[alloc]);
+  return Tensor::from_owner(dtype, std::move(shape), {buf.get(), static_cast<size_t>(n)}, buf,
+                            Tensor::Storage::Heap);
+}
+}  // namespace
 
 Tensor Tensor::copy_of(DType dtype, Shape shape, std::span<const std::byte> bytes) {
   check_size(dtype, shape, bytes.size());

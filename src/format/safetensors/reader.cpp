@@ -79,7 +79,7 @@ Tensor SafetensorsReader::tensor(std::string_view name) const {
 
 Tensor SafetensorsReader::read_owned(std::string_view name) const {
   const TensorInfo& t = info(name);
-  Tensor out = Tensor::zeros(t.dtype, t.shape);
+  Tensor out = Tensor::empty(t.dtype, t.shape);
   read_into(name, out.mutable_bytes());
   return out;
 }
