@@ -149,7 +149,16 @@ class FakeHub {
   std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(hub_port_); }
   int cdn_port() const { return cdn_port_; }
 
+  // Every logged request (start records only; see events()).
   std::vector<json> requests() const {
+    std::vector<json> out;
+    for (auto& r : events()) {
+      if (!r.contains("event")) out.push_back(r);
+    }
+    return out;
+  }
+  // Start records and "done" records, in log order.
+  std::vector<json> events() const {
     std::vector<json> out;
     std::ifstream in(dir_ / "requests.log");
     std::string line;
@@ -161,7 +170,7 @@ class FakeHub {
   std::vector<json> requests(const std::string& server, const std::string& method) const {
     std::vector<json> out;
     for (auto& r : requests()) {
-      if (r["server"] == server && r["method"] == method) out.push_back(r);
+      if (r["server"] == server && r["method"] == method && !r.contains("event")) out.push_back(r);
     }
     return out;
   }

@@ -15,10 +15,11 @@ STATE_DIR/repos.json (reloaded when it changes) describes the repos:
                           "renamed_to": "org/other"}}}     # optional: relative 307 redirect
 STATE_DIR/faults.json (optional, reread on every request): a list of
   {"id": "f1", "server": "hub"|"cdn", "method": "GET"|"HEAD"|"*", "match": "<substring of path>",
-   "kind": "drop"|"corrupt"|"status"|"ignore_range"|"stall"|"slow",
+   "kind": "drop"|"corrupt"|"status"|"ignore_range"|"stall"|"slow"|"hang" (hub: never answer),
    "times": N (default: always), "after": bytes, "status": 500, "error_code": "...",
    "delay": seconds, "chunk": bytes}
-Every request is appended to STATE_DIR/requests.log as one JSON line. The ports are printed as one
+Every request is appended to STATE_DIR/requests.log as one JSON line (before its body is sent),
+and a second line with "event": "done" once a body has been sent in full. The ports are printed as one
 JSON line on stdout ({"hub": P, "cdn": Q}) and written to STATE_DIR/ports.json.
 
 The process exits by itself after --lifetime seconds (default 120) or when its parent dies.
@@ -110,6 +111,7 @@ def log_request(server, handler, status, extra=None):
         "range": handler.headers.get("Range"),
         "auth": handler.headers.get("Authorization"),
         "status": status,
+        "t": time.monotonic(),
     }
     if extra:
         record.update(extra)
@@ -211,8 +213,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(bytes(body[i:i + chunk]))
                 self.wfile.flush()
                 time.sleep(min(float(fault.get("delay", 0.01)), 1))
+            log_request(role, self, status, {"event": "done"})
             return status
         self.wfile.write(bytes(body))
+        self.wfile.flush()
+        log_request(role, self, status, {"event": "done"})
         return status
 
     # --- the two servers ------------------------------------------------------------------
@@ -229,6 +234,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         revision = urllib.parse.unquote(rev_enc)
         filename = urllib.parse.unquote("/".join(parts[5:]))
         fault = take_fault("hub", self.command, [filename])
+        if fault and fault["kind"] == "hang":
+            # Logged now, then never answered: the client's timeout has to notice.
+            log_request("hub", self, 0, {"fault": fault["id"]})
+            time.sleep(min(float(fault.get("delay", 3)), 20))
+            self.close_connection = True
+            return
         if fault and fault["kind"] == "status":
             self.send_error_code(fault.get("status", 500), fault.get("error_code"), "injected fault",
                                  fault=fault)

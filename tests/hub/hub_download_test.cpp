@@ -231,6 +231,15 @@ TEST_F(HubDownload, StalledTransferTimesOutAndResumes) {
   EXPECT_EQ(gets[1]["range"], "bytes=70000-");
 }
 
+TEST_F(HubDownload, MetadataTimeoutIsRetried) {
+  hub_->set_faults(json::array({{{"id", "hang"}, {"server", "hub"}, {"method", "HEAD"},
+                                 {"match", "config"}, {"kind", "hang"}, {"delay", 3}, {"times", 1}}}));
+  HubOptions o = options();
+  o.metadata_timeout = std::chrono::seconds(1);
+  EXPECT_EQ(read_file(download_file(kRepo, "config.json", o)), config_);
+  EXPECT_EQ(hub_->requests("hub", "HEAD").size(), 2u);
+}
+
 TEST_F(HubDownload, WrongBytesFailTheSha256CheckAndLeaveNothingBehind) {
   hub_->set_faults(json::array({{{"id", "bad"}, {"server", "cdn"}, {"match", "model"},
                                  {"kind", "corrupt"}, {"after", 1234}}}));

@@ -92,6 +92,23 @@ TEST_F(HubModel, ShardedRepoDownloadsTheIndexThenEveryShard) {
   EXPECT_TRUE(hub_->requests().empty());
 }
 
+TEST_F(HubModel, ShardsAreDownloadedInParallel) {
+  // Slow bodies (about 0.5 s each): with parallel downloads a shard's GET starts while another
+  // is still sending; sequential downloads could never overlap.
+  hub_->set_faults(json::array({{{"id", "slow"}, {"server", "cdn"}, {"match", "-of-"},
+                                 {"kind", "slow"}, {"chunk", 5'000}, {"delay", 0.05}}}));
+  download_model("org/sharded", "", options());
+  int open_now = 0;
+  int most = 0;
+  for (const auto& e : hub_->events()) {
+    if (e["server"] != "cdn") continue;
+    open_now += e.contains("event") ? -1 : 1;
+    most = std::max(most, open_now);
+  }
+  EXPECT_GE(most, 2);
+  EXPECT_EQ(hub_->requests("cdn", "GET").size(), 3u);
+}
+
 TEST_F(HubModel, ShardFailureFailsTheModelAndKeepsNothingPartial) {
   hub_->set_faults(json::array({{{"id", "bad"}, {"server", "cdn"}, {"match", "00002-of"},
                                  {"kind", "corrupt"}, {"after", 7}}}));
