@@ -14,5 +14,6 @@ using Action = std::function<int()>;
 
 void register_inspect(CLI::App& app, Action& action);
 void register_verify(CLI::App& app, Action& action);
+void register_download(CLI::App& app, Action& action);
 
 }  // namespace ckptio::cli
