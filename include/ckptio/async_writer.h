@@ -99,6 +99,9 @@ class AsyncWriter {
   // only forgotten.
   void close(FileId file);
 
+  // Whether the file got an O_DIRECT descriptor (direct_io asked for and supported here).
+  bool uses_direct_io(FileId file) const;
+
   // Bytes submitted and not yet written, and the most there ever were at once.
   uint64_t bytes_in_flight() const;
   uint64_t peak_bytes_in_flight() const;

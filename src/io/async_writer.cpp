@@ -563,6 +563,10 @@ void AsyncWriter::close(FileId file) {
   if (owned) owned->close();
 }
 
+bool AsyncWriter::uses_direct_io(FileId file) const {
+  return impl_->slot_for(file).direct != nullptr;
+}
+
 uint64_t AsyncWriter::bytes_in_flight() const {
   std::lock_guard lock(impl_->mu);
   return impl_->in_flight;

@@ -2,6 +2,8 @@
 // surfaces from synchronize() with its code, file and offset; nothing unwritten is counted as
 // written; the in-flight bound holds; no thread outlives the writer.
 #include <dirent.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -78,6 +80,10 @@ TEST_P(AsyncWriterRoundTrip, ManyProducersBytesLandWhole) {
                                : WriteBackend::Pwrite);
     const auto fa = w.open(dir / "a.bin", OpenMode::CreateNew);
     const auto fb = w.open(dir / "b.bin", OpenMode::CreateNew);
+    struct statfs sfs {};
+    ASSERT_EQ(::statfs(dir.path().c_str(), &sfs), 0);
+    // tmpfs has no O_DIRECT; everywhere else the direct path must really be taken.
+    EXPECT_EQ(w.uses_direct_io(fa), cfg.direct && sfs.f_type != TMPFS_MAGIC);
     std::vector<std::thread> producers;
     for (int p = 0; p < 4; ++p) {
       producers.emplace_back([&, p] {
@@ -136,6 +142,9 @@ TEST(AsyncWriter, DirectIoWithAlignedSourceSkipsStagingAndStaysCorrect) {
   o.chunk_bytes = 256 << 10;
   AsyncWriter w(o);
   const auto f = w.open(dir / "d.bin", OpenMode::CreateNew);
+  struct statfs sfs {};
+  ASSERT_EQ(::statfs(dir.path().c_str(), &sfs), 0);
+  EXPECT_EQ(w.uses_direct_io(f), sfs.f_type != TMPFS_MAGIC);
   w.submit(f, 8192, {base, size});
   w.submit(f, 0, {data.data(), 8192});
   w.close(f);
