@@ -11,6 +11,8 @@
 namespace ckptio::hub {
 namespace {
 
+namespace fs = std::filesystem;
+
 using ckptio::testing::CleanHubEnv;
 using ckptio::testing::commit_id;
 using ckptio::testing::FakeHub;
@@ -18,7 +20,7 @@ using ckptio::testing::random_bytes;
 using ckptio::testing::read_file;
 using ckptio::testing::TempDir;
 
-struct Run {
+struct CliResult {
   int status = -1;
   std::string out;
   std::string err;
@@ -40,7 +42,7 @@ class HubCli : public ::testing::Test {
     hub_->start();
   }
 
-  Run run(const std::string& args) {
+  CliResult run(const std::string& args) {
     const std::string cmd = "HF_ENDPOINT=" + hub_->endpoint() + " HF_HUB_CACHE=" +
                             (tmp_ / "cache").string() + " " + cli_ + " " + args + " >" +
                             (tmp_ / "out").string() + " 2>" + (tmp_ / "err").string();
@@ -59,7 +61,7 @@ class HubCli : public ::testing::Test {
 
 TEST_F(HubCli, DownloadPrintsPaths) {
   const fs::path snap = tmp_ / "cache" / "models--org--model" / "snapshots";
-  Run r = run("download org/model");
+  CliResult r = run("download org/model");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, (snap / c1_).string() + "\n");
   EXPECT_EQ(r.err, "");  // stderr is not a terminal: no progress bar
@@ -77,7 +79,7 @@ TEST_F(HubCli, DownloadPrintsPaths) {
 }
 
 TEST_F(HubCli, OfflineAndErrors) {
-  Run r = run("download org/model config.json --offline");
+  CliResult r = run("download org/model config.json --offline");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("ckptio: error: not_found: offline mode"), std::string::npos) << r.err;
   ASSERT_EQ(run("download org/model config.json").status, 0);
