@@ -170,6 +170,11 @@ int dtype_bits(DType dtype) { return kInfo.at(static_cast<size_t>(dtype)).bits; 
 std::string_view dtype_name(DType dtype) { return kInfo.at(static_cast<size_t>(dtype)).name; }
 
 std::optional<DType> parse_dtype(std::string_view name) {
+  // Headers name a dtype once per tensor; the common ones are found first.
+  static constexpr DType kCommon[] = {DType::BF16, DType::F32, DType::F16, DType::I64};
+  for (DType d : kCommon) {
+    if (kInfo[static_cast<size_t>(d)].name == name) return d;
+  }
   for (size_t i = 0; i < kInfo.size(); ++i) {
     if (kInfo[i].name == name) return static_cast<DType>(i);
   }

@@ -1,6 +1,7 @@
 // SafetensorsReader: validates on open, then hands out zero-copy views (mmap) or copies (pread).
 #include <array>
 #include <cstring>
+#include <unordered_map>
 
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
@@ -15,8 +16,7 @@ struct SafetensorsReader::Impl {
   std::shared_ptr<const io::MappedFile> map;  // Mmap mode only
   SafetensorsHeader header;
   uint64_t file_size = 0;
-  // name -> index into header.tensors, sorted by name for binary search.
-  std::vector<std::pair<std::string_view, size_t>> by_name;
+  std::unordered_map<std::string_view, size_t> by_name;  // views into header.tensors
 };
 
 SafetensorsReader::SafetensorsReader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -44,9 +44,8 @@ SafetensorsReader SafetensorsReader::open(const std::filesystem::path& path, Rea
   }
   impl->by_name.reserve(impl->header.tensors.size());
   for (size_t i = 0; i < impl->header.tensors.size(); ++i) {
-    impl->by_name.emplace_back(impl->header.tensors[i].name, i);
+    impl->by_name.emplace(impl->header.tensors[i].name, i);
   }
-  std::sort(impl->by_name.begin(), impl->by_name.end());
   return SafetensorsReader(std::move(impl));
 }
 
@@ -57,11 +56,8 @@ uint64_t SafetensorsReader::file_size() const { return impl_->file_size; }
 const io::ReadableFile& SafetensorsReader::file() const { return *impl_->file; }
 
 const TensorInfo* SafetensorsReader::find(std::string_view name) const {
-  const auto& v = impl_->by_name;
-  auto it = std::lower_bound(v.begin(), v.end(), name,
-                             [](const auto& e, std::string_view n) { return e.first < n; });
-  if (it == v.end() || it->first != name) return nullptr;
-  return &impl_->header.tensors[it->second];
+  const auto it = impl_->by_name.find(name);
+  return it == impl_->by_name.end() ? nullptr : &impl_->header.tensors[it->second];
 }
 
 const TensorInfo& SafetensorsReader::info(std::string_view name) const {
