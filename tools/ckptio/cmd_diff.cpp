@@ -1,0 +1,56 @@
+// ckptio diff A B [--atol X] [--rtol Y]: names, dtypes, shapes and values of any two readable
+// sources. Exit 0 when equal, 1 with the first differences listed.
+#include <fmt/core.h>
+
+#include <memory>
+#include <string>
+
+#include "ckptio/load.h"
+#include "command.h"
+#include "source_kind.h"
+
+namespace ckptio::cli {
+
+namespace {
+
+struct DiffArgs {
+  std::string a;
+  std::string b;
+  double atol = 0.0;
+  double rtol = 0.0;
+  size_t max = 20;
+};
+
+int run_diff(const DiffArgs& args) {
+  DiffOptions options;
+  options.atol = args.atol;
+  options.rtol = args.rtol;
+  options.max_differences = args.max;
+  const DiffReport report = diff_checkpoints(args.a, args.b, options);
+  if (report.equal()) {
+    fmt::print("equal: {} tensors compared\n", report.compared);
+    return 0;
+  }
+  fmt::print("different: {} difference(s)\n", report.difference_count);
+  for (const auto& d : report.differences) fmt::print("  {}\n", printable(d));
+  if (report.difference_count > report.differences.size()) {
+    fmt::print("  ... and {} more\n", report.difference_count - report.differences.size());
+  }
+  return 1;
+}
+
+}  // namespace
+
+void register_diff(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("diff", "Compare the tensors of two checkpoints or model files");
+  auto args = std::make_shared<DiffArgs>();
+  cmd->add_option("A", args->a, "file or folder")->required();
+  cmd->add_option("B", args->b, "file or folder")->required();
+  cmd->add_option("--atol", args->atol, "absolute tolerance for float values")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--rtol", args->rtol, "relative tolerance for float values (|a-b| <= atol + rtol*|b|)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max", args->max, "differences to list (default 20)");
+  cmd->callback([&action, args] { action = [args] { return run_diff(*args); }; });
+}
+
+}  // namespace ckptio::cli
