@@ -62,7 +62,17 @@ void SaveJob::commit(const fs::path& temp, const fs::path& final_path) {
     }
     if (exchange_folders(e, temp, final_path)) {
       // `temp` now holds the old checkpoint under a temp name: debris if we crash here.
-      if (settings.fsync) e.sync_dir(experiment_dir);
+      if (settings.fsync) {
+        try {
+          e.sync_dir(experiment_dir);
+        } catch (...) {
+          try {
+            e.exchange(temp, final_path);  // the save failed: put the old checkpoint back
+          } catch (...) {
+          }
+          throw;
+        }
+      }
       e.remove_all(temp);
       return;
     }
@@ -71,7 +81,19 @@ void SaveJob::commit(const fs::path& temp, const fs::path& final_path) {
     remove_checkpoint_folder(e, final_path);
   }
   e.rename(temp, final_path);
-  if (settings.fsync) e.sync_dir(experiment_dir);
+  if (settings.fsync) {
+    try {
+      e.sync_dir(experiment_dir);
+    } catch (...) {
+      // The rename may not be durable and the save is reported as failed: take the folder back
+      // so that a retry of this step does not find it in the way.
+      try {
+        e.rename(final_path, temp);
+      } catch (...) {
+      }
+      throw;
+    }
+  }
 }
 
 fs::path SaveJob::run() {
