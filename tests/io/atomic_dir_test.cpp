@@ -110,6 +110,22 @@ TEST(AtomicDir, CrashLeavesRecognisableLeftoverThatOwnerCleans) {
   EXPECT_EQ(posix.list_dir(dir.path()), std::vector<std::string>{"unrelated.txt"});
 }
 
+TEST(AtomicDir, FailedReplaceKeepsTheOldFolder) {
+  TempDir dir;
+  Env& posix = Env::posix();
+  posix.create_dirs(dir / "ckpt");
+  write_file(dir / "ckpt" / "old.bin", "old");
+  FaultInjectingEnv env;
+  {
+    AtomicDir out(env, dir / "ckpt");
+    write_file(out / "new.bin", "new");
+    env.inject(FaultOp::Rename, 1, EIO);
+    EXPECT_THROW(out.commit(/*replace=*/true), Error);
+  }
+  EXPECT_EQ(posix.list_dir(dir / "ckpt"), std::vector<std::string>{"old.bin"});
+  EXPECT_EQ(posix.list_dir(dir.path()), std::vector<std::string>{"ckpt"});
+}
+
 TEST(AtomicDir, FsyncsEveryFileBeforeRename) {
   TempDir dir;
   FaultInjectingEnv env;
