@@ -218,6 +218,7 @@ TEST_F(LoadPython, ConvertsToTheTargetDtype) {
         continue;
       }
       std::vector<float> want(shape_numel(e.shape));
+      if (want.empty()) continue;  // (convert_elements memmoves from a null pointer for 0 F32s)
       convert_elements(e.dtype, e.bytes.data(), DType::F32, want.data(), want.size());
       EXPECT_EQ(0, std::memcmp(want.data(), b.storage[i].data(), want.size() * 4)) << e.name;
     }
