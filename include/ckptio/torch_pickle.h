@@ -132,6 +132,10 @@ struct TorchLoadOptions {
   // bytes than the file holds; their excess over the storage is capped in total by this.
   uint64_t max_expanded_bytes = uint64_t{256} << 20;
   int max_depth = 512;  // nesting of containers in the pickle
+  // Copy every storage into heap memory (the file mapping is released when the last zero-copy
+  // user goes; with this on there is none). The copy and the CRC check share one pass.
+  bool owned = false;
+  unsigned threads = 0;  // for the CRC/copy pass; 0: hardware concurrency, at most 8
 };
 
 enum class TorchFormat : uint8_t { Zip, Legacy };

@@ -5,6 +5,7 @@
 
 #include "ckptio/error.h"
 #include "ckptio/torch_pickle.h"
+#include "format/torch/storage_fill.h"
 #include "format/torch/unpickler.h"
 #include "format/torch/zip_reader.h"
 
@@ -42,31 +43,6 @@ void check_location(std::string_view source, const std::string& location) {
 }
 
 uint64_t item_size(DType dtype) { return static_cast<uint64_t>(dtype_bits(dtype) / 8); }
-
-// Copies big-endian storage bytes into a native (little-endian) heap buffer.
-std::shared_ptr<std::byte[]> byteswapped(std::span<const std::byte> src, DType dtype) {
-  std::shared_ptr<std::byte[]> buf(new std::byte[src.empty() ? 1 : src.size()]);
-  // Complex numbers swap each of their two halves.
-  const size_t unit = dtype == DType::C64 ? 4 : static_cast<size_t>(item_size(dtype));
-  for (size_t i = 0; i + unit <= src.size(); i += unit) {
-    for (size_t k = 0; k < unit; ++k) buf[i + k] = src[i + unit - 1 - k];
-  }
-  return buf;
-}
-
-void set_bytes(TorchStorage& s, std::span<const std::byte> raw, bool big_endian,
-               const std::shared_ptr<const void>& owner) {
-  if (big_endian && item_size(s.dtype) > 1) {
-    auto buf = byteswapped(raw, s.dtype);
-    s.bytes = std::span<const std::byte>(buf.get(), raw.size());
-    s.owner = std::move(buf);
-    s.zero_copy = false;
-  } else {
-    s.bytes = raw;
-    s.owner = owner;
-    s.zero_copy = true;
-  }
-}
 
 uint64_t storage_bytes(std::string_view source, const StorageRef& ref) {
   uint64_t n;
@@ -144,6 +120,7 @@ TorchFile load_zip(std::span<const std::byte> bytes, std::string_view source,
   if (!pickle) fail(ErrorCode::Corrupt, source, "no 'data.pkl' record in the archive");
 
   std::map<std::string, std::shared_ptr<const TorchStorage>> by_key;
+  std::vector<PendingStorage> pending;
   const StorageResolver resolve = [&](const StorageRef& ref) -> std::shared_ptr<const TorchStorage> {
     check_location(source, ref.location);
     if (ref.has_view) fail(ErrorCode::Corrupt, source, "storage views exist only in the legacy format");
@@ -156,7 +133,7 @@ TorchFile load_zip(std::span<const std::byte> bytes, std::string_view source,
     if (ref.key.empty() || ref.key.find('/') != std::string::npos || ref.key == "..") {
       fail(ErrorCode::Corrupt, source, "bad storage key '" + ref.key + "'");
     }
-    const ZipEntry* e = record("data/" + ref.key);
+    const ZipEntry* e = zip.find(prefix + "data/" + ref.key);
     if (!e) fail(ErrorCode::Corrupt, source, "storage record 'data/" + ref.key + "' is missing");
     const uint64_t want = storage_bytes(source, ref);
     if (e->size != want) {
@@ -170,7 +147,8 @@ TorchFile load_zip(std::span<const std::byte> bytes, std::string_view source,
     s->key = ref.key;
     s->dtype = ref.dtype;
     s->numel = ref.numel;
-    set_bytes(*s, zip.data(*e), file.big_endian, owner);
+    pending.push_back(PendingStorage{s, zip.data(*e), owner, options.verify_crc, e->crc32,
+                                     std::string(source) + ": zip record '" + e->name + "'"});
     by_key.emplace(ref.key, s);
     file.storages.push_back(s);
     return s;
@@ -180,6 +158,7 @@ TorchFile load_zip(std::span<const std::byte> bytes, std::string_view source,
   if (result.end != pickle->size) {
     fail(ErrorCode::Corrupt, source, "bytes after the end of data.pkl's pickle");
   }
+  fill_storages(pending, file.big_endian, options.owned, options.threads);
   file.root = result.value;
   return file;
 }
@@ -258,6 +237,7 @@ TorchFile load_legacy(std::span<const std::byte> bytes, std::string_view source,
   if (!keys.value.is_sequence()) fail(ErrorCode::Corrupt, source, "legacy storage key list is not a list");
 
   std::map<std::string, bool> filled;
+  std::vector<PendingStorage> pending;
   for (const Value& key_value : keys.value.items()) {
     if (key_value.kind() != Value::Kind::Str) fail(ErrorCode::Corrupt, source, "legacy storage key is not a str");
     const std::string& key = key_value.as_str();
@@ -282,9 +262,11 @@ TorchFile load_legacy(std::span<const std::byte> bytes, std::string_view source,
       fail(ErrorCode::Corrupt, source, "legacy storage '" + key + "' at byte " + std::to_string(pos) +
                                            " runs past the end of the file");
     }
-    set_bytes(s, bytes.subspan(pos, static_cast<size_t>(n)), file.big_endian, owner);
+    pending.push_back(PendingStorage{it->second, bytes.subspan(pos, static_cast<size_t>(n)), owner,
+                                     false, 0, std::string(source) + ": legacy storage '" + key + "'"});
     pos += static_cast<size_t>(n);
   }
+  fill_storages(pending, file.big_endian, options.owned, options.threads);
   for (const auto& [key, root] : roots) {
     if (!filled[key]) fail(ErrorCode::Corrupt, source, "legacy storage '" + key + "' has no data");
   }

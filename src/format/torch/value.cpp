@@ -1,5 +1,6 @@
 // Value: the immutable object tree the unpickler produces, and the tensor view helpers.
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -110,7 +111,19 @@ std::string Value::key_to_string(const Value& key) {
     case Kind::None: return "None";
     case Kind::Bool: return key.as_bool() ? "True" : "False";
     case Kind::Float: return float_repr(key.as_float());
-    case Kind::Bytes: return "b'" + key.as_str() + "'";
+    case Kind::Bytes: {  // like Python's repr: printable ASCII as is, the rest escaped
+      std::string s = "b'";
+      for (unsigned char c : key.as_str()) {
+        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+          s += static_cast<char>(c);
+        } else {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\x%02x", c);
+          s += buf;
+        }
+      }
+      return s + "'";
+    }
     case Kind::Tuple: {
       std::string s = "(";
       const auto& items = key.items();
@@ -190,6 +203,12 @@ Tensor TorchTensor::contiguous() const {
 
 Tensor TorchTensor::to_owned() const {
   if (storage == nullptr) throw Error(ErrorCode::InvalidArgument, "tensor has no storage");
+  if (is_contiguous()) {
+    const size_t item = static_cast<size_t>(dtype_bits(dtype) / 8);
+    return Tensor::copy_of(dtype, sizes,
+                           storage->bytes.subspan(static_cast<size_t>(storage_offset) * item,
+                                                  static_cast<size_t>(nbytes())));
+  }
   Tensor out = Tensor::zeros(dtype, sizes);
   gather(*this, out.mutable_bytes().data());
   return out;
@@ -323,6 +342,8 @@ nlohmann::json to_json(const Value& v) {
 }
 }  // namespace
 
-std::string value_to_json(const Value& value) { return to_json(value).dump(); }
+std::string value_to_json(const Value& value) {
+  return to_json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 }  // namespace ckptio::torch

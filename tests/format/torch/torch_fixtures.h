@@ -19,9 +19,9 @@ namespace ckptio::testing {
 
 namespace fs = std::filesystem;
 
-// The folder holding the fixtures, or an empty path when the system Python has no torch.
+// The folder holding the fixtures, or an empty path when the system Python has no torch. The
+// stamp also records "no torch", so that each test process does not pay for importing torch.
 inline fs::path torch_fixture_dir() {
-  if (!python_has_torch()) return {};
   static const fs::path dir = [] {
     const fs::path script = fs::path(CKPTIO_SOURCE_DIR) / "tests/format/torch/make_fixtures.py";
     const std::string stamp_text = std::to_string(fs::file_size(script)) + ":" +
@@ -31,17 +31,23 @@ inline fs::path torch_fixture_dir() {
     const int lock = ::open((root / "lock").c_str(), O_CREAT | O_RDWR, 0644);
     ::flock(lock, LOCK_EX);
     const fs::path out = root / "current";
-    if (read_file(root / "stamp") != stamp_text) {
+    std::string stamp = read_file(root / "stamp");
+    if (stamp != stamp_text && stamp != "no-torch:" + stamp_text) {
       std::error_code ec;
       fs::remove_all(out, ec);
-      fs::create_directories(out);
-      const std::string cmd = std::string(system_python()) + " " + script.string() + " " +
-                              out.string() + " >" + (root / "make_fixtures.log").string() + " 2>&1";
-      if (std::system(cmd.c_str()) == 0) write_file(root / "stamp", stamp_text);
+      if (!python_has_torch()) {
+        stamp = "no-torch:" + stamp_text;
+      } else {
+        fs::create_directories(out);
+        const std::string cmd = std::string(system_python()) + " " + script.string() + " " +
+                                out.string() + " >" + (root / "make_fixtures.log").string() + " 2>&1";
+        stamp = std::system(cmd.c_str()) == 0 ? stamp_text : "";
+      }
+      write_file(root / "stamp", stamp);
     }
     ::flock(lock, LOCK_UN);
     ::close(lock);
-    return out;
+    return stamp.rfind("no-torch:", 0) == 0 ? fs::path() : out;
   }();
   return dir;
 }
