@@ -6,6 +6,7 @@
 #include "ckptio/error.h"
 #include "command.h"
 #include "inspect_safetensors.h"
+#include "inspect_torch.h"
 #include "source_kind.h"
 
 namespace ckptio::cli {
@@ -18,6 +19,10 @@ int inspect(const std::filesystem::path& path, bool json) {
       throw Error(ErrorCode::NotFound, "'" + path.string() + "' does not exist");
     case SourceKind::Safetensors:
       return inspect_safetensors(path, json);
+    case SourceKind::TorchZip:
+    case SourceKind::TorchLegacy:
+    case SourceKind::TorchTar:  // the torch reader refuses it with a precise message
+      return inspect_torch(path, json);
     default:
       break;
   }

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   ckptio::cli::Action action;
   ckptio::cli::register_inspect(app, action);
   ckptio::cli::register_verify(app, action);
+  ckptio::cli::register_convert(app, action);
   ckptio::cli::register_download(app, action);
   try {
     app.parse(argc, argv);
