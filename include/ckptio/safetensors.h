@@ -16,8 +16,10 @@
 #include <string_view>
 #include <vector>
 
+#include "ckptio/async_writer.h"
 #include "ckptio/dtype.h"
 #include "ckptio/io.h"
+#include "ckptio/parallel_reader.h"
 #include "ckptio/tensor.h"
 
 namespace ckptio {
@@ -88,6 +90,9 @@ class SafetensorsReader {
   Tensor read_owned(std::string_view name) const;
   // Copies the tensor's bytes into caller memory; dst.size() must equal the tensor's size.
   void read_into(std::string_view name, std::span<std::byte> dst) const;
+  // Every tensor, in tensors() order, as owned writable tensors sharing one heap allocation,
+  // filled by parallel preads straight from the file whatever the mode (io::read_parallel).
+  std::vector<Tensor> read_all_owned(const io::ParallelReadOptions& options = {}) const;
   // The open file, for readers that schedule their own parallel reads (absolute offsets are
   // header().data_start + begin).
   const io::ReadableFile& file() const;
@@ -118,6 +123,10 @@ struct SafetensorsWriteOptions {
   bool omit_metadata = false;  // write no "__metadata__" at all
   bool sync = true;            // fsync file and folder; off only for tests and benchmarks
   io::Env* env = nullptr;      // nullptr: Env::posix()
+  // How the bytes are written (backend, threads, O_DIRECT, bytes in flight); nullptr: the
+  // defaults. Its env and sync fields are ignored: the writer uses `env` above and the commit
+  // fsyncs the file once.
+  const io::AsyncWriterOptions* writer = nullptr;
 };
 
 // The reference layout: tensors by descending dtype (reference order) then by name, compact JSON

@@ -101,4 +101,31 @@ void SafetensorsReader::read_into(std::string_view name, std::span<std::byte> ds
   }
 }
 
+std::vector<Tensor> SafetensorsReader::read_all_owned(const io::ParallelReadOptions& options) const {
+  const SafetensorsHeader& h = impl_->header;
+  // One allocation for the whole data section, left uninitialised (the reads overwrite every
+  // byte; zeroing first would cost a full extra pass) and backed by huge pages where possible.
+  const std::shared_ptr<std::byte> buffer =
+      io::allocate_read_buffer(static_cast<size_t>(h.data_bytes));
+  std::vector<io::ReadRequest> requests;
+  requests.reserve(h.tensors.size());
+  for (const TensorInfo& t : h.tensors) {
+    requests.push_back({impl_->file.get(), h.data_start + t.begin,
+                        std::span(buffer.get() + t.begin, static_cast<size_t>(t.nbytes()))});
+  }
+  try {
+    io::read_parallel(requests, options);
+  } catch (const Error& e) {
+    throw e.annotate("loading '" + impl_->path.string() + "'");
+  }
+  std::vector<Tensor> out;
+  out.reserve(h.tensors.size());
+  for (const TensorInfo& t : h.tensors) {
+    const std::span<const std::byte> bytes(buffer.get() + t.begin,
+                                           static_cast<size_t>(t.nbytes()));
+    out.push_back(Tensor::from_owner(t.dtype, t.shape, bytes, buffer, Tensor::Storage::Heap));
+  }
+  return out;
+}
+
 }  // namespace ckptio
