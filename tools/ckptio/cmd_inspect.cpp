@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "checkpoint_cli.h"
 #include "ckptio/error.h"
 #include "command.h"
 #include "inspect_safetensors.h"
@@ -23,6 +24,9 @@ int inspect(const std::filesystem::path& path, bool json) {
     case SourceKind::TorchLegacy:
     case SourceKind::TorchTar:  // the torch reader refuses it with a precise message
       return inspect_torch(path, json);
+    case SourceKind::Directory:
+      if (is_training_checkpoint(path)) return inspect_training_checkpoint(path, json);
+      break;
     default:
       break;
   }
