@@ -3,10 +3,10 @@
 #include <memory>
 #include <string>
 
-#include "checkpoint_cli.h"
 #include "ckptio/error.h"
 #include "command.h"
 #include "inspect_safetensors.h"
+#include "inspect_sharded.h"
 #include "inspect_torch.h"
 #include "source_kind.h"
 
@@ -20,13 +20,13 @@ int inspect(const std::filesystem::path& path, bool json) {
       throw Error(ErrorCode::NotFound, "'" + path.string() + "' does not exist");
     case SourceKind::Safetensors:
       return inspect_safetensors(path, json);
+    case SourceKind::Directory:
+      if (is_sharded_folder(path)) return inspect_sharded(path, json);
+      break;
     case SourceKind::TorchZip:
     case SourceKind::TorchLegacy:
     case SourceKind::TorchTar:  // the torch reader refuses it with a precise message
       return inspect_torch(path, json);
-    case SourceKind::Directory:
-      if (is_training_checkpoint(path)) return inspect_training_checkpoint(path, json);
-      break;
     default:
       break;
   }

@@ -15,8 +15,7 @@ using Action = std::function<int()>;
 void register_inspect(CLI::App& app, Action& action);
 void register_verify(CLI::App& app, Action& action);
 void register_convert(CLI::App& app, Action& action);
+void register_diff(CLI::App& app, Action& action);
 void register_download(CLI::App& app, Action& action);
-void register_ls(CLI::App& app, Action& action);
-void register_prune(CLI::App& app, Action& action);
 
 }  // namespace ckptio::cli
