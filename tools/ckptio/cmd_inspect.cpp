@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "checkpoint_cli.h"
 #include "ckptio/error.h"
 #include "command.h"
 #include "inspect_safetensors.h"
@@ -20,13 +21,14 @@ int inspect(const std::filesystem::path& path, bool json) {
       throw Error(ErrorCode::NotFound, "'" + path.string() + "' does not exist");
     case SourceKind::Safetensors:
       return inspect_safetensors(path, json);
-    case SourceKind::Directory:
-      if (is_sharded_folder(path)) return inspect_sharded(path, json);
-      break;
     case SourceKind::TorchZip:
     case SourceKind::TorchLegacy:
     case SourceKind::TorchTar:  // the torch reader refuses it with a precise message
       return inspect_torch(path, json);
+    case SourceKind::Directory:
+      if (is_training_checkpoint(path)) return inspect_training_checkpoint(path, json);
+      if (is_sharded_folder(path)) return inspect_sharded(path, json);
+      break;
     default:
       break;
   }

@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "checkpoint_cli.h"
 #include "ckptio/error.h"
 #include "command.h"
 #include "inspect_safetensors.h"
@@ -13,13 +14,14 @@ namespace ckptio::cli {
 
 namespace {
 
-int verify(const std::filesystem::path& path) {
+int verify(const std::filesystem::path& path, bool full) {
   switch (detect_source_kind(path)) {
     case SourceKind::Missing:
       throw Error(ErrorCode::NotFound, "'" + path.string() + "' does not exist");
     case SourceKind::Safetensors:
       return verify_safetensors(path);
     case SourceKind::Directory:
+      if (is_training_checkpoint(path)) return verify_training_checkpoint(path, full);
       if (is_sharded_folder(path)) return verify_sharded_folder(path);
       break;
     default:
@@ -34,8 +36,11 @@ int verify(const std::filesystem::path& path) {
 void register_verify(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("verify", "Validate a file or folder completely");
   auto path = std::make_shared<std::string>();
+  auto full = std::make_shared<bool>(false);
   cmd->add_option("SOURCE", *path, "file or folder")->required();
-  cmd->callback([&action, path] { action = [path] { return verify(*path); }; });
+  cmd->add_flag("--full", *full, "training checkpoints: also check every file's checksum");
+  cmd->callback(
+      [&action, path, full] { action = [path, full] { return verify(*path, *full); }; });
 }
 
 }  // namespace ckptio::cli

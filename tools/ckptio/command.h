@@ -17,5 +17,7 @@ void register_verify(CLI::App& app, Action& action);
 void register_convert(CLI::App& app, Action& action);
 void register_diff(CLI::App& app, Action& action);
 void register_download(CLI::App& app, Action& action);
+void register_ls(CLI::App& app, Action& action);
+void register_prune(CLI::App& app, Action& action);
 
 }  // namespace ckptio::cli

@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   ckptio::cli::register_convert(app, action);
   ckptio::cli::register_diff(app, action);
   ckptio::cli::register_download(app, action);
+  ckptio::cli::register_ls(app, action);
+  ckptio::cli::register_prune(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
