@@ -137,6 +137,22 @@ int main(int argc, char** argv) {
     wo.sync = false;  // this measures loading; the files only need to exist
     const ShardedWriteResult written = save_sharded(dir, named, wo);
     if (written.shards.size() != 4) throw Error(ErrorCode::Internal, "expected 4 shards");
+    // Durable saves (fsync of every shard, the index and the folder) with one writer thread and
+    // with several, to show whether writing shards in parallel pays on this machine.
+    const fs::path save_dir = o.dir / ("ckptio-bench-sharded-save-" + io::random_suffix());
+    const int save_repeat = std::min(o.repeat, 3);
+    auto save_with = [&](int n) {
+      ShardedWriteOptions so = wo;
+      so.sync = true;
+      so.threads = n;
+      save_sharded(save_dir, named, so);
+    };
+    const double t_save_seq = time_median(save_repeat, [&] { save_with(1); });
+    const double t_save_par = time_median(save_repeat, [&] { save_with(0); });
+    {
+      std::error_code ec;
+      fs::remove_all(save_dir, ec);
+    }
     tensors.clear();  // free the source state before the loads
 
     // One pre-faulted destination block, cut into per-tensor buffers (caller-owned).
@@ -235,6 +251,10 @@ int main(int argc, char** argv) {
                threads, t_par, gbps(data_bytes, t_par), raw_best / t_par);
     fmt::print("| load_checkpoint, no target (zero-copy views, no bytes touched) | {:.3f} | - | - |\n",
                t_views);
+    fmt::print("| save_sharded, durable, 1 writer thread | {:.3f} | {:.2f} | - |\n", t_save_seq,
+               gbps(data_bytes, t_save_seq));
+    fmt::print("| save_sharded, durable, default writer threads | {:.3f} | {:.2f} | - |\n", t_save_par,
+               gbps(data_bytes, t_save_par));
     fmt::print("\nGoal: parallel load >= 0.9x the raw read: {:.2f}x ({}). Parallel vs sequential "
                "load: {:.2f}x.\n",
                raw_best / t_par, raw_best / t_par >= 0.9 ? "met" : "NOT met", t_seq / t_par);
