@@ -513,8 +513,8 @@ class Unpickler {
     }
     if (numel > storage_elems) {
       // Overlapping/expanded views materialise more than their storage: cap the total.
-      expanded_bytes_ += (numel - storage_elems) * item;
-      if (expanded_bytes_ > options_.max_expanded_bytes) {
+      if (__builtin_add_overflow(expanded_bytes_, (numel - storage_elems) * item, &expanded_bytes_) ||
+          expanded_bytes_ > options_.max_expanded_bytes) {
         fail(ErrorCode::Corrupt, where + ": expanded views would materialise more than " +
                                      std::to_string(options_.max_expanded_bytes) +
                                      " bytes beyond their storages");

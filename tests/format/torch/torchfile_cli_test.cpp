@@ -1,0 +1,75 @@
+// `ckptio inspect FILE.pt [--json]` and `ckptio convert` end to end, through the built binary.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "ckptio/safetensors.h"
+#include "format/torch/torch_fixtures.h"
+
+namespace ckptio::torch {
+namespace {
+
+namespace fs = std::filesystem;
+using ckptio::testing::TempDir;
+
+// Runs the CLI; returns the exit code and leaves stdout+stderr in `out`.
+int ckptio_cli(const std::string& args, const fs::path& dir, std::string* out) {
+  const fs::path log = dir / "cli.log";
+  const std::string cmd = std::string(CKPTIO_BIN_DIR) + "/ckptio " + args + " >" + log.string() + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  *out = ckptio::testing::read_file(log);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+#define CKPTIO_NEED_CLI()                                                        \
+  if (!fs::exists(fs::path(CKPTIO_BIN_DIR) / "ckptio")) GTEST_SKIP() << "ckptio not built"
+
+TEST(TorchCli, InspectShowsTreeAndTensors) {
+  CKPTIO_NEED_TORCH_FIXTURES();
+  CKPTIO_NEED_CLI();
+  TempDir dir;
+  std::string out;
+  ASSERT_EQ(ckptio_cli("inspect " + (fixtures / "training.pt").string(), dir.path(), &out), 0) << out;
+  EXPECT_NE(out.find("format: torch-zip"), std::string::npos) << out;
+  EXPECT_NE(out.find("epoch: 3"), std::string::npos) << out;
+  EXPECT_NE(out.find("exp_avg: tensor F32 [4, 3, 3, 3]"), std::string::npos) << out;
+  EXPECT_NE(out.find("num_batches_tracked: tensor I64 []"), std::string::npos) << out;
+  ASSERT_EQ(ckptio_cli("inspect --json " + (fixtures / "views.pt").string(), dir.path(), &out), 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["tensors"].size(), 8u);
+  EXPECT_EQ(j["storages"].size(), 3u);  // base (shared by 6 views), expanded, separate
+}
+
+TEST(TorchCli, InspectRefusesHostileFile) {
+  CKPTIO_NEED_TORCH_FIXTURES();
+  CKPTIO_NEED_CLI();
+  TempDir dir;
+  std::string out;
+  EXPECT_EQ(ckptio_cli("inspect " + (fixtures / "evil_system.pt").string(), dir.path(), &out), 1);
+  EXPECT_NE(out.find("ckptio: error: unsafe:"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(fixtures / "PWNED"));
+}
+
+TEST(TorchCli, ConvertWithKeyAndDedupe) {
+  CKPTIO_NEED_TORCH_FIXTURES();
+  CKPTIO_NEED_CLI();
+  TempDir dir;
+  std::string out;
+  const fs::path dst = dir / "model.safetensors";
+  ASSERT_EQ(ckptio_cli("convert " + (fixtures / "training.pt").string() + " " + dst.string() +
+                           " --key model --dedupe-shared",
+                       dir.path(), &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("verified"), std::string::npos) << out;
+  EXPECT_EQ(SafetensorsReader::open(dst).tensors().size(), 11u);
+  EXPECT_EQ(ckptio_cli("convert " + (fixtures / "training.pt").string() + " " + (dir / "x").string() +
+                           " --key nope",
+                       dir.path(), &out),
+            1);
+  EXPECT_NE(out.find("not_found"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir / "x"));
+}
+
+}  // namespace
+}  // namespace ckptio::torch
