@@ -31,6 +31,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <fmt/core.h>
@@ -450,6 +451,12 @@ int main(int argc, char** argv) {
     } cleanup{work};
     auto log = [&](const std::string& s) { std::fprintf(stderr, "ckptio-bench: %s\n", s.c_str()); };
 
+    std::string load_at_start = "unknown";
+    {
+      std::ifstream f("/proc/loadavg");
+      std::string one;
+      if (f >> one) load_at_start = one;
+    }
     log(fmt::format("building a {} MiB state", opt.total_bytes / kMiB));
     const std::vector<StateTensor> state = make_state(opt.total_bytes);
     const uint64_t total = state_bytes(state);
@@ -597,6 +604,9 @@ int main(int argc, char** argv) {
     md << fmt::format("State: {} tensors, {:.1f} MiB (mixed 64 MiB / 1-8 MiB / 4 KiB). Median of {} runs. "
                       "Directory: {}.\n\n",
                       state.size(), double(total) / kMiB, R, opt.dir.string());
+    md << fmt::format("Machine: {} CPUs, load average at start {} (other work on the machine skews "
+                      "absolute figures; ratios within one run are the comparison).\n\n",
+                      std::thread::hardware_concurrency(), load_at_start);
     md << "| Group | Measurement | Time (s) | GB/s | vs limit | vs peer | Notes |\n";
     md << "|---|---|---:|---:|---|---|---|\n";
     for (const Row& r : rows) {
@@ -620,6 +630,8 @@ int main(int argc, char** argv) {
     j["state_bytes"] = total;
     j["tensors"] = state.size();
     j["repeat"] = R;
+    j["cpus"] = std::thread::hardware_concurrency();
+    j["load_average_at_start"] = load_at_start;
     j["rows"] = json::array();
     for (const Row& r : rows) {
       j["rows"].push_back({{"group", r.group}, {"name", r.name},
