@@ -2,6 +2,8 @@
 // and keeps at most one save in flight.
 #include "ckptio/checkpoint_io.h"
 
+#include <algorithm>
+#include <atomic>
 #include <exception>
 #include <iostream>
 #include <mutex>
@@ -91,12 +93,6 @@ namespace {
 // Collects the tensors of a save in file order, then points their views either at the caller's
 // memory or at the staging pool.
 struct SnapshotBuilder {
-  struct Item {
-    std::vector<NamedTensor>* list;
-    size_t index;
-    const Tensor* source;
-  };
-  std::vector<Item> items;
   std::vector<Tensor> keep_alive;
 
   std::vector<NamedTensor> add_map(const TensorMap& tensors) {
