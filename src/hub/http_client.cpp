@@ -186,6 +186,14 @@ HttpOutcome HttpClient::perform(const std::string& url, const std::vector<std::s
   }
   if (state.sink_error) std::rethrow_exception(state.sink_error);
   out.transport = state.sink_refused ? Transport::Aborted : classify(code);
+  if (out.transport == Transport::Timeout) {
+    // A timeout before the connection was even made means the host is unreachable (offline
+    // machine, firewall): that is a failure to connect, not a slow server worth retrying.
+    curl_off_t connect_us = 0;
+    if (curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME_T, &connect_us) == CURLE_OK && connect_us == 0) {
+      out.transport = Transport::Failed;
+    }
+  }
   if (code != CURLE_OK) {
     out.error = error_buffer[0] != '\0' ? std::string(error_buffer) : curl_easy_strerror(code);
   }

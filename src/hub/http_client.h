@@ -25,9 +25,9 @@ struct HttpResponse {
 
 enum class Transport : uint8_t {
   Ok,       // a response was received in full
-  Timeout,  // connect timeout, total timeout, or no bytes for the stall timeout
+  Timeout,  // connected, then the total timeout or the stall timeout ran out
   Dropped,  // the connection broke (reset, closed mid-body, nothing received)
-  Failed,   // cannot connect or resolve, TLS failure, or any other transport error
+  Failed,   // cannot connect (refused or connect timeout) or resolve, TLS failure, other errors
   Aborted,  // the sink refused the body
 };
 
