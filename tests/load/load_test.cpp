@@ -82,7 +82,6 @@ class LoadPython : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!testing::python_has_torch()) return;
-    dir_ = new TempDir();
     const std::string code = R"PY(
 d = sys.argv[1]
 sd = model_state()
@@ -112,8 +111,12 @@ torch.save(sd, d + '/mixed/pytorch_model.bin')
 os.makedirs(d + '/pickle_only', exist_ok=True)
 torch.save(sd, d + '/pickle_only/pytorch_model.bin')
 )PY";
-    ok_ = testing::run_python(dir_->path(), testing::kShardFixturePython + code, dir_->path().string()) == 0;
-    if (ok_) expected_ = new Expected(read_expected(dir_->path() / "exp"));
+    const auto dir = testing::cached_python_fixture("load", testing::kShardFixturePython + code);
+    ok_ = dir.has_value();
+    if (ok_) {
+      dir_ = new fs::path(*dir);
+      expected_ = new Expected(read_expected(*dir_ / "exp"));
+    }
   }
   static void TearDownTestSuite() {
     delete expected_;
@@ -125,7 +128,7 @@ torch.save(sd, d + '/pickle_only/pytorch_model.bin')
     if (!testing::python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch";
     ASSERT_TRUE(ok_) << "fixture script failed";
   }
-  fs::path p(const std::string& name) const { return dir_->path() / name; }
+  fs::path p(const std::string& name) const { return *dir_ / name; }
   const Expected& expected() const { return *expected_; }
 
   void expect_loads_into_buffers(const fs::path& source, const Expected& e, LoadOptions options = {}) {
@@ -141,7 +144,7 @@ torch.save(sd, d + '/pickle_only/pytorch_model.bin')
     EXPECT_EQ(report.bytes_read, total);
   }
 
-  static inline TempDir* dir_ = nullptr;
+  static inline fs::path* dir_ = nullptr;
   static inline bool ok_ = false;
   static inline Expected* expected_ = nullptr;
 };

@@ -289,7 +289,6 @@ class ShardedPython : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!testing::python_has_torch()) return;
-    dir_ = new TempDir();
     const std::string code =
         "d = sys.argv[1]\nsd = model_state()\ndump_expected(d + '/exp', sd)\n"
         "save_hf(d + '/hf', sd, 10000)\n"
@@ -297,7 +296,9 @@ class ShardedPython : public ::testing::Test {
         "    save_hf(d + '/py%d' % lim, sd, lim)\n"
         "save_colossal(d + '/cai', sd, 0.01)\n"
         "save_bin_sharded(d + '/bin', sd, 10000)\n";
-    ok_ = testing::run_python(dir_->path(), testing::kShardFixturePython + code, dir_->path().string()) == 0;
+    const auto dir = testing::cached_python_fixture("sharded", testing::kShardFixturePython + code);
+    ok_ = dir.has_value();
+    if (ok_) dir_ = new fs::path(*dir);
   }
   static void TearDownTestSuite() {
     delete dir_;
@@ -307,9 +308,9 @@ class ShardedPython : public ::testing::Test {
     if (!testing::python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch";
     ASSERT_TRUE(ok_) << "fixture script failed";
   }
-  static inline TempDir* dir_ = nullptr;
+  static inline fs::path* dir_ = nullptr;
   static inline bool ok_ = false;
-  const TempDir& tmp = *dir_;
+  const fs::path& tmp = *dir_;
 };
 
 TEST_F(ShardedPython, ReadsTheHuggingFaceLayout) {

@@ -5,9 +5,40 @@
 // side can check values without trusting any safetensors code.
 #pragma once
 
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <random>
 #include <string>
 
+#include "support/test_util.h"
+
 namespace ckptio::testing {
+
+// PyTorch takes seconds to start and ctest runs every test case in its own process, so a fixture
+// script runs once per distinct content: its output folder, named by a hash of the script, is
+// built under a temp name and renamed into place; later processes reuse it. The folder is only
+// ever read by tests. nullopt when the script fails.
+inline std::optional<std::filesystem::path> cached_python_fixture(const std::string& name,
+                                                                  const std::string& script) {
+  namespace fs = std::filesystem;
+  char hash[32];
+  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(script));
+  const fs::path dir = fs::temp_directory_path() / ("ckptio-fixture-" + name + "-" + hash);
+  if (fs::exists(dir / ".complete")) return dir;
+  const fs::path work = dir.string() + ".tmp-" + std::to_string(std::random_device{}());
+  fs::create_directories(work);
+  if (run_python(work, script, work.string()) != 0) {
+    fs::remove_all(work);
+    return std::nullopt;
+  }
+  write_file(work / ".complete", "");
+  std::error_code ec;
+  fs::rename(work, dir, ec);
+  if (ec) fs::remove_all(work);  // another process finished first: use its folder
+  return fs::exists(dir / ".complete") ? std::optional(dir) : std::nullopt;
+}
 
 inline const std::string kShardFixturePython = R"PY(
 import json, os, struct, sys
