@@ -35,9 +35,12 @@ fuzz: fuzz-build
 
 test: test-release test-asan fuzz
 
+# BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build.
 bench: release
-	@build/bin/ckptio-bench-safetensors
-	@if [ -x build/bin/ckptio-bench ]; then build/bin/ckptio-bench; fi
+	@cmake --build --preset release -j $(JOBS) --target ckptio-bench-libtorch-peer 2>/dev/null || true
+	@for b in ckptio-bench-safetensors ckptio-bench ckptio-bench-torch ckptio-bench-sharded ckptio-bench-checkpoint; do \
+	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b $(BENCH_ARGS) || exit 1; fi; \
+	done
 
 clean:
 	rm -rf build
