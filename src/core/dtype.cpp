@@ -301,6 +301,7 @@ void convert_elements(DType from, const void* src, DType to, void* dst, size_t c
     throw Error(ErrorCode::Unsupported, "no conversion from " + std::string(dtype_name(from)) +
                                             " to " + std::string(dtype_name(to)));
   }
+  if (count == 0) return;  // src/dst may be null for empty tensors; memmove(null) is UB
   const size_t in_size = static_cast<size_t>(dtype_bits(from) / 8);
   const size_t out_size = static_cast<size_t>(dtype_bits(to) / 8);
   if (from == to) {
