@@ -6,6 +6,7 @@
 
 #include "ckptio/error.h"
 #include "command.h"
+#include "source_kind.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"ckptio: save, load, inspect and verify neural-network checkpoints", "ckptio"};
@@ -32,12 +33,14 @@ int main(int argc, char** argv) {
     return action ? action() : 2;
   } catch (const ckptio::Error& e) {
     std::fflush(stdout);
-    std::cerr << "ckptio: error: " << ckptio::error_code_name(e.code()) << ": " << e.message()
+    std::cerr << "ckptio: error: " << ckptio::error_code_name(e.code()) << ": "
+              // Names inside messages come from files: keep the error on one line.
+              << ckptio::cli::printable(e.message())
               << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    std::cerr << "ckptio: error: internal: " << e.what() << "\n";
+    std::cerr << "ckptio: error: internal: " << ckptio::cli::printable(e.what()) << "\n";
     return 1;
   }
 }
