@@ -3,6 +3,7 @@
 
 #include "ckptio/error.h"
 #include "ckptio/load.h"
+#include "load/read_all.h"
 #include "format/sharded/parallel_for.h"
 
 namespace ckptio {
@@ -40,24 +41,9 @@ ConvertReport convert_checkpoint(const std::filesystem::path& src, const std::fi
   report.source = reader.source();
   report.output = dst;
   const auto& infos = reader.tensors();
-  std::vector<Tensor> tensors(infos.size());
-  std::vector<bool> convert(infos.size(), false);
-  for (size_t i = 0; i < infos.size(); ++i) {
-    convert[i] = options.dtype && infos[i].dtype != *options.dtype && dtype_is_float(infos[i].dtype) &&
-                 can_convert(infos[i].dtype, *options.dtype);
-    if (convert[i]) ++report.converted;
-  }
-  detail::parallel_for(infos.size(), detail::pick_thread_count(options.threads, 8, infos.size()),
-                       [&](size_t i) {
-                         Tensor t = reader.tensor(infos[i].name);
-                         if (convert[i]) {
-                           Tensor c = Tensor::zeros(*options.dtype, t.shape());
-                           convert_elements(t.dtype(), t.bytes().data(), *options.dtype,
-                                            c.mutable_bytes().data(), t.numel());
-                           t = std::move(c);
-                         }
-                         tensors[i] = std::move(t);
-                       });
+  detail::ReadAllResult all = detail::read_all_tensors(reader, options.dtype, options.threads);
+  std::vector<Tensor>& tensors = all.tensors;
+  for (bool c : all.converted) report.converted += c ? 1 : 0;
   std::vector<NamedTensor> views;
   for (size_t i = 0; i < infos.size(); ++i) {
     views.push_back({infos[i].name, tensors[i].view()});

@@ -8,6 +8,7 @@
 
 #include "ckptio/error.h"
 #include "ckptio/load.h"
+#include "load/read_all.h"
 #include "format/sharded/parallel_for.h"
 #include "load/rename.h"
 
@@ -147,23 +148,9 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& source, const Load
   out.report.source = reader.source();
   const std::vector<std::string> names = renamed_names(reader, options);
   const auto& infos = reader.tensors();
-  std::vector<Tensor> tensors(infos.size());
-  std::vector<bool> convert(infos.size(), false);
-  for (size_t i = 0; i < infos.size(); ++i) {
-    convert[i] = options.dtype && infos[i].dtype != *options.dtype && dtype_is_float(infos[i].dtype) &&
-                 can_convert(infos[i].dtype, *options.dtype);
-  }
-  detail::parallel_for(infos.size(), detail::pick_thread_count(options.threads, 8, infos.size()),
-                       [&](size_t i) {
-                         Tensor t = reader.tensor(infos[i].name);
-                         if (convert[i]) {
-                           Tensor c = Tensor::zeros(*options.dtype, t.shape());
-                           convert_elements(t.dtype(), t.bytes().data(), *options.dtype,
-                                            c.mutable_bytes().data(), t.numel());
-                           t = std::move(c);
-                         }
-                         tensors[i] = std::move(t);
-                       });
+  detail::ReadAllResult all = detail::read_all_tensors(reader, options.dtype, options.threads);
+  std::vector<Tensor>& tensors = all.tensors;
+  const std::vector<bool>& convert = all.converted;
   for (size_t i = 0; i < infos.size(); ++i) {
     out.report.bytes_read += infos[i].nbytes;
     out.report.loaded.push_back(names[i]);

@@ -1,0 +1,20 @@
+// Internal: every tensor of a source, read in parallel, float tensors converted to `dtype` when
+// set (the common step of load_checkpoint without targets and of convert).
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "ckptio/load.h"
+
+namespace ckptio::detail {
+
+struct ReadAllResult {
+  std::vector<Tensor> tensors;  // in reader.tensors() order; zero-copy views where not converted
+  std::vector<bool> converted;  // per tensor: was it converted to the requested dtype
+};
+
+ReadAllResult read_all_tensors(const CheckpointReader& reader, std::optional<DType> dtype,
+                               int threads);
+
+}  // namespace ckptio::detail
