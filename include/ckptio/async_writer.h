@@ -93,7 +93,8 @@ class AsyncWriter {
 
   // Waits for everything submitted so far, fsyncs every file written since the last call (when
   // options.sync), then throws the first error of that period, naming file and byte offset. The
-  // writer is usable again afterwards. Call from one thread at a time.
+  // writer is usable again afterwards. An error that submit() already threw is thrown here
+  // again: the failed period ends only here. Call from one thread at a time.
   void synchronize();
   // synchronize(), then closes an owned file (reporting a failed close). Attached files are
   // only forgotten.
