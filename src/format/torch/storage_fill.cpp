@@ -9,6 +9,8 @@
 #include <thread>
 
 #include "ckptio/error.h"
+#include "ckptio/parallel_reader.h"
+#include "format/torch/zip_crc32.h"
 
 namespace ckptio::torch {
 
@@ -23,10 +25,6 @@ struct Task {
   size_t size;
   uint32_t crc = 0;
 };
-
-uint32_t crc_update(uint32_t crc, const std::byte* p, size_t n) {
-  return static_cast<uint32_t>(crc32(crc, reinterpret_cast<const Bytef*>(p), static_cast<uInt>(n)));
-}
 
 void swap_copy(std::byte* dst, const std::byte* src, size_t n, size_t unit) {
   for (size_t i = 0; i + unit <= n; i += unit) {
@@ -47,7 +45,9 @@ void fill_storages(std::vector<PendingStorage>& pending, bool big_endian, bool o
     const size_t item = static_cast<size_t>(dtype_bits(s.dtype) / 8);
     if (big_endian && item > 1) swap_unit[i] = s.dtype == DType::C64 ? 4 : item;
     if (owned || swap_unit[i] != 0) {
-      std::shared_ptr<std::byte[]> buf(new std::byte[p.raw.empty() ? 1 : p.raw.size()]);
+      // Large storages get 2 MiB-aligned memory advised for huge pages: faulting in fresh
+      // memory 4 KiB at a time costs more than the copy itself.
+      std::shared_ptr<std::byte> buf = io::allocate_read_buffer(p.raw.size());
       dst[i] = buf.get();
       s.bytes = std::span<const std::byte>(buf.get(), p.raw.size());
       s.owner = std::move(buf);
@@ -71,7 +71,7 @@ void fill_storages(std::vector<PendingStorage>& pending, bool big_endian, bool o
       for (size_t t = next++; t < tasks.size() && !failed; t = next++) {
         Task& task = tasks[t];
         const PendingStorage& p = pending[task.index];
-        uint32_t crc = static_cast<uint32_t>(crc32(0L, Z_NULL, 0));
+        uint32_t crc = 0;
         for (size_t step = 0; step < task.size; step += kStepBytes) {
           const size_t n = std::min(kStepBytes, task.size - step);
           const std::byte* src = p.raw.data() + task.offset + step;
@@ -84,7 +84,7 @@ void fill_storages(std::vector<PendingStorage>& pending, bool big_endian, bool o
               src = out;  // same bytes, now in cache
             }
           }
-          if (p.check_crc) crc = crc_update(crc, src, n);
+          if (p.check_crc) crc = zip_crc32(crc, {src, n});
         }
         task.crc = crc;
       }

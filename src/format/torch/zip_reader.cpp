@@ -1,6 +1,6 @@
 #include "format/torch/zip_reader.h"
 
-#include <zlib.h>
+#include "format/torch/zip_crc32.h"
 
 #include <algorithm>
 #include <cstring>
@@ -250,14 +250,8 @@ std::span<const std::byte> ZipArchive::data(const ZipEntry& entry) const {
 
 void ZipArchive::verify_crc(const ZipEntry& entry) const {
   const auto bytes = data(entry);
-  uLong crc = crc32(0L, Z_NULL, 0);
-  // zlib takes uInt lengths; feed it in chunks.
-  for (size_t off = 0; off < bytes.size();) {
-    const size_t n = std::min<size_t>(bytes.size() - off, size_t{1} << 30);
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), static_cast<uInt>(n));
-    off += n;
-  }
-  if (static_cast<uint32_t>(crc) != entry.crc32) {
+  const uint32_t crc = zip_crc32(0, bytes);
+  if (crc != entry.crc32) {
     throw Error(ErrorCode::Corrupt, source_ + ": zip record '" + entry.name +
                                         "' (bytes " + std::to_string(entry.data_offset) + ".." +
                                         std::to_string(entry.data_offset + entry.size) +
