@@ -1,11 +1,10 @@
 #include "format/torch/zip_reader.h"
 
-#include "format/torch/zip_crc32.h"
-
 #include <algorithm>
 #include <cstring>
 
 #include "ckptio/error.h"
+#include "format/torch/zip_crc32.h"
 
 namespace ckptio::torch {
 
