@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "ckptio/error.h"
+#include "ckptio/parallel_reader.h"
 #include "ckptio/safetensors.h"
 #include "format/safetensors/header_length.h"
 
@@ -75,9 +76,12 @@ Tensor SafetensorsReader::tensor(std::string_view name) const {
 
 Tensor SafetensorsReader::read_owned(std::string_view name) const {
   const TensorInfo& t = info(name);
-  Tensor out = Tensor::empty(t.dtype, t.shape);
-  read_into(name, out.mutable_bytes());
-  return out;
+  // Tensors of 2 MiB and more land in memory advised for huge pages: faulting fresh memory in
+  // 4 KiB at a time would cost about as much as the read.
+  std::shared_ptr<std::byte> buffer = io::allocate_read_buffer(static_cast<size_t>(t.nbytes()));
+  const std::span<std::byte> bytes(buffer.get(), static_cast<size_t>(t.nbytes()));
+  read_into(name, bytes);
+  return Tensor::from_owner(t.dtype, t.shape, bytes, std::move(buffer), Tensor::Storage::Heap);
 }
 
 void SafetensorsReader::read_into(std::string_view name, std::span<std::byte> dst) const {
