@@ -33,9 +33,10 @@ struct ParallelReadOptions {
 // returning either way.
 void read_parallel(std::span<const ReadRequest> requests, const ParallelReadOptions& options = {});
 
-// Uninitialised memory for a large load: page aligned and, where the kernel allows, backed by
-// transparent huge pages, so that filling it takes 512 times fewer page faults. Freed when the
-// last owner goes. Throws Error(InvalidArgument) when the memory cannot be had.
+// Uninitialised memory for a load. From 2 MiB on: its own mapping, 2 MiB aligned and, where the
+// kernel allows, backed by transparent huge pages, so that filling it takes 512 times fewer page
+// faults (from the heap instead when no mapping can be made); smaller sizes come from the heap.
+// Freed when the last owner goes. Throws Error(InvalidArgument) when the memory cannot be had.
 std::shared_ptr<std::byte> allocate_read_buffer(size_t bytes);
 
 }  // namespace ckptio::io

@@ -4,6 +4,7 @@
 #include "ckptio/parallel_reader.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -68,23 +69,36 @@ void read_share(const Stream& s, uint64_t begin, uint64_t end, size_t chunk, Fir
 
 std::shared_ptr<std::byte> allocate_read_buffer(size_t bytes) {
   constexpr size_t kHuge = size_t{2} << 20;
-  if (bytes < kHuge) {
+  const auto from_heap = [bytes] {
     return std::shared_ptr<std::byte>(new std::byte[bytes == 0 ? 1 : bytes],
                                       std::default_delete<std::byte[]>());
-  }
-  // Over-allocate by one huge page so the start can be 2 MiB aligned (THP needs aligned ranges).
-  const size_t map_size = bytes + kHuge;
+  };
+  if (bytes < kHuge) return from_heap();
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t length = (bytes + page - 1) / page * page;
+  // Over-map by one huge page so the start can be 2 MiB aligned (THP needs aligned ranges).
+  const size_t map_size = length + kHuge;
   void* p = ::mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
-    throw Error(ErrorCode::InvalidArgument,
-                "cannot allocate " + std::to_string(bytes) + " bytes to load into");
+    // Out of mappings (vm.max_map_count) or address space: the heap may still have room.
+    try {
+      return from_heap();
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "cannot allocate " + std::to_string(bytes) + " bytes to load into");
+    }
   }
   auto* base = static_cast<std::byte*>(p);
   const auto addr = reinterpret_cast<uintptr_t>(base);
   std::byte* aligned = base + ((kHuge - addr % kHuge) % kHuge);
+  // Unmap the slack on both sides: callers hold one buffer per large tensor, and the kernel
+  // limits the number of mappings a process has (65530 by default), so each buffer is one.
+  const size_t head = static_cast<size_t>(aligned - base);
+  if (head != 0) ::munmap(base, head);
+  if (const size_t tail = map_size - head - length; tail != 0) ::munmap(aligned + length, tail);
   // Advice only: without THP this is a no-op and the memory still works.
-  ::madvise(aligned, bytes, MADV_HUGEPAGE);
-  return std::shared_ptr<std::byte>(aligned, [base, map_size](std::byte*) { ::munmap(base, map_size); });
+  ::madvise(aligned, length, MADV_HUGEPAGE);
+  return std::shared_ptr<std::byte>(aligned, [length](std::byte* q) { ::munmap(q, length); });
 }
 
 void read_parallel(std::span<const ReadRequest> requests, const ParallelReadOptions& options) {

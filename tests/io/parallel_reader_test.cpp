@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -120,6 +122,27 @@ TEST(AllocateReadBuffer, LargeBuffersAreHugePageAlignedAndWritable) {
       EXPECT_EQ(buf.get()[n - 1], std::byte{0xAB});
     }
   }
+}
+
+// Loaders hold one buffer per large tensor and Linux caps a process's mappings (vm.max_map_count,
+// 65530 by default), so a buffer must cost one mapping, not three (slack + aligned part split by
+// the huge-page advice).
+TEST(AllocateReadBuffer, EachLargeBufferCostsAtMostOneMapping) {
+  const auto count_mappings = [] {
+    const std::string maps = ckptio::testing::read_file("/proc/self/maps");
+    return static_cast<size_t>(std::count(maps.begin(), maps.end(), '\n'));
+  };
+  constexpr size_t kBuffers = 200;
+  std::vector<std::shared_ptr<std::byte>> buffers;
+  const size_t before = count_mappings();
+  for (size_t i = 0; i < kBuffers; ++i) {
+    buffers.push_back(allocate_read_buffer((size_t{2} << 20) + 4096 * (i % 3) + 1));
+    buffers.back().get()[0] = std::byte{1};
+  }
+  const size_t after = count_mappings();
+  // Two or three per buffer is the bug; the margin is for the allocator's own mappings (ASan's
+  // runtime adds a few).
+  EXPECT_LE(after - before, kBuffers * 3 / 2) << before << " mappings before, " << after << " after";
 }
 
 }  // namespace
