@@ -2,7 +2,7 @@
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps release asan fuzz-build demo test test-release test-asan fuzz bench clean
+.PHONY: all deps release asan fuzz-build demo test test-release test-asan test-python fuzz bench clean
 
 all: release
 
@@ -30,10 +30,14 @@ test-release: release
 test-asan: asan
 	ctest --preset asan -j $(JOBS)
 
+# The Python package from the release tree (build/release/python), with the pinned .venv.
+test-python: release
+	PYTHONPATH=build/release/python .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+
 fuzz: fuzz-build
 	@scripts/run-fuzzers $(FUZZ_SECONDS)
 
-test: test-release test-asan fuzz
+test: test-release test-python test-asan fuzz
 
 # BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build.
 bench: release
