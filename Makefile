@@ -1,8 +1,12 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both install what is missing.
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
+# ccache (when installed) shares objects between the presets' trees, `pip install .` and other
+# checkouts: paths relative to the checkout, the build folder left out of the hash.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps release asan fuzz-build demo test test-release test-asan test-python fuzz bench clean
+.PHONY: all deps release asan fuzz-build demo test test-release test-asan test-python test-install fuzz bench clean
 
 all: release
 
@@ -37,7 +41,18 @@ test-python: release
 fuzz: fuzz-build
 	@scripts/run-fuzzers $(FUZZ_SECONDS)
 
-test: test-release test-python test-asan fuzz
+# A project outside the tree builds against `cmake --install` output: CMake package and pkg-config.
+test-install: release
+	@rm -rf build/install build/consumer
+	@cmake --install build/release --prefix build/install >/dev/null
+	@cmake -S examples/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH=$(CURDIR)/build/install >/dev/null
+	@cmake --build build/consumer >/dev/null
+	@build/consumer/consumer build/consumer/out
+	@PKG_CONFIG_PATH=$(CURDIR)/build/install/lib/pkgconfig $(CXX) -o build/consumer/consumer-pc \
+	  examples/consumer/main.cpp $$(PKG_CONFIG_PATH=$(CURDIR)/build/install/lib/pkgconfig pkg-config --cflags --libs ckptio)
+	@build/consumer/consumer-pc build/consumer/out-pc
+
+test: test-release test-python test-install test-asan fuzz
 
 # BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build.
 bench: release

@@ -2,8 +2,12 @@
 function(ckptio_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
   add_library(${name} STATIC ${ARG_SOURCES})
-  target_include_directories(${name} PUBLIC "${PROJECT_SOURCE_DIR}/include"
-                                      PRIVATE "${PROJECT_SOURCE_DIR}/src")
+  target_include_directories(${name} PUBLIC "$<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>"
+                                            "$<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>"
+                                     PRIVATE "${PROJECT_SOURCE_DIR}/src")
+  # Installed as ckptio::<area> (ckptio_load -> ckptio::load); ckptio::ckptio is every area.
+  string(REGEX REPLACE "^ckptio_" "" export_name "${name}")
+  set_target_properties(${name} PROPERTIES EXPORT_NAME "${export_name}")
   target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
 endfunction()
 
