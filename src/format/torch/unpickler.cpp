@@ -2,9 +2,13 @@
 // references, mutation after memoisation and cycles cost nothing and cannot leak); after STOP the
 // reachable graph is turned into the immutable Value tree, sharing preserved and cycles refused.
 // Every object is created by an opcode that consumed at least one byte, so the arena is bounded
-// by the pickle's length.
+// by the pickle's length; payloads are shared, never copied per reference, and what rebuilding an
+// object copies (OrderedDict(d), set(l), dict keys, ...) is charged to a budget. Converting counts
+// the height and the expanded size of every subtree once (memoised), so a tree that would blow up
+// when walked with its sharing undone is refused before anyone walks it.
 #include "format/torch/unpickler.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <optional>
@@ -148,6 +152,11 @@ struct Obj {
   uint32_t ref = 0;  // index into the per-kind pool; Global: DType
 };
 
+// What one dict entry costs in the arena: the pair, the index node, its key text.
+constexpr uint64_t kDictEntryBytes = 64;
+constexpr uint64_t kCopyPerPickleByte = 64;
+constexpr uint64_t kCopyFloor = uint64_t{1} << 20;
+
 struct DictObj {
   std::vector<std::pair<uint32_t, uint32_t>> items;
   std::unordered_map<std::string, size_t> index;  // canonical key -> position in items
@@ -208,6 +217,7 @@ class Unpickler {
     const uint32_t root = stack_.back();
     converted_.assign(objs_.size(), Value());
     state_.assign(objs_.size(), 0);
+    expansion_.assign(objs_.size(), Expansion{});
     return UnpickleResult{convert(root, 0), pos_};
   }
 
@@ -255,6 +265,9 @@ class Unpickler {
   uint32_t make_scalar(K kind) { return make(Obj{kind}); }
   uint32_t make_int(int64_t v) { return make(Obj{K::Int, false, v}); }
   uint32_t make_string(K kind, std::string s) {
+    return make_shared_string(kind, std::make_shared<const std::string>(std::move(s)));
+  }
+  uint32_t make_shared_string(K kind, std::shared_ptr<const std::string> s) {
     strings_.push_back(std::move(s));
     return make(Obj{kind, false, 0, 0, static_cast<uint32_t>(strings_.size() - 1)});
   }
@@ -271,7 +284,20 @@ class Unpickler {
     return make(Obj{K::Tensor, false, 0, 0, static_cast<uint32_t>(tensors_.size() - 1)});
   }
   const Obj& obj(uint32_t i) const { return objs_[i]; }
-  const std::string& str_of(uint32_t i) const { return strings_[objs_[i].ref]; }
+  const std::string& str_of(uint32_t i) const { return *strings_[objs_[i].ref]; }
+
+  // Copying done while rebuilding objects, in (roughly) bytes of memory it takes, capped in total
+  // in proportion to the pickle: a few bytes of REDUCE or SETITEM must not copy a large object
+  // again and again. torch files copy next to nothing (state dicts are rebuilt by SETITEMS).
+  uint64_t copy_budget() const { return kCopyFloor + kCopyPerPickleByte * data_.size(); }
+  void charge(uint64_t units, const char* what) {
+    if (__builtin_add_overflow(work_, units, &work_) || work_ > copy_budget()) {
+      fail(ErrorCode::Unsafe, std::string(what) + ": rebuilding objects would copy more than " +
+                                  std::to_string(copy_budget()) +
+                                  " bytes (the copy budget for a pickle this size)");
+    }
+  }
+  uint64_t work_left() const { return copy_budget() - work_; }
   const std::vector<uint32_t>& seq_of(uint32_t i) const { return seqs_[objs_[i].ref]; }
 
   // --- stack ---
@@ -336,8 +362,9 @@ class Unpickler {
   }
 
   // --- dict keys ---
-  bool canonical_key(uint32_t i, std::string& out, int depth) const {
+  bool canonical_key(uint32_t i, std::string& out, int depth) {
     if (depth > 32) return false;
+    if (out.size() > work_left()) charge(out.size(), "dict key");
     const Obj& o = obj(i);
     switch (o.kind) {
       case K::None: out += 'N'; return true;
@@ -377,6 +404,7 @@ class Unpickler {
     if (obj(dict).kind != K::Dict) fail(ErrorCode::Corrupt, "SETITEM on a non-dict");
     std::string canon;
     if (!canonical_key(key, canon, 0)) fail(ErrorCode::Corrupt, "unhashable dict key");
+    charge(canon.size(), "dict key");
     DictObj& d = dicts_[obj(dict).ref];
     const auto [it, inserted] = d.index.emplace(std::move(canon), d.items.size());
     if (inserted) {
@@ -441,6 +469,7 @@ class Unpickler {
     if (kind != K::Tuple && kind != K::List) {
       fail(ErrorCode::Corrupt, std::string(what) + " is a " + kname(kind) + ", not a tuple of ints");
     }
+    charge(seq_of(i).size() * sizeof(int64_t), what);
     std::vector<int64_t> out;
     for (uint32_t item : seq_of(i)) out.push_back(int_arg(item, what));
     return out;
@@ -458,6 +487,7 @@ class Unpickler {
       fail(ErrorCode::Corrupt, "tensor rebuild without a storage (got a " + kname(obj(storage_obj).kind) + ")");
     }
     const auto& storage = storages_[obj(storage_obj).ref];
+    charge(storage->key.size(), "tensor rebuild");  // named in every message below
     TorchTensor t;
     t.storage = storage;
     t.dtype = dtype.value_or(storage->dtype);
@@ -536,9 +566,11 @@ class Unpickler {
         if (!a.empty()) {
           const uint32_t src = a[0];
           if (obj(src).kind == K::Dict) {
+            charge(dicts_[obj(src).ref].items.size() * kDictEntryBytes, "OrderedDict");
             const auto items = dicts_[obj(src).ref].items;
             for (const auto& [k, v] : items) set_item(d, k, v);
           } else if (obj(src).kind == K::List || obj(src).kind == K::Tuple) {
+            charge(seq_of(src).size() * kDictEntryBytes, "OrderedDict");
             const auto pairs = seq_of(src);
             for (uint32_t p : pairs) {
               const auto& kv = tuple_args(p, 2, 2, "OrderedDict item");
@@ -583,6 +615,10 @@ class Unpickler {
         if (!is_global(type, G::TensorType) && !is_global(type, G::Parameter)) {
           fail(ErrorCode::Unsupported, "_rebuild_from_type_v2 for a tensor subclass");
         }
+        // torch wraps one rebuild function; a list can hold itself, so nesting would not end.
+        if (is_global(obj(a[0]), G::RebuildFromTypeV2)) {
+          fail(ErrorCode::Corrupt, "_rebuild_from_type_v2 of _rebuild_from_type_v2");
+        }
         const uint32_t result = call(a[0], a[2]);
         if (obj(result).kind != K::Tensor) fail(ErrorCode::Corrupt, "_rebuild_from_type_v2 did not make a tensor");
         if (is_global(type, G::Parameter)) {
@@ -603,6 +639,7 @@ class Unpickler {
       case G::Device: {
         const auto a = tuple_args(args, 1, 2, "torch.device");
         if (obj(a[0]).kind != K::Str) fail(ErrorCode::Corrupt, "torch.device: type is not a str");
+        charge(str_of(a[0]).size(), "torch.device");
         std::string s = str_of(a[0]);
         if (a.size() == 2 && obj(a[1]).kind != K::None) s += ":" + std::to_string(int_arg(a[1], "device index"));
         return make_string(K::Str, std::move(s));
@@ -614,6 +651,7 @@ class Unpickler {
         if (enc != "latin1" && enc != "latin-1") fail(ErrorCode::Unsupported, "_codecs.encode with encoding '" + enc + "'");
         // UTF-8 text whose code points are all < 256, turned into those bytes.
         const std::string& text = str_of(a[0]);
+        charge(text.size(), "_codecs.encode");
         std::string out;
         for (size_t i = 0; i < text.size(); ++i) {
           const auto b = static_cast<unsigned char>(text[i]);
@@ -631,7 +669,7 @@ class Unpickler {
         const auto a = tuple_args(args, 0, 1, "bytearray");
         if (a.empty()) return make_string(K::Bytes, "");
         if (obj(a[0]).kind != K::Bytes) fail(ErrorCode::Unsupported, "bytearray from a " + kname(obj(a[0]).kind));
-        return make_string(K::Bytes, str_of(a[0]));
+        return make_shared_string(K::Bytes, strings_[obj(a[0]).ref]);  // immutable here: shared
       }
       case G::Set:
       case G::FrozenSet: {
@@ -640,6 +678,7 @@ class Unpickler {
         if (!a.empty()) {
           const K kind = obj(a[0]).kind;
           if (kind != K::List && kind != K::Tuple && kind != K::Set) fail(ErrorCode::Corrupt, "set from a " + kname(kind));
+          charge(seq_of(a[0]).size() * sizeof(uint32_t), "set");
           items = seq_of(a[0]);
         }
         return make_seq(K::Set, std::move(items));
@@ -654,16 +693,19 @@ class Unpickler {
 
   uint32_t persistent_load(uint32_t pid) {
     if (obj(pid).kind != K::Tuple) fail(ErrorCode::Corrupt, "persistent id is not a tuple");
-    const auto items = seq_of(pid);
-    if (items.empty() || obj(items[0]).kind != K::Str || str_of(items[0]) != "storage") {
+    if (seq_of(pid).empty() || obj(seq_of(pid)[0]).kind != K::Str || str_of(seq_of(pid)[0]) != "storage") {
       fail(ErrorCode::Corrupt, "persistent id is not a ('storage', ...) tuple");
     }
-    if (items.size() != 5 && items.size() != 6) fail(ErrorCode::Corrupt, "persistent id has " + std::to_string(items.size()) + " items");
+    if (seq_of(pid).size() != 5 && seq_of(pid).size() != 6) {
+      fail(ErrorCode::Corrupt, "persistent id has " + std::to_string(seq_of(pid).size()) + " items");
+    }
+    const auto items = seq_of(pid);
     const Obj& type = obj(items[1]);
     if (!is_global(type, G::StorageType)) fail(ErrorCode::Corrupt, "persistent id names no storage class");
     if (obj(items[2]).kind != K::Str || obj(items[3]).kind != K::Str) {
       fail(ErrorCode::Corrupt, "persistent id key or location is not a str");
     }
+    charge(str_of(items[2]).size() + str_of(items[3]).size(), "persistent id");
     StorageRef ref;
     ref.dtype = static_cast<DType>(type.ref);
     ref.untyped = type.flag;
@@ -678,6 +720,7 @@ class Unpickler {
       const int64_t off = int_arg(view[1], "view offset"), size = int_arg(view[2], "view size");
       if (off < 0 || size < 0) fail(ErrorCode::Corrupt, "negative storage view");
       ref.has_view = true;
+      charge(str_of(view[0]).size(), "persistent id");
       ref.view_key = str_of(view[0]);
       ref.view_offset = static_cast<uint64_t>(off);
       ref.view_numel = static_cast<uint64_t>(size);
@@ -889,6 +932,51 @@ class Unpickler {
   }
 
   // --- arena -> Value ---
+
+  // What a subtree becomes when walked with its sharing undone; saturating counts.
+  struct Expansion {
+    uint64_t height = 0;
+    uint64_t nodes = 0;
+    uint64_t bytes = 0;   // str/bytes payloads, dict keys as text, tensor views
+    uint64_t leaves = 0;  // entries flatten() makes
+    uint64_t names = 0;   // bytes of the names flatten() makes, below this node
+  };
+  static uint64_t add(uint64_t a, uint64_t b) {
+    uint64_t r;
+    return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+  }
+  static uint64_t mul(uint64_t a, uint64_t b) {
+    uint64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+  }
+  // Adds a child reached under a path component of `part` bytes.
+  static void add_child(Expansion& e, const Expansion& child, uint64_t part) {
+    e.height = std::max(e.height, add(child.height, 1));
+    e.nodes = add(e.nodes, child.nodes);
+    e.bytes = add(e.bytes, child.bytes);
+    e.leaves = add(e.leaves, child.leaves);
+    e.names = add(add(e.names, child.names), mul(child.leaves, add(part, 1)));
+  }
+  void check_expansion(const Expansion& e) const {
+    if (e.height > static_cast<uint64_t>(options_.max_depth)) {
+      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(options_.max_depth) +
+                                   " (counting shared objects at every place they appear)");
+    }
+    if (e.nodes > options_.max_expanded_nodes) {
+      fail(ErrorCode::Unsafe, "the object tree expands to more than " +
+                                  std::to_string(options_.max_expanded_nodes) +
+                                  " nodes once its shared objects are walked at every place they "
+                                  "appear (the limit for a file this size)");
+    }
+    if (add(e.bytes, e.names) > options_.max_expanded_bytes) {
+      fail(ErrorCode::Unsafe, "the object tree expands to more than " +
+                                  std::to_string(options_.max_expanded_bytes) +
+                                  " bytes of strings, names and tensor views once its shared "
+                                  "objects are walked at every place they appear (the limit for a "
+                                  "file this size)");
+    }
+  }
+
   Value convert(uint32_t i, int depth) {
     if (depth > options_.max_depth) {
       fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(options_.max_depth));
@@ -898,20 +986,31 @@ class Unpickler {
     state_[i] = 1;
     const Obj& o = obj(i);
     Value v;
+    Expansion e{1, 1, 0, 1, 0};
     switch (o.kind) {
       case K::None: break;
       case K::Bool: v = Value::boolean(o.flag); break;
       case K::Int: v = Value::integer(o.i); break;
       case K::Float: v = Value::floating(o.f); break;
-      case K::Str: v = Value::str(strings_[o.ref]); break;
-      case K::Bytes: v = Value::bytes(strings_[o.ref]); break;
+      case K::Str:
+        v = Value::str(strings_[o.ref]);
+        e.bytes = v.as_str().size();
+        break;
+      case K::Bytes:
+        v = Value::bytes(strings_[o.ref]);
+        e.bytes = v.as_str().size();
+        break;
       case K::List:
       case K::Set:
       case K::Tuple: {
         ValueList items;
         const auto& src = seqs_[o.ref];
         items.reserve(src.size());
-        for (uint32_t c : src) items.push_back(convert(c, depth + 1));
+        if (!src.empty()) e.leaves = 0;
+        for (size_t n = 0; n < src.size(); ++n) {
+          items.push_back(convert(src[n], depth + 1));
+          add_child(e, expansion_[src[n]], std::to_string(n).size());
+        }
         v = o.kind == K::Tuple ? Value::tuple(std::move(items)) : Value::list(std::move(items));
         break;
       }
@@ -919,11 +1018,25 @@ class Unpickler {
         ValueDict items;
         const auto& src = dicts_[o.ref].items;
         items.reserve(src.size());
-        for (const auto& [k, val] : src) items.emplace_back(convert(k, depth + 1), convert(val, depth + 1));
+        if (!src.empty()) e.leaves = 0;
+        for (const auto& [k, val] : src) {
+          items.emplace_back(convert(k, depth + 1), convert(val, depth + 1));
+          // Walkers write the key as text once per place the dict appears.
+          const uint64_t key_text = Value::key_to_string(items.back().first).size();
+          Expansion key = expansion_[k];
+          key.leaves = 0;
+          key.names = 0;
+          add_child(e, key, 0);
+          e.bytes = add(e.bytes, key_text);
+          add_child(e, expansion_[val], key_text);
+        }
         v = Value::dict(std::move(items));
         break;
       }
-      case K::Tensor: v = Value::tensor(tensors_[o.ref]); break;
+      case K::Tensor:
+        v = Value::tensor(tensors_[o.ref]);
+        e.bytes = v.as_tensor().nbytes();
+        break;
       case K::Storage: {  // a bare storage: a flat 1-D tensor over all of it
         TorchTensor t;
         t.storage = storages_[o.ref];
@@ -931,6 +1044,7 @@ class Unpickler {
         t.sizes = {static_cast<int64_t>(t.storage->numel)};
         t.strides = {1};
         v = Value::tensor(std::move(t));
+        e.bytes = v.as_tensor().nbytes();
         break;
       }
       case K::Global:
@@ -941,6 +1055,8 @@ class Unpickler {
         }
         break;
     }
+    check_expansion(e);
+    expansion_[i] = e;
     state_[i] = 2;
     converted_[i] = v;
     return v;
@@ -954,7 +1070,7 @@ class Unpickler {
   const UnpickleOptions& options_;
 
   std::vector<Obj> objs_;
-  std::vector<std::string> strings_;
+  std::vector<std::shared_ptr<const std::string>> strings_;
   std::vector<std::vector<uint32_t>> seqs_;
   std::vector<DictObj> dicts_;
   std::vector<TorchTensor> tensors_;
@@ -966,6 +1082,8 @@ class Unpickler {
   uint64_t expanded_bytes_ = 0;
   std::vector<Value> converted_;
   std::vector<uint8_t> state_;
+  std::vector<Expansion> expansion_;
+  uint64_t work_ = 0;
 };
 
 }  // namespace
