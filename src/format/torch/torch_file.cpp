@@ -217,7 +217,12 @@ TorchFile load_legacy(std::span<const std::byte> bytes, std::string_view source,
       root->key = ref.key;
       root->dtype = ref.dtype;
       root->numel = ref.numel;
-      storage_bytes(source, ref);
+      // Its bytes follow the pickle; one larger than the whole file is refused before any tensor
+      // view of it is counted.
+      if (storage_bytes(source, ref) > bytes.size()) {
+        fail(ErrorCode::Corrupt, source, "storage '" + ref.key + "' of " + std::to_string(ref.numel) +
+                                             " elements runs past the end of the file");
+      }
     } else if (root->dtype != ref.dtype || root->numel != ref.numel) {
       fail(ErrorCode::Corrupt, source, "storage '" + ref.key + "' is referenced with two different types or sizes");
     }
