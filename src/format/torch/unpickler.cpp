@@ -381,9 +381,11 @@ class Unpickler : private pickle::ObjectBuilder {
     e.leaves = add(e.leaves, child.leaves);
     e.names = add(add(e.names, child.names), mul(child.leaves, add(part, 1)));
   }
+  // The walkers and the destructor recurse once per level: never more than they accept.
+  int max_depth() const { return std::min(options_.max_depth, kMaxTreeHeight); }
   void check_expansion(const Expansion& e) const {
-    if (e.height > static_cast<uint64_t>(options_.max_depth)) {
-      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(options_.max_depth) +
+    if (e.height > static_cast<uint64_t>(max_depth())) {
+      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(max_depth()) +
                                    " (counting shared objects at every place they appear)");
     }
     if (e.nodes > options_.max_expanded_nodes) {
@@ -402,8 +404,8 @@ class Unpickler : private pickle::ObjectBuilder {
   }
 
   Value convert(uint32_t i, int depth) {
-    if (depth > options_.max_depth) {
-      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(options_.max_depth));
+    if (depth > max_depth()) {
+      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(max_depth()));
     }
     if (state_[i] == 2) return converted_[i];
     if (state_[i] == 1) fail(ErrorCode::Corrupt, "the pickle builds a reference cycle");

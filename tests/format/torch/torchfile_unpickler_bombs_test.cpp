@@ -272,5 +272,34 @@ TEST(UnpicklerBombs, RebuildFromTypeCannotNestItself) {
   EXPECT_NE(o.message.find("_rebuild_from_type_v2 of _rebuild_from_type_v2"), std::string::npos) << o.message;
 }
 
+TEST(UnpicklerBombs, WalkersRefuseTreesBuiltHigherThanTheyAccept) {
+  // Only a tree built by hand can be this high; the recursive walkers refuse it with an error.
+  Value v = Value::integer(1);
+  for (int i = 0; i < kMaxTreeHeight + 10; ++i) v = Value::list({v});
+  try {
+    flatten(v);
+    ADD_FAILURE() << "flatten walked it";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.message();
+  }
+  try {
+    value_to_json(v);
+    ADD_FAILURE() << "value_to_json walked it";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.message();
+  }
+  // Asking the unpickler for more than that still gets no higher tree.
+  UnpickleOptions options;
+  options.max_depth = 1 << 30;
+  const std::string p = memo_chains(10, 500);
+  const StorageResolver none = [](const StorageRef&) -> std::shared_ptr<const TorchStorage> { return nullptr; };
+  try {
+    unpickle(std::as_bytes(std::span(p.data(), p.size())), 0, "deep.pkl", none, options);
+    ADD_FAILURE() << "a 5000-level tree loaded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Corrupt) << e.message();
+  }
+}
+
 }  // namespace
 }  // namespace ckptio::torch
