@@ -73,7 +73,9 @@ class Value;
 using ValueList = std::vector<Value>;
 using ValueDict = std::vector<std::pair<Value, Value>>;  // insertion order, as Python keeps it
 
-// An immutable node of the loaded object tree. Copies share children (cheap). Python ints wider
+// An immutable node of the loaded object tree. Copies share children and payloads (cheap); a
+// loaded tree is at most TorchLoadOptions::max_depth high counting shared subtrees at every place
+// they appear, and the walkers below refuse trees higher than kMaxTreeHeight. Python ints wider
 // than 64 bits are Error(Unsupported) at load time. Python sets load as lists; torch.Size as a
 // tuple; torch.device as its string ("cuda:0"); torch dtypes as their name ("torch.float32").
 class Value {
@@ -87,6 +89,9 @@ class Value {
   static Value floating(double v);
   static Value str(std::string v);
   static Value bytes(std::string v);
+  // The same sharing one immutable buffer (the unpickler hands one payload to every copy).
+  static Value str(std::shared_ptr<const std::string> v);
+  static Value bytes(std::shared_ptr<const std::string> v);
   static Value list(ValueList items);
   static Value tuple(ValueList items);
   static Value dict(ValueDict items);
@@ -114,7 +119,7 @@ class Value {
   static std::string key_to_string(const Value& key);
 
  private:
-  using Payload = std::variant<std::monostate, bool, int64_t, double, std::string,
+  using Payload = std::variant<std::monostate, bool, int64_t, double, std::shared_ptr<const std::string>,
                                std::shared_ptr<const ValueList>, std::shared_ptr<const ValueDict>,
                                std::shared_ptr<const TorchTensor>>;
   Value(Kind kind, Payload payload) : kind_(kind), payload_(std::move(payload)) {}
@@ -128,15 +133,29 @@ struct TorchLoadOptions {
   io::Env* env = nullptr;  // nullptr: Env::posix()
   // Check every zip record's CRC-32 (torch does not; this is what catches flipped bits).
   bool verify_crc = true;
-  // Views whose element count exceeds their storage's (expanded, stride 0) can materialise more
-  // bytes than the file holds; their excess over the storage is capped in total by this.
-  uint64_t max_expanded_bytes = uint64_t{256} << 20;
-  int max_depth = 512;  // nesting of containers in the pickle
+  // A pickle can share one object in many places (memo references), so a small file can describe
+  // a tree that is huge once walked with its sharing undone, as flatten, JSON, printing and
+  // convert walk it. Loading counts that expanded tree: its nodes, and its bytes (str/bytes
+  // payloads, tensor views, flattened names), each once per place it appears. Past
+  // `expansion_factor` * file size + the floor below, loading fails with Error(Unsafe) before
+  // anything walks the tree, so every walk costs memory and time proportional to the file. (The
+  // copying the unpickler does to rebuild objects is capped in proportion to the pickle too.)
+  uint64_t expansion_factor = 16;
+  uint64_t max_expanded_bytes = uint64_t{256} << 20;  // byte floor; also caps the excess of
+                                                       // expanded (stride 0) views over storages
+  uint64_t max_expanded_nodes = uint64_t{1} << 20;    // node floor
+  // Height of the whole tree, a shared subtree counting at every place it appears (at most
+  // kMaxTreeHeight).
+  int max_depth = 512;
   // Copy every storage into heap memory (the file mapping is released when the last zero-copy
   // user goes; with this on there is none). The copy and the CRC check share one pass.
   bool owned = false;
   unsigned threads = 0;  // for the CRC/copy pass; 0: hardware concurrency, at most 8
 };
+
+// The walkers (flatten, value_to_json) recurse; they refuse (Error(InvalidArgument)) a tree
+// higher than this, which only a tree built by hand can be.
+inline constexpr int kMaxTreeHeight = 4096;
 
 enum class TorchFormat : uint8_t { Zip, Legacy };
 

@@ -24,7 +24,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return s;
   };
   UnpickleOptions options;
+  // Small budgets: whatever the input, the walks below stay small and fast.
   options.max_expanded_bytes = 1 << 20;
+  options.max_expanded_nodes = 1 << 16;
   options.max_depth = 256;
   try {
     const auto result = unpickle(std::as_bytes(std::span(data, size)), 0, "fuzz", resolve, options);

@@ -52,8 +52,19 @@ uint64_t storage_bytes(std::string_view source, const StorageRef& ref) {
   return n;
 }
 
-UnpickleOptions unpickle_options(const TorchLoadOptions& o) {
-  return UnpickleOptions{o.max_depth, o.max_expanded_bytes};
+uint64_t saturating_limit(uint64_t factor, uint64_t file_size, uint64_t floor) {
+  uint64_t scaled, sum;
+  if (__builtin_mul_overflow(factor, file_size, &scaled) || __builtin_add_overflow(scaled, floor, &sum)) {
+    return UINT64_MAX;
+  }
+  return sum;
+}
+
+// Everything a walk of the tree may materialise is proportional to the file's size.
+UnpickleOptions unpickle_options(const TorchLoadOptions& o, uint64_t file_size) {
+  return UnpickleOptions{std::min(o.max_depth, kMaxTreeHeight),
+                         saturating_limit(o.expansion_factor, file_size, o.max_expanded_bytes),
+                         saturating_limit(o.expansion_factor, file_size, o.max_expanded_nodes)};
 }
 
 std::string trimmed(std::span<const std::byte> bytes) {
@@ -154,7 +165,8 @@ TorchFile load_zip(std::span<const std::byte> bytes, std::string_view source,
     return s;
   };
   const std::string pickle_source = std::string(source) + " (" + pickle->name + ")";
-  const auto result = unpickle(zip.data(*pickle), 0, pickle_source, resolve, unpickle_options(options));
+  const auto result = unpickle(zip.data(*pickle), 0, pickle_source, resolve,
+                             unpickle_options(options, bytes.size()));
   if (result.end != pickle->size) {
     fail(ErrorCode::Corrupt, source, "bytes after the end of data.pkl's pickle");
   }
@@ -168,7 +180,7 @@ TorchFile load_legacy(std::span<const std::byte> bytes, std::string_view source,
   TorchFile file;
   file.format = TorchFormat::Legacy;
   file.file_size = bytes.size();
-  const auto opts = unpickle_options(options);
+  const auto opts = unpickle_options(options, bytes.size());
   const StorageResolver no_storages = [&](const StorageRef&) -> std::shared_ptr<const TorchStorage> {
     fail(ErrorCode::Corrupt, source, "storage reference outside the object pickle");
   };
@@ -205,7 +217,12 @@ TorchFile load_legacy(std::span<const std::byte> bytes, std::string_view source,
       root->key = ref.key;
       root->dtype = ref.dtype;
       root->numel = ref.numel;
-      storage_bytes(source, ref);
+      // Its bytes follow the pickle; one larger than the whole file is refused before any tensor
+      // view of it is counted.
+      if (storage_bytes(source, ref) > bytes.size()) {
+        fail(ErrorCode::Corrupt, source, "storage '" + ref.key + "' of " + std::to_string(ref.numel) +
+                                             " elements runs past the end of the file");
+      }
     } else if (root->dtype != ref.dtype || root->numel != ref.numel) {
       fail(ErrorCode::Corrupt, source, "storage '" + ref.key + "' is referenced with two different types or sizes");
     }
@@ -306,7 +323,7 @@ TorchFile parse_torch_bytes(std::span<const std::byte> bytes, std::string_view s
     const StorageResolver no_storages = [&](const StorageRef&) -> std::shared_ptr<const TorchStorage> {
       fail(ErrorCode::Corrupt, source, "storage reference in a bare pickle");
     };
-    unpickle(bytes, 0, source, no_storages, unpickle_options(options));
+    unpickle(bytes, 0, source, no_storages, unpickle_options(options, bytes.size()));
     fail(ErrorCode::Corrupt, source, "a bare pickle, not a torch.save file (no zip archive, no legacy magic number)");
   }
   fail(ErrorCode::Corrupt, source, "not a PyTorch file (neither a zip archive nor a legacy torch.save stream)");

@@ -1,157 +1,29 @@
-// Objects live in an arena of small records addressed by index while the pickle runs (so memo
-// references, mutation after memoisation and cycles cost nothing and cannot leak); after STOP the
-// reachable graph is turned into the immutable Value tree, sharing preserved and cycles refused.
-// Every object is created by an opcode that consumed at least one byte, so the arena is bounded
-// by the pickle's length.
+// The opcode machine: reads the pickle, keeps the stack and the memo, and hands objects to the
+// arena (pickle_objects.h) and globals, calls and storage references to the allow-list
+// (allow_list.h). Every object is created by an opcode that consumed at least one byte, so the
+// arena is bounded by the pickle's length. After STOP the reachable graph is turned into the
+// immutable Value tree, sharing preserved and cycles refused; converting counts the height and the
+// expanded size of every subtree once (memoised), so a tree that would blow up when walked with
+// its sharing undone is refused before anyone walks it.
 #include "format/torch/unpickler.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
-#include <optional>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "ckptio/error.h"
+#include "format/torch/allow_list.h"
 
 namespace ckptio::torch {
 
 namespace {
 
-enum class K : uint8_t { None, Bool, Int, Float, Str, Bytes, List, Tuple, Dict, Set, Tensor, Storage, Global };
-
-// Allow-listed globals. Only these names resolve; each is a data constructor handled below.
-enum class G : uint8_t {
-  OrderedDict,
-  Counter,
-  RebuildTensor,
-  RebuildTensorV2,
-  RebuildTensorV3,
-  RebuildParameter,
-  RebuildParameterWithState,
-  RebuildFromTypeV2,
-  Parameter,
-  TensorType,
-  Size,
-  Device,
-  CodecsEncode,
-  ByteArray,
-  Set,
-  FrozenSet,
-  StorageType,  // torch.FloatStorage & co; DType in the global record
-  DTypeObj,     // torch.float32 & co
-};
-
-struct GlobalInfo {
-  G id;
-  DType dtype = DType::U8;
-  bool untyped = false;
-};
-
-const std::unordered_map<std::string, GlobalInfo>& allow_list() {
-  static const std::unordered_map<std::string, GlobalInfo> table = [] {
-    std::unordered_map<std::string, GlobalInfo> t = {
-        {"collections.OrderedDict", {G::OrderedDict}},
-        {"collections.Counter", {G::Counter}},
-        {"torch._utils._rebuild_tensor", {G::RebuildTensor}},
-        {"torch._utils._rebuild_tensor_v2", {G::RebuildTensorV2}},
-        {"torch._utils._rebuild_tensor_v3", {G::RebuildTensorV3}},
-        {"torch._utils._rebuild_parameter", {G::RebuildParameter}},
-        {"torch._utils._rebuild_parameter_with_state", {G::RebuildParameterWithState}},
-        {"torch._tensor._rebuild_from_type_v2", {G::RebuildFromTypeV2}},
-        {"torch.nn.parameter.Parameter", {G::Parameter}},
-        {"torch.Tensor", {G::TensorType}},
-        {"torch._tensor.Tensor", {G::TensorType}},
-        {"torch.Size", {G::Size}},
-        {"torch.device", {G::Device}},
-        {"_codecs.encode", {G::CodecsEncode}},
-        {"builtins.bytearray", {G::ByteArray}},
-        {"builtins.set", {G::Set}},
-        {"builtins.frozenset", {G::FrozenSet}},
-        {"torch.UntypedStorage", {G::StorageType, DType::U8, true}},
-        {"torch.storage.UntypedStorage", {G::StorageType, DType::U8, true}},
-    };
-    const std::pair<const char*, DType> storages[] = {
-        {"Float", DType::F32},       {"Double", DType::F64},       {"Half", DType::F16},
-        {"BFloat16", DType::BF16},   {"Long", DType::I64},         {"Int", DType::I32},
-        {"Short", DType::I16},       {"Char", DType::I8},          {"Byte", DType::U8},
-        {"Bool", DType::BOOL},       {"ComplexFloat", DType::C64}, {"UInt16", DType::U16},
-        {"UInt32", DType::U32},      {"UInt64", DType::U64},       {"Float8_e5m2", DType::F8_E5M2},
-        {"Float8_e4m3fn", DType::F8_E4M3}, {"Float8_e5m2fnuz", DType::F8_E5M2FNUZ},
-        {"Float8_e4m3fnuz", DType::F8_E4M3FNUZ}};
-    for (const auto& [name, dtype] : storages) {
-      t.emplace("torch." + std::string(name) + "Storage", GlobalInfo{G::StorageType, dtype});
-    }
-    const std::pair<const char*, DType> dtypes[] = {
-        {"float32", DType::F32},   {"float", DType::F32},      {"float64", DType::F64},
-        {"double", DType::F64},    {"float16", DType::F16},    {"half", DType::F16},
-        {"bfloat16", DType::BF16}, {"int64", DType::I64},      {"long", DType::I64},
-        {"int32", DType::I32},     {"int", DType::I32},        {"int16", DType::I16},
-        {"short", DType::I16},     {"int8", DType::I8},        {"uint8", DType::U8},
-        {"bool", DType::BOOL},     {"complex64", DType::C64},  {"cfloat", DType::C64},
-        {"uint16", DType::U16},    {"uint32", DType::U32},     {"uint64", DType::U64},
-        {"float8_e5m2", DType::F8_E5M2}, {"float8_e4m3fn", DType::F8_E4M3},
-        {"float8_e5m2fnuz", DType::F8_E5M2FNUZ}, {"float8_e4m3fnuz", DType::F8_E4M3FNUZ}};
-    for (const auto& [name, dtype] : dtypes) {
-      t.emplace("torch." + std::string(name), GlobalInfo{G::DTypeObj, dtype});
-    }
-    return t;
-  }();
-  return table;
-}
-
-// Known torch names that are data but have no ckptio equivalent: a clearer error than "unsafe".
-bool known_unsupported(std::string_view name) {
-  static const char* names[] = {"torch.ComplexDoubleStorage", "torch.QInt8Storage",
-                                "torch.QUInt8Storage",        "torch.QInt32Storage",
-                                "torch.QUInt4x2Storage",      "torch.QUInt2x4Storage",
-                                "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor",
-                                "torch._utils._rebuild_sparse_csr_tensor",
-                                "torch._utils._rebuild_meta_tensor_no_storage",
-                                "torch._utils._rebuild_wrapper_subclass",
-                                "torch.complex128",           "torch.cdouble"};
-  for (const char* n : names) {
-    if (name == n) return true;
-  }
-  return false;
-}
-
-// The name torch gives a dtype ("float32"): the first spelling in the allow-list table.
-std::string torch_dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::F32: return "float32";
-    case DType::F64: return "float64";
-    case DType::F16: return "float16";
-    case DType::BF16: return "bfloat16";
-    case DType::I64: return "int64";
-    case DType::I32: return "int32";
-    case DType::I16: return "int16";
-    case DType::I8: return "int8";
-    case DType::U8: return "uint8";
-    case DType::BOOL: return "bool";
-    case DType::C64: return "complex64";
-    case DType::U16: return "uint16";
-    case DType::U32: return "uint32";
-    case DType::U64: return "uint64";
-    case DType::F8_E5M2: return "float8_e5m2";
-    case DType::F8_E4M3: return "float8_e4m3fn";
-    case DType::F8_E5M2FNUZ: return "float8_e5m2fnuz";
-    case DType::F8_E4M3FNUZ: return "float8_e4m3fnuz";
-    default: return std::string(dtype_name(dtype));
-  }
-}
-
-struct Obj {
-  K kind = K::None;
-  bool flag = false;  // Bool value; StorageType: untyped
-  int64_t i = 0;      // Int value; Global: G id
-  double f = 0;
-  uint32_t ref = 0;  // index into the per-kind pool; Global: DType
-};
-
-struct DictObj {
-  std::vector<std::pair<uint32_t, uint32_t>> items;
-  std::unordered_map<std::string, size_t> index;  // canonical key -> position in items
-};
+using pickle::DictObj;
+using pickle::G;
+using pickle::K;
+using pickle::Obj;
+using pickle::torch_dtype_name;
 
 bool valid_utf8(std::string_view s) {
   size_t i = 0;
@@ -188,12 +60,11 @@ bool valid_utf8(std::string_view s) {
   }
   return true;
 }
-
-class Unpickler {
+class Unpickler : private pickle::ObjectBuilder {
  public:
   Unpickler(std::span<const std::byte> data, size_t start, std::string_view source,
             const StorageResolver& resolve, const UnpickleOptions& options)
-      : data_(data), pos_(start), source_(source), resolve_(resolve), options_(options) {}
+      : ObjectBuilder(source, data.size(), resolve, options), data_(data), pos_(start) {}
 
   UnpickleResult run() {
     while (true) {
@@ -208,13 +79,11 @@ class Unpickler {
     const uint32_t root = stack_.back();
     converted_.assign(objs_.size(), Value());
     state_.assign(objs_.size(), 0);
+    expansion_.assign(objs_.size(), Expansion{});
     return UnpickleResult{convert(root, 0), pos_};
   }
 
  private:
-  [[noreturn]] void fail(ErrorCode code, const std::string& msg) const {
-    throw Error(code, std::string(source_) + ": pickle byte " + std::to_string(op_pos_) + ": " + msg);
-  }
 
   // --- input ---
   void need(uint64_t n) const {
@@ -246,34 +115,6 @@ class Unpickler {
     }
     return {reinterpret_cast<const char*>(data_.data()) + start, pos_ - start - 1};
   }
-
-  // --- arena ---
-  uint32_t make(Obj o) {
-    objs_.push_back(o);
-    return static_cast<uint32_t>(objs_.size() - 1);
-  }
-  uint32_t make_scalar(K kind) { return make(Obj{kind}); }
-  uint32_t make_int(int64_t v) { return make(Obj{K::Int, false, v}); }
-  uint32_t make_string(K kind, std::string s) {
-    strings_.push_back(std::move(s));
-    return make(Obj{kind, false, 0, 0, static_cast<uint32_t>(strings_.size() - 1)});
-  }
-  uint32_t make_seq(K kind, std::vector<uint32_t> items) {
-    seqs_.push_back(std::move(items));
-    return make(Obj{kind, false, 0, 0, static_cast<uint32_t>(seqs_.size() - 1)});
-  }
-  uint32_t make_dict() {
-    dicts_.emplace_back();
-    return make(Obj{K::Dict, false, 0, 0, static_cast<uint32_t>(dicts_.size() - 1)});
-  }
-  uint32_t make_tensor(TorchTensor t) {
-    tensors_.push_back(std::move(t));
-    return make(Obj{K::Tensor, false, 0, 0, static_cast<uint32_t>(tensors_.size() - 1)});
-  }
-  const Obj& obj(uint32_t i) const { return objs_[i]; }
-  const std::string& str_of(uint32_t i) const { return strings_[objs_[i].ref]; }
-  const std::vector<uint32_t>& seq_of(uint32_t i) const { return seqs_[objs_[i].ref]; }
-
   // --- stack ---
   void push(uint32_t i) { stack_.push_back(i); }
   uint32_t pop() {
@@ -334,366 +175,6 @@ class Unpickler {
     if (!valid_utf8(s)) fail(ErrorCode::Corrupt, "string is not valid UTF-8");
     return make_string(K::Str, std::string(s));
   }
-
-  // --- dict keys ---
-  bool canonical_key(uint32_t i, std::string& out, int depth) const {
-    if (depth > 32) return false;
-    const Obj& o = obj(i);
-    switch (o.kind) {
-      case K::None: out += 'N'; return true;
-      case K::Bool:  // Python: True == 1, so they are the same key
-      case K::Int: {
-        out += 'i';
-        const int64_t v = o.kind == K::Bool ? (o.flag ? 1 : 0) : o.i;
-        out.append(reinterpret_cast<const char*>(&v), sizeof v);
-        return true;
-      }
-      case K::Float: {
-        out += 'f';
-        out.append(reinterpret_cast<const char*>(&o.f), sizeof o.f);
-        return true;
-      }
-      case K::Str:
-      case K::Bytes: {
-        const std::string& s = str_of(i);
-        out += o.kind == K::Str ? 's' : 'b';
-        const uint64_t n = s.size();
-        out.append(reinterpret_cast<const char*>(&n), sizeof n);
-        out += s;
-        return true;
-      }
-      case K::Tuple: {
-        out += '(';
-        for (uint32_t item : seq_of(i)) {
-          if (!canonical_key(item, out, depth + 1)) return false;
-        }
-        out += ')';
-        return true;
-      }
-      default: return false;
-    }
-  }
-  void set_item(uint32_t dict, uint32_t key, uint32_t value) {
-    if (obj(dict).kind != K::Dict) fail(ErrorCode::Corrupt, "SETITEM on a non-dict");
-    std::string canon;
-    if (!canonical_key(key, canon, 0)) fail(ErrorCode::Corrupt, "unhashable dict key");
-    DictObj& d = dicts_[obj(dict).ref];
-    const auto [it, inserted] = d.index.emplace(std::move(canon), d.items.size());
-    if (inserted) {
-      d.items.emplace_back(key, value);
-    } else {
-      d.items[it->second].second = value;  // Python keeps the first position, last value
-    }
-  }
-  void append(uint32_t list, uint32_t value) {
-    const K kind = obj(list).kind;
-    if (kind != K::List && kind != K::Set) fail(ErrorCode::Corrupt, "APPEND on a non-list");
-    seqs_[obj(list).ref].push_back(value);
-  }
-
-  // --- globals ---
-  uint32_t global(std::string_view module, std::string_view name) {
-    // Protocol 2 spells Python 3's builtins module the Python 2 way; report what Python would run.
-    if (module == "__builtin__") module = "builtins";
-    const std::string full = std::string(module) + "." + std::string(name);
-    const auto& table = allow_list();
-    const auto it = table.find(full);
-    if (it == table.end()) {
-      if (known_unsupported(full)) {
-        fail(ErrorCode::Unsupported, "global '" + full + "' (no ckptio equivalent)");
-      }
-      fail(ErrorCode::Unsafe, "global '" + full +
-                                  "' is not on the allow-list of data-only globals; refusing to "
-                                  "load (nothing was executed)");
-    }
-    const GlobalInfo& g = it->second;
-    return make(Obj{K::Global, g.untyped, static_cast<int64_t>(g.id), 0,
-                    static_cast<uint32_t>(g.dtype)});
-  }
-  static bool is_global(const Obj& o, G id) { return o.kind == K::Global && static_cast<G>(o.i) == id; }
-
-  // --- argument helpers ---
-  const std::vector<uint32_t>& tuple_args(uint32_t args, size_t min, size_t max, const char* what) {
-    const K kind = obj(args).kind;
-    if (kind != K::Tuple && kind != K::List) fail(ErrorCode::Corrupt, std::string(what) + ": arguments are not a tuple");
-    const auto& items = seq_of(args);
-    if (items.size() < min || items.size() > max) {
-      fail(ErrorCode::Corrupt, std::string(what) + ": " + std::to_string(items.size()) +
-                                   " arguments (expected " + std::to_string(min) + ".." +
-                                   std::to_string(max) + ")");
-    }
-    return items;
-  }
-  int64_t int_arg(uint32_t i, const char* what) {
-    const Obj& o = obj(i);
-    if (o.kind == K::Int) return o.i;
-    if (o.kind == K::Bool) return o.flag ? 1 : 0;
-    fail(ErrorCode::Corrupt, std::string(what) + " is a " + kname(o.kind) + ", not an int");
-  }
-  bool bool_arg(uint32_t i, const char* what) {
-    const Obj& o = obj(i);
-    if (o.kind == K::Bool) return o.flag;
-    if (o.kind == K::Int) return o.i != 0;
-    fail(ErrorCode::Corrupt, std::string(what) + " is a " + kname(o.kind) + ", not a bool");
-  }
-  std::vector<int64_t> ints_arg(uint32_t i, const char* what) {
-    const K kind = obj(i).kind;
-    if (kind != K::Tuple && kind != K::List) {
-      fail(ErrorCode::Corrupt, std::string(what) + " is a " + kname(kind) + ", not a tuple of ints");
-    }
-    std::vector<int64_t> out;
-    for (uint32_t item : seq_of(i)) out.push_back(int_arg(item, what));
-    return out;
-  }
-  static std::string kname(K k) {
-    static const char* names[] = {"None", "bool",  "int",    "float",   "str",    "bytes", "list",
-                                  "tuple", "dict", "set", "tensor", "storage", "global"};
-    return names[static_cast<int>(k)];
-  }
-
-  // _rebuild_tensor*: every number checked against the storage before anything else happens.
-  uint32_t rebuild_tensor(uint32_t storage_obj, uint32_t offset_obj, uint32_t size_obj,
-                          uint32_t stride_obj, bool requires_grad, std::optional<DType> dtype) {
-    if (obj(storage_obj).kind != K::Storage) {
-      fail(ErrorCode::Corrupt, "tensor rebuild without a storage (got a " + kname(obj(storage_obj).kind) + ")");
-    }
-    const auto& storage = storages_[obj(storage_obj).ref];
-    TorchTensor t;
-    t.storage = storage;
-    t.dtype = dtype.value_or(storage->dtype);
-    t.requires_grad = requires_grad;
-    t.storage_offset = int_arg(offset_obj, "storage offset");
-    t.sizes = ints_arg(size_obj, "tensor size");
-    t.strides = ints_arg(stride_obj, "tensor stride");
-    const std::string where = "tensor on storage '" + storage->key + "'";
-    if (t.sizes.size() != t.strides.size()) {
-      fail(ErrorCode::Corrupt, where + ": " + std::to_string(t.sizes.size()) + " sizes but " +
-                                   std::to_string(t.strides.size()) + " strides");
-    }
-    if (t.sizes.size() > 64) fail(ErrorCode::Corrupt, where + ": rank over 64");
-    if (t.storage_offset < 0) fail(ErrorCode::Corrupt, where + ": negative storage offset");
-    for (size_t d = 0; d < t.sizes.size(); ++d) {
-      if (t.sizes[d] < 0 || t.strides[d] < 0) {
-        fail(ErrorCode::Corrupt, where + ": negative size or stride " + shape_to_string(t.sizes) +
-                                     " / " + shape_to_string(t.strides));
-      }
-    }
-    const int bits = dtype_bits(t.dtype);
-    if (bits % 8 != 0) fail(ErrorCode::Unsupported, where + ": sub-byte dtype");
-    const uint64_t item = static_cast<uint64_t>(bits / 8);
-    uint64_t storage_elems = storage->numel;
-    if (t.dtype != storage->dtype) {
-      if (!storage_untyped_.count(storage.get())) {
-        fail(ErrorCode::Corrupt, where + ": dtype " + std::string(dtype_name(t.dtype)) +
-                                     " differs from its typed storage's " +
-                                     std::string(dtype_name(storage->dtype)));
-      }
-      if (storage->numel % item != 0) fail(ErrorCode::Corrupt, where + ": storage bytes not a multiple of the item size");
-      storage_elems = storage->numel / item;
-    }
-    uint64_t numel = 1;
-    uint64_t last = static_cast<uint64_t>(t.storage_offset);
-    for (size_t d = 0; d < t.sizes.size(); ++d) {
-      const auto size = static_cast<uint64_t>(t.sizes[d]);
-      const auto stride = static_cast<uint64_t>(t.strides[d]);
-      uint64_t span;
-      if (__builtin_mul_overflow(numel, size, &numel) ||
-          (size > 0 && (__builtin_mul_overflow(size - 1, stride, &span) ||
-                        __builtin_add_overflow(last, span, &last)))) {
-        fail(ErrorCode::Corrupt, where + ": size " + shape_to_string(t.sizes) + " overflows");
-      }
-    }
-    uint64_t nbytes;
-    if (__builtin_mul_overflow(numel, item, &nbytes)) fail(ErrorCode::Corrupt, where + ": byte size overflows");
-    if (numel > 0 ? last >= storage_elems : static_cast<uint64_t>(t.storage_offset) > storage_elems) {
-      fail(ErrorCode::Corrupt, where + ": view (offset " + std::to_string(t.storage_offset) +
-                                   ", size " + shape_to_string(t.sizes) + ", stride " +
-                                   shape_to_string(t.strides) + ") reaches past the storage's " +
-                                   std::to_string(storage_elems) + " elements");
-    }
-    if (numel > storage_elems) {
-      // Overlapping/expanded views materialise more than their storage: cap the total.
-      if (__builtin_add_overflow(expanded_bytes_, (numel - storage_elems) * item, &expanded_bytes_) ||
-          expanded_bytes_ > options_.max_expanded_bytes) {
-        fail(ErrorCode::Corrupt, where + ": expanded views would materialise more than " +
-                                     std::to_string(options_.max_expanded_bytes) +
-                                     " bytes beyond their storages");
-      }
-    }
-    return make_tensor(std::move(t));
-  }
-
-  uint32_t call(uint32_t callable, uint32_t args) {
-    const Obj& c = obj(callable);
-    if (c.kind != K::Global) {
-      fail(ErrorCode::Unsafe, "REDUCE on a " + kname(c.kind) + " (only allow-listed globals may be called)");
-    }
-    switch (static_cast<G>(c.i)) {
-      case G::OrderedDict:
-      case G::Counter: {
-        const auto& a = tuple_args(args, 0, 1, "OrderedDict");
-        const uint32_t d = make_dict();
-        if (!a.empty()) {
-          const uint32_t src = a[0];
-          if (obj(src).kind == K::Dict) {
-            const auto items = dicts_[obj(src).ref].items;
-            for (const auto& [k, v] : items) set_item(d, k, v);
-          } else if (obj(src).kind == K::List || obj(src).kind == K::Tuple) {
-            const auto pairs = seq_of(src);
-            for (uint32_t p : pairs) {
-              const auto& kv = tuple_args(p, 2, 2, "OrderedDict item");
-              set_item(d, kv[0], kv[1]);
-            }
-          } else {
-            fail(ErrorCode::Corrupt, "OrderedDict from a " + kname(obj(src).kind));
-          }
-        }
-        return d;
-      }
-      case G::RebuildTensor: {
-        const auto a = tuple_args(args, 4, 4, "_rebuild_tensor");
-        return rebuild_tensor(a[0], a[1], a[2], a[3], false, std::nullopt);
-      }
-      case G::RebuildTensorV2: {
-        const auto a = tuple_args(args, 6, 7, "_rebuild_tensor_v2");
-        return rebuild_tensor(a[0], a[1], a[2], a[3], bool_arg(a[4], "requires_grad"), std::nullopt);
-      }
-      case G::RebuildTensorV3: {
-        const auto a = tuple_args(args, 7, 8, "_rebuild_tensor_v3");
-        if (!is_global(obj(a[6]), G::DTypeObj)) fail(ErrorCode::Corrupt, "_rebuild_tensor_v3: dtype is not a torch dtype");
-        return rebuild_tensor(a[0], a[1], a[2], a[3], bool_arg(a[4], "requires_grad"),
-                              static_cast<DType>(obj(a[6]).ref));
-      }
-      case G::RebuildParameter:
-      case G::RebuildParameterWithState:
-      case G::Parameter: {
-        const bool with_state = static_cast<G>(c.i) == G::RebuildParameterWithState;
-        const bool ctor = static_cast<G>(c.i) == G::Parameter;
-        const auto a = ctor ? tuple_args(args, 0, 2, "Parameter")
-                            : tuple_args(args, with_state ? 4 : 3, with_state ? 4 : 3, "_rebuild_parameter");
-        if (a.empty() || obj(a[0]).kind != K::Tensor) fail(ErrorCode::Corrupt, "Parameter without a tensor");
-        TorchTensor t = tensors_[obj(a[0]).ref];
-        t.is_parameter = true;
-        t.requires_grad = a.size() > 1 ? bool_arg(a[1], "requires_grad") : true;
-        return make_tensor(std::move(t));
-      }
-      case G::RebuildFromTypeV2: {
-        const auto a = tuple_args(args, 4, 4, "_rebuild_from_type_v2");
-        const Obj& type = obj(a[1]);
-        if (!is_global(type, G::TensorType) && !is_global(type, G::Parameter)) {
-          fail(ErrorCode::Unsupported, "_rebuild_from_type_v2 for a tensor subclass");
-        }
-        const uint32_t result = call(a[0], a[2]);
-        if (obj(result).kind != K::Tensor) fail(ErrorCode::Corrupt, "_rebuild_from_type_v2 did not make a tensor");
-        if (is_global(type, G::Parameter)) {
-          TorchTensor t = tensors_[obj(result).ref];
-          t.is_parameter = true;
-          return make_tensor(std::move(t));
-        }
-        return result;
-      }
-      case G::Size: {
-        const auto a = tuple_args(args, 0, 1, "torch.Size");
-        std::vector<uint32_t> dims;
-        if (!a.empty()) {
-          for (int64_t d : ints_arg(a[0], "torch.Size dimension")) dims.push_back(make_int(d));
-        }
-        return make_seq(K::Tuple, std::move(dims));
-      }
-      case G::Device: {
-        const auto a = tuple_args(args, 1, 2, "torch.device");
-        if (obj(a[0]).kind != K::Str) fail(ErrorCode::Corrupt, "torch.device: type is not a str");
-        std::string s = str_of(a[0]);
-        if (a.size() == 2 && obj(a[1]).kind != K::None) s += ":" + std::to_string(int_arg(a[1], "device index"));
-        return make_string(K::Str, std::move(s));
-      }
-      case G::CodecsEncode: {
-        const auto a = tuple_args(args, 2, 2, "_codecs.encode");
-        if (obj(a[0]).kind != K::Str || obj(a[1]).kind != K::Str) fail(ErrorCode::Corrupt, "_codecs.encode: arguments are not str");
-        const std::string& enc = str_of(a[1]);
-        if (enc != "latin1" && enc != "latin-1") fail(ErrorCode::Unsupported, "_codecs.encode with encoding '" + enc + "'");
-        // UTF-8 text whose code points are all < 256, turned into those bytes.
-        const std::string& text = str_of(a[0]);
-        std::string out;
-        for (size_t i = 0; i < text.size(); ++i) {
-          const auto b = static_cast<unsigned char>(text[i]);
-          if (b < 0x80) {
-            out += static_cast<char>(b);
-          } else if ((b & 0xfe) == 0xc2 && i + 1 < text.size()) {
-            out += static_cast<char>(((b & 0x03) << 6) | (static_cast<unsigned char>(text[++i]) & 0x3f));
-          } else {
-            fail(ErrorCode::Corrupt, "_codecs.encode: character outside latin-1");
-          }
-        }
-        return make_string(K::Bytes, std::move(out));
-      }
-      case G::ByteArray: {
-        const auto a = tuple_args(args, 0, 1, "bytearray");
-        if (a.empty()) return make_string(K::Bytes, "");
-        if (obj(a[0]).kind != K::Bytes) fail(ErrorCode::Unsupported, "bytearray from a " + kname(obj(a[0]).kind));
-        return make_string(K::Bytes, str_of(a[0]));
-      }
-      case G::Set:
-      case G::FrozenSet: {
-        const auto a = tuple_args(args, 0, 1, "set");
-        std::vector<uint32_t> items;
-        if (!a.empty()) {
-          const K kind = obj(a[0]).kind;
-          if (kind != K::List && kind != K::Tuple && kind != K::Set) fail(ErrorCode::Corrupt, "set from a " + kname(kind));
-          items = seq_of(a[0]);
-        }
-        return make_seq(K::Set, std::move(items));
-      }
-      case G::TensorType:
-      case G::StorageType:
-      case G::DTypeObj:
-        fail(ErrorCode::Unsupported, "calling a torch type or dtype object");
-    }
-    fail(ErrorCode::Internal, "unhandled global");
-  }
-
-  uint32_t persistent_load(uint32_t pid) {
-    if (obj(pid).kind != K::Tuple) fail(ErrorCode::Corrupt, "persistent id is not a tuple");
-    const auto items = seq_of(pid);
-    if (items.empty() || obj(items[0]).kind != K::Str || str_of(items[0]) != "storage") {
-      fail(ErrorCode::Corrupt, "persistent id is not a ('storage', ...) tuple");
-    }
-    if (items.size() != 5 && items.size() != 6) fail(ErrorCode::Corrupt, "persistent id has " + std::to_string(items.size()) + " items");
-    const Obj& type = obj(items[1]);
-    if (!is_global(type, G::StorageType)) fail(ErrorCode::Corrupt, "persistent id names no storage class");
-    if (obj(items[2]).kind != K::Str || obj(items[3]).kind != K::Str) {
-      fail(ErrorCode::Corrupt, "persistent id key or location is not a str");
-    }
-    StorageRef ref;
-    ref.dtype = static_cast<DType>(type.ref);
-    ref.untyped = type.flag;
-    ref.key = str_of(items[2]);
-    ref.location = str_of(items[3]);
-    const int64_t numel = int_arg(items[4], "storage size");
-    if (numel < 0) fail(ErrorCode::Corrupt, "negative storage size");
-    ref.numel = static_cast<uint64_t>(numel);
-    if (items.size() == 6 && obj(items[5]).kind != K::None) {
-      const auto& view = tuple_args(items[5], 3, 3, "storage view");
-      if (obj(view[0]).kind != K::Str) fail(ErrorCode::Corrupt, "storage view key is not a str");
-      const int64_t off = int_arg(view[1], "view offset"), size = int_arg(view[2], "view size");
-      if (off < 0 || size < 0) fail(ErrorCode::Corrupt, "negative storage view");
-      ref.has_view = true;
-      ref.view_key = str_of(view[0]);
-      ref.view_offset = static_cast<uint64_t>(off);
-      ref.view_numel = static_cast<uint64_t>(size);
-    }
-    std::shared_ptr<const TorchStorage> storage;
-    try {
-      storage = resolve_(ref);
-    } catch (const Error& e) {
-      fail(e.code(), e.message());
-    }
-    if (!storage) fail(ErrorCode::Internal, "storage resolver returned nothing");
-    if (ref.untyped) storage_untyped_.insert(storage.get());
-    storages_.push_back(std::move(storage));
-    return make(Obj{K::Storage, false, 0, 0, static_cast<uint32_t>(storages_.size() - 1)});
-  }
-
   // Returns true on STOP.
   bool step(uint8_t op) {
     switch (op) {
@@ -841,25 +322,12 @@ class Unpickler {
         }
         const uint32_t args = pop();
         const uint32_t cls = pop();
-        const Obj& c = obj(cls);
-        if (is_global(c, G::Parameter)) {
-          push(call(cls, args));
-        } else if (is_global(c, G::OrderedDict) || is_global(c, G::Counter)) {
-          push(make_dict());  // cls.__new__ ignores its arguments; items follow via SETITEMS
-        } else if (is_global(c, G::Set)) {
-          push(make_seq(K::Set, {}));
-        } else {
-          fail(ErrorCode::Unsafe, "NEWOBJ of a " + kname(c.kind) + " that is not an allowed class");
-        }
+        push(new_object(cls, args));
         return false;
       }
       case 'b': {  // BUILD: object state; harmless for the types we build, anything else refused
-        const uint32_t state = pop();
-        (void)state;
-        const K kind = obj(top()).kind;
-        if (kind != K::Tensor && kind != K::Dict) {
-          fail(ErrorCode::Unsafe, "BUILD on a " + kname(kind) + " (only tensors and dicts take state)");
-        }
+        pop();  // the state
+        check_build(top());
         return false;
       }
       case 'Q': {  // BINPERSID
@@ -887,31 +355,88 @@ class Unpickler {
       }
     }
   }
-
   // --- arena -> Value ---
+
+  // What a subtree becomes when walked with its sharing undone; saturating counts.
+  struct Expansion {
+    uint64_t height = 0;
+    uint64_t nodes = 0;
+    uint64_t bytes = 0;   // str/bytes payloads, dict keys as text, tensor views
+    uint64_t leaves = 0;  // entries flatten() makes
+    uint64_t names = 0;   // bytes of the names flatten() makes, below this node
+  };
+  static uint64_t add(uint64_t a, uint64_t b) {
+    uint64_t r;
+    return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+  }
+  static uint64_t mul(uint64_t a, uint64_t b) {
+    uint64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+  }
+  // Adds a child reached under a path component of `part` bytes.
+  static void add_child(Expansion& e, const Expansion& child, uint64_t part) {
+    e.height = std::max(e.height, add(child.height, 1));
+    e.nodes = add(e.nodes, child.nodes);
+    e.bytes = add(e.bytes, child.bytes);
+    e.leaves = add(e.leaves, child.leaves);
+    e.names = add(add(e.names, child.names), mul(child.leaves, add(part, 1)));
+  }
+  // The walkers and the destructor recurse once per level: never more than they accept.
+  int max_depth() const { return std::min(options_.max_depth, kMaxTreeHeight); }
+  void check_expansion(const Expansion& e) const {
+    if (e.height > static_cast<uint64_t>(max_depth())) {
+      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(max_depth()) +
+                                   " (counting shared objects at every place they appear)");
+    }
+    if (e.nodes > options_.max_expanded_nodes) {
+      fail(ErrorCode::Unsafe, "the object tree expands to more than " +
+                                  std::to_string(options_.max_expanded_nodes) +
+                                  " nodes once its shared objects are walked at every place they "
+                                  "appear (the limit for a file this size)");
+    }
+    if (add(e.bytes, e.names) > options_.max_expanded_bytes) {
+      fail(ErrorCode::Unsafe, "the object tree expands to more than " +
+                                  std::to_string(options_.max_expanded_bytes) +
+                                  " bytes of strings, names and tensor views once its shared "
+                                  "objects are walked at every place they appear (the limit for a "
+                                  "file this size)");
+    }
+  }
+
   Value convert(uint32_t i, int depth) {
-    if (depth > options_.max_depth) {
-      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(options_.max_depth));
+    if (depth > max_depth()) {
+      fail(ErrorCode::Corrupt, "objects nested deeper than " + std::to_string(max_depth()));
     }
     if (state_[i] == 2) return converted_[i];
     if (state_[i] == 1) fail(ErrorCode::Corrupt, "the pickle builds a reference cycle");
     state_[i] = 1;
     const Obj& o = obj(i);
     Value v;
+    Expansion e{1, 1, 0, 1, 0};
     switch (o.kind) {
       case K::None: break;
       case K::Bool: v = Value::boolean(o.flag); break;
       case K::Int: v = Value::integer(o.i); break;
       case K::Float: v = Value::floating(o.f); break;
-      case K::Str: v = Value::str(strings_[o.ref]); break;
-      case K::Bytes: v = Value::bytes(strings_[o.ref]); break;
+      case K::Str:
+        v = Value::str(strings_[o.ref]);
+        e.bytes = v.as_str().size();
+        break;
+      case K::Bytes:
+        v = Value::bytes(strings_[o.ref]);
+        e.bytes = v.as_str().size();
+        break;
       case K::List:
       case K::Set:
       case K::Tuple: {
         ValueList items;
         const auto& src = seqs_[o.ref];
         items.reserve(src.size());
-        for (uint32_t c : src) items.push_back(convert(c, depth + 1));
+        if (!src.empty()) e.leaves = 0;
+        for (size_t n = 0; n < src.size(); ++n) {
+          items.push_back(convert(src[n], depth + 1));
+          add_child(e, expansion_[src[n]], std::to_string(n).size());
+        }
         v = o.kind == K::Tuple ? Value::tuple(std::move(items)) : Value::list(std::move(items));
         break;
       }
@@ -919,11 +444,25 @@ class Unpickler {
         ValueDict items;
         const auto& src = dicts_[o.ref].items;
         items.reserve(src.size());
-        for (const auto& [k, val] : src) items.emplace_back(convert(k, depth + 1), convert(val, depth + 1));
+        if (!src.empty()) e.leaves = 0;
+        for (const auto& [k, val] : src) {
+          items.emplace_back(convert(k, depth + 1), convert(val, depth + 1));
+          // Walkers write the key as text once per place the dict appears.
+          const uint64_t key_text = Value::key_to_string(items.back().first).size();
+          Expansion key = expansion_[k];
+          key.leaves = 0;
+          key.names = 0;
+          add_child(e, key, 0);
+          e.bytes = add(e.bytes, key_text);
+          add_child(e, expansion_[val], key_text);
+        }
         v = Value::dict(std::move(items));
         break;
       }
-      case K::Tensor: v = Value::tensor(tensors_[o.ref]); break;
+      case K::Tensor:
+        v = Value::tensor(tensors_[o.ref]);
+        e.bytes = v.as_tensor().nbytes();
+        break;
       case K::Storage: {  // a bare storage: a flat 1-D tensor over all of it
         TorchTensor t;
         t.storage = storages_[o.ref];
@@ -931,6 +470,7 @@ class Unpickler {
         t.sizes = {static_cast<int64_t>(t.storage->numel)};
         t.strides = {1};
         v = Value::tensor(std::move(t));
+        e.bytes = v.as_tensor().nbytes();
         break;
       }
       case K::Global:
@@ -941,31 +481,20 @@ class Unpickler {
         }
         break;
     }
+    check_expansion(e);
+    expansion_[i] = e;
     state_[i] = 2;
     converted_[i] = v;
     return v;
   }
-
   std::span<const std::byte> data_;
   size_t pos_;
-  size_t op_pos_ = 0;
-  std::string_view source_;
-  const StorageResolver& resolve_;
-  const UnpickleOptions& options_;
-
-  std::vector<Obj> objs_;
-  std::vector<std::string> strings_;
-  std::vector<std::vector<uint32_t>> seqs_;
-  std::vector<DictObj> dicts_;
-  std::vector<TorchTensor> tensors_;
-  std::vector<std::shared_ptr<const TorchStorage>> storages_;
-  std::unordered_set<const TorchStorage*> storage_untyped_;
   std::vector<uint32_t> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, uint32_t> memo_;
-  uint64_t expanded_bytes_ = 0;
   std::vector<Value> converted_;
   std::vector<uint8_t> state_;
+  std::vector<Expansion> expansion_;
 };
 
 }  // namespace

@@ -33,9 +33,15 @@ struct StorageRef {
 // same object (that is how shared storages are detected). Throws Error on a bad reference.
 using StorageResolver = std::function<std::shared_ptr<const TorchStorage>(const StorageRef&)>;
 
+// Absolute limits (load_torch_file derives them from the file's size). The result's tree is at
+// most max_depth high, and walked with its sharing undone it has at most max_expanded_nodes nodes
+// and max_expanded_bytes bytes of payloads, tensor views and flattened names. The copying done to
+// rebuild objects (OrderedDict(d), set(l), dict keys, ...) is capped at 64 bytes per pickle byte
+// plus 1 MiB. Past a node, byte or copy limit: Error(Unsafe); too high: Error(Corrupt).
 struct UnpickleOptions {
   int max_depth = 512;
   uint64_t max_expanded_bytes = uint64_t{256} << 20;
+  uint64_t max_expanded_nodes = uint64_t{1} << 20;
 };
 
 struct UnpickleResult {

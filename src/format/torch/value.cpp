@@ -28,8 +28,20 @@ std::string_view kind_name(Value::Kind kind) {
 Value Value::boolean(bool v) { return Value(Kind::Bool, v); }
 Value Value::integer(int64_t v) { return Value(Kind::Int, v); }
 Value Value::floating(double v) { return Value(Kind::Float, v); }
-Value Value::str(std::string v) { return Value(Kind::Str, std::move(v)); }
-Value Value::bytes(std::string v) { return Value(Kind::Bytes, std::move(v)); }
+Value Value::str(std::string v) {
+  return Value(Kind::Str, std::make_shared<const std::string>(std::move(v)));
+}
+Value Value::bytes(std::string v) {
+  return Value(Kind::Bytes, std::make_shared<const std::string>(std::move(v)));
+}
+Value Value::str(std::shared_ptr<const std::string> v) {
+  if (!v) v = std::make_shared<const std::string>();
+  return Value(Kind::Str, std::move(v));
+}
+Value Value::bytes(std::shared_ptr<const std::string> v) {
+  if (!v) v = std::make_shared<const std::string>();
+  return Value(Kind::Bytes, std::move(v));
+}
 Value Value::list(ValueList items) {
   return Value(Kind::List, std::make_shared<const ValueList>(std::move(items)));
 }
@@ -65,7 +77,7 @@ double Value::as_float() const {
 }
 const std::string& Value::as_str() const {
   if (kind_ != Kind::Str && kind_ != Kind::Bytes) wrong_kind(kind_, "str");
-  return std::get<std::string>(payload_);
+  return *std::get<std::shared_ptr<const std::string>>(payload_);
 }
 const ValueList& Value::items() const {
   if (kind_ != Kind::List && kind_ != Kind::Tuple) wrong_kind(kind_, "list or tuple");
@@ -266,13 +278,23 @@ const Value& select_path(const Value& root, std::string_view path) {
 }
 
 namespace {
-void flatten_into(const Value& v, const std::string& name, std::vector<FlatEntry>& out) {
+void check_height(int depth) {
+  if (depth > kMaxTreeHeight) {
+    throw Error(ErrorCode::InvalidArgument,
+                "value tree higher than " + std::to_string(kMaxTreeHeight) + " levels");
+  }
+}
+
+void flatten_into(const Value& v, const std::string& name, std::vector<FlatEntry>& out, int depth) {
+  check_height(depth);
   auto join = [&](const std::string& part) { return name.empty() ? part : name + "." + part; };
   if (v.is_dict() && !v.dict_items().empty()) {
-    for (const auto& [k, child] : v.dict_items()) flatten_into(child, join(Value::key_to_string(k)), out);
+    for (const auto& [k, child] : v.dict_items()) {
+      flatten_into(child, join(Value::key_to_string(k)), out, depth + 1);
+    }
   } else if (v.is_sequence() && !v.items().empty()) {
     const auto& items = v.items();
-    for (size_t i = 0; i < items.size(); ++i) flatten_into(items[i], join(std::to_string(i)), out);
+    for (size_t i = 0; i < items.size(); ++i) flatten_into(items[i], join(std::to_string(i)), out, depth + 1);
   } else {
     out.push_back(FlatEntry{name.empty() && v.is_tensor() ? "tensor" : name, &v});
   }
@@ -281,7 +303,7 @@ void flatten_into(const Value& v, const std::string& name, std::vector<FlatEntry
 
 std::vector<FlatEntry> flatten(const Value& root, std::string_view prefix) {
   std::vector<FlatEntry> out;
-  flatten_into(root, std::string(prefix), out);
+  flatten_into(root, std::string(prefix), out, 0);
   std::map<std::string_view, size_t> seen;
   for (size_t i = 0; i < out.size(); ++i) {
     if (!seen.emplace(out[i].name, i).second) {
@@ -301,7 +323,8 @@ std::map<std::string, TorchTensor> flatten_tensors(const Value& root, std::strin
 }
 
 namespace {
-nlohmann::json to_json(const Value& v) {
+nlohmann::json to_json(const Value& v, int depth) {
+  check_height(depth);
   using K = Value::Kind;
   switch (v.kind()) {
     case K::None: return nullptr;
@@ -325,12 +348,12 @@ nlohmann::json to_json(const Value& v) {
     case K::List:
     case K::Tuple: {
       auto arr = nlohmann::json::array();
-      for (const auto& item : v.items()) arr.push_back(to_json(item));
+      for (const auto& item : v.items()) arr.push_back(to_json(item, depth + 1));
       return arr;
     }
     case K::Dict: {
       auto obj = nlohmann::json::object();
-      for (const auto& [k, child] : v.dict_items()) obj[Value::key_to_string(k)] = to_json(child);
+      for (const auto& [k, child] : v.dict_items()) obj[Value::key_to_string(k)] = to_json(child, depth + 1);
       return obj;
     }
     case K::Tensor: {
@@ -343,7 +366,7 @@ nlohmann::json to_json(const Value& v) {
 }  // namespace
 
 std::string value_to_json(const Value& value) {
-  return to_json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return to_json(value, 0).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace ckptio::torch

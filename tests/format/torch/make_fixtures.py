@@ -335,4 +335,26 @@ b.write((2 ** 40).to_bytes(8, "little"))
 b.write(b"\x00" * 64)
 with open(os.path.join(OUT, "legacy_huge.pt"), "wb") as f:
     f.write(b.getvalue())
+
+# Shapes that are small on disk but huge once their shared objects are walked at every place they
+# appear (memo references). Each must fail with a typed error, quickly and in little memory.
+# 400 chains of 500 one-tuples, each around the previous chain: a 200,000-level tree.
+chains, c = [], ()
+for _ in range(400):
+    for _ in range(500):
+        c = (c,)
+    chains.append(c)
+torch.save(chains, os.path.join(OUT, "deep_memo_chains.pt"))
+del chains, c
+# d = {'a': d, 'b': d}, 40 times: 2^41 nodes in a few hundred bytes of pickle.
+d = {}
+for _ in range(40):
+    d = {"a": d, "b": d}
+torch.save(d, os.path.join(OUT, "dict_bomb.pt"))
+# 1000 transposed views of one 4 MB storage: 4 GB once made contiguous.
+base = torch.zeros(1000, 1000)
+torch.save([base.t() for _ in range(1000)], os.path.join(OUT, "transposed_views.pt"))
+# bytearray(blob) 3000 times on one memoised 1 MiB blob: 3 GiB of bytes if each call copied.
+blob_args = (b"x" * (1 << 20),)
+archive("bytearray_bomb.pt", crafted([Rebuild(bytearray, blob_args) for _ in range(3000)], protocol=4))
 print("fixtures written to", OUT)

@@ -75,7 +75,12 @@ INSTANTIATE_TEST_SUITE_P(
         HostileCase{"duplicate.pt", ErrorCode::Corrupt, "appears twice"},
         HostileCase{"script.pt", ErrorCode::Unsupported, "TorchScript"},
         HostileCase{"legacy_tar.pt", ErrorCode::Unsupported, "tar"},
-        HostileCase{"legacy_huge.pt", ErrorCode::Corrupt, "runs past the end"}),
+        HostileCase{"legacy_huge.pt", ErrorCode::Corrupt, "runs past the end"},
+        // Small files whose shared objects expand when walked at every place they appear.
+        HostileCase{"deep_memo_chains.pt", ErrorCode::Corrupt, "nested deeper than 512"},
+        HostileCase{"dict_bomb.pt", ErrorCode::Unsafe, "expands to more than"},
+        HostileCase{"transposed_views.pt", ErrorCode::Unsafe, "tensor views"},
+        HostileCase{"bytearray_bomb.pt", ErrorCode::Unsafe, "bytes of strings"}),
     [](const auto& info) {
       std::string name = info.param.file;
       for (char& ch : name) {
