@@ -129,7 +129,7 @@ uint64_t RawFile::size() const {
 WriteShape async_writer_shape() { return {async_writer_threads(), async_writer_chunk_bytes()}; }
 
 std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteShape& shape,
-                                bool direct, double* unlink_seconds) {
+                                bool direct) {
   const size_t chunk = std::max(kBlock, shape.chunk_bytes / kBlock * kBlock);
   std::vector<Layout> layouts;
   struct Job {
@@ -214,23 +214,22 @@ std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteSh
   std::set<fs::path> dirs;
   for (const auto& f : files) dirs.insert(f.path.parent_path());
   for (const auto& d : dirs) fsync_dir(d);
-  const double seconds = seconds_since(start);
-  const auto unlink_start = Clock::now();
-  for (const auto& f : files) fs::remove(f.path);
-  if (unlink_seconds != nullptr) *unlink_seconds = seconds_since(unlink_start);
-  return seconds;
+  return seconds_since(start);
 }
 
 void WriteLimit::measure(const std::vector<RawFile>& files) {
-  double unlink = 0;
-  buffered_.push_back(*raw_write(files, shape_, false, &unlink));
-  unlink_.push_back(unlink);
+  auto remove_all = [&] {
+    for (const auto& f : files) fs::remove(f.path);
+  };
+  buffered_.push_back(*raw_write(files, shape_, false));
+  unlink_.push_back(time_once(remove_all));
   if (direct_refused_) return;
   if (const auto d = raw_write(files, shape_, true)) {
     direct_.push_back(*d);
   } else {
     direct_refused_ = true;
   }
+  remove_all();
 }
 
 std::optional<double> WriteLimit::seconds() const {

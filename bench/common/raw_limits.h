@@ -44,20 +44,20 @@ struct WriteShape {
 WriteShape async_writer_shape();
 
 // Writes every file anew (parallel pwrite of chunk-sized pieces in file order, fdatasync of each
-// file, fsync of each folder) and removes them again outside the clock. direct: through O_DIRECT
-// with a 4 KiB aligned staging buffer per thread (pieces that are aligned go straight from their
-// own memory); nullopt when the filesystem refuses O_DIRECT. Returns the durable write's seconds.
-// When unlink_seconds is given, the removal is timed into it (dropping the cached pages of the
-// files is the kernel's cost, paid by whatever deletes them).
+// file, fsync of each folder) and returns the seconds that took; the files stay. direct: through
+// O_DIRECT with a 4 KiB aligned staging buffer per thread (pieces that are aligned go straight
+// from their own memory); nullopt when the filesystem refuses O_DIRECT.
 std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteShape& shape,
-                                bool direct, double* unlink_seconds = nullptr);
+                                bool direct);
 
 // The write limit, measured one repetition at a time so that callers can interleave it with the
 // measurement it bounds (a virtual disk drifts over a run).
 class WriteLimit {
  public:
   explicit WriteLimit(WriteShape shape = async_writer_shape()) : shape_(shape) {}
-  // One buffered and one O_DIRECT run.
+  // One buffered and one O_DIRECT run, each file removed after each run (the buffered run's
+  // removal is timed: dropping the files' cached pages is the kernel's cost, paid by whatever
+  // deletes them).
   void measure(const std::vector<RawFile>& files);
   // Median of the faster method; nullopt before measure().
   std::optional<double> seconds() const;
