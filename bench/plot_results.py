@@ -65,7 +65,8 @@ def draw(report, out_path, plt):
     heights = [max(1.6, 0.45 * len(m) + 1.1) for _, m in panels]
     if times:
         heights.append(max(1.6, 0.45 * len(times) + 1.1))
-    fig, axes = plt.subplots(n, 1, figsize=(10, sum(heights) + 0.8),
+    fig_height = sum(heights) + 1.2
+    fig, axes = plt.subplots(n, 1, figsize=(10, fig_height),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     axes = [a[0] for a in axes]
     for ax, (limit, members) in zip(axes, panels):
@@ -120,8 +121,9 @@ def draw(report, out_path, plt):
     shown = list(COLORS)
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[g]) for g in shown]
     handles.append(plt.Line2D([0], [0], color="black", linestyle="--"))
-    fig.legend(handles, shown + ["limit (line) / goal bound"], loc="lower right", fontsize=8, ncol=4)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    fig.legend(handles, shown + ["limit (line) / goal bound"], loc="lower center", fontsize=8, ncol=5)
+    # Room for the legend under the last panel's axis label, and for the title above.
+    fig.tight_layout(rect=(0, 0.45 / fig_height, 1, 1 - 0.35 / fig_height))
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return True
