@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
       [&](CLI::App& app) {
         app.add_option("--threads", threads_option,
                        "threads of the parallel load and raw read (default: hardware, max 8)")
-            ->check(CLI::PositiveNumber);
+            ->check(CLI::Range(1, 1024));
       });
   // load_checkpoint's default: min(hardware threads, 8).
   const int threads = threads_option > 0 ? threads_option : static_cast<int>(default_worker_threads(8));

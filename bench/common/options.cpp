@@ -21,7 +21,7 @@ Options parse_options(int argc, char** argv, const ProgramInfo& info,
   app.add_option("--out", out, "write <program>.json and <program>.md into this folder (default: write nothing)")
       ->multi_option_policy(last);
   app.add_option("--repeat", o.repeat, "runs per figure, the median is reported")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1, 1000000))
       ->default_val(o.repeat)
       ->multi_option_policy(last);
   bool no_peers = false;
