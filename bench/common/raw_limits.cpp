@@ -301,6 +301,47 @@ double raw_read_fresh(const std::vector<fs::path>& files, const ReadShape& shape
   return seconds_since(start);
 }
 
+bool raw_direct_read(const fs::path& file, std::span<std::byte> dst, const ReadShape& shape) {
+  const uint64_t size = fs::file_size(file);
+  const uint64_t padded = (size + kBlock - 1) / kBlock * kBlock;
+  if (dst.size() < padded || reinterpret_cast<uintptr_t>(dst.data()) % kBlock != 0) {
+    throw std::invalid_argument("raw_direct_read: destination not aligned or too small");
+  }
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  if (fd < 0 && errno == EINVAL) return false;
+  check_sys(fd >= 0, "open " + file.string());
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_fd{fd};
+  const size_t chunk = std::max<size_t>(shape.chunk_bytes / kBlock * kBlock, kBlock);
+  const unsigned threads = static_cast<unsigned>(
+      std::max<uint64_t>(1, std::min<uint64_t>(shape.threads, (padded + chunk - 1) / chunk)));
+  const uint64_t share = ((padded + threads - 1) / threads + kBlock - 1) / kBlock * kBlock;
+  run_on_threads(threads, threads, [&](size_t t, unsigned) {
+    const uint64_t end = std::min(padded, (t + 1) * share);
+    for (uint64_t pos = t * share; pos < end;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, end - pos));
+      const ssize_t r = ::pread(fd, dst.data() + pos, n, static_cast<off_t>(pos));
+      if (r < 0 && errno == EINTR) continue;
+      check_sys(r >= 0, "pread " + file.string());
+      if (r == 0 || pos + static_cast<uint64_t>(r) >= size) break;  // end of file
+      if (static_cast<size_t>(r) % kBlock != 0) throw std::runtime_error("short O_DIRECT read");
+      pos += static_cast<uint64_t>(r);
+    }
+  });
+  return true;
+}
+
+std::optional<double> raw_read_fresh_direct(const fs::path& file, const ReadShape& shape) {
+  const uint64_t padded = (fs::file_size(file) + kBlock - 1) / kBlock * kBlock;
+  const auto start = Clock::now();
+  const std::shared_ptr<std::byte> buffer = io::allocate_read_buffer(padded);
+  if (reinterpret_cast<uintptr_t>(buffer.get()) % kBlock != 0) return std::nullopt;  // heap fallback
+  if (!raw_direct_read(file, {buffer.get(), static_cast<size_t>(padded)}, shape)) return std::nullopt;
+  return seconds_since(start);
+}
+
 void parallel_memcpy(const std::vector<std::span<const std::byte>>& sources, std::byte* dst,
                      unsigned threads, size_t chunk_bytes) {
   struct Piece {

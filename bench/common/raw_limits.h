@@ -6,7 +6,7 @@
 //     fdatasync of every file and fsync of the folder; the faster of the two is the limit;
 //   - reads: parallel pread by as many threads as the ckptio path under test uses, in the same
 //     chunk size, into the same kind of memory (fresh io::allocate_read_buffer memory, or the
-//     caller's pre-faulted buffers);
+//     caller's pre-faulted buffers); with a cold page cache, also O_DIRECT (the faster counts);
 //   - copies: memcpy split over as many threads as CheckpointIO's staging copy uses.
 // Everything here is plain system calls; no ckptio code path is timed.
 #pragma once
@@ -86,6 +86,14 @@ void raw_parallel_read(const std::vector<fs::path>& files, std::span<std::byte> 
 // raw_parallel_read into a fresh io::allocate_read_buffer (the memory ckptio loads into),
 // allocated inside the clock like a load's. Returns seconds.
 double raw_read_fresh(const std::vector<fs::path>& files, const ReadShape& shape);
+
+// One file read with O_DIRECT (past the page cache, which pays off when it is cold) into dst,
+// which must be 4 KiB aligned and hold the size rounded up to 4 KiB. False when the filesystem
+// refuses O_DIRECT.
+bool raw_direct_read(const fs::path& file, std::span<std::byte> dst, const ReadShape& shape);
+// raw_direct_read into a fresh io::allocate_read_buffer, timed like raw_read_fresh; nullopt when
+// O_DIRECT is refused.
+std::optional<double> raw_read_fresh_direct(const fs::path& file, const ReadShape& shape);
 
 // memcpy of the sources, laid end to end, into dst: chunk_bytes pieces pulled in order by
 // `threads` threads (the shape of CheckpointIO's staging copy).

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "ckptio/io.h"
+#include "ckptio/parallel_reader.h"
 #include "common/raw_limits.h"
 #include "common/report.h"
 #include "common/work_dir.h"
@@ -69,6 +70,18 @@ TEST_F(BenchCommon, RawParallelReadFillsTheFilesEndToEnd) {
   EXPECT_EQ(std::memcmp(dst.data(), a.data(), a.size()), 0);
   EXPECT_EQ(std::memcmp(dst.data() + a.size(), b.data(), b.size()), 0);
   EXPECT_GT(raw_read_fresh({dir_ / "a", dir_ / "b"}, {2, 8192}), 0);
+}
+
+TEST_F(BenchCommon, RawDirectReadReadsAFileWithAPartialLastBlock) {
+  const auto a = pattern((size_t{3} << 20) + 5, 9);
+  io::write_file_atomic(io::Env::posix(), dir_ / "a", std::string_view(reinterpret_cast<const char*>(a.data()), a.size()));
+  const size_t padded = (a.size() + 4095) / 4096 * 4096;
+  const std::shared_ptr<std::byte> dst = io::allocate_read_buffer(padded);
+  if (!raw_direct_read(dir_ / "a", {dst.get(), padded}, {3, 1 << 20})) {
+    GTEST_SKIP() << "this filesystem refuses O_DIRECT";
+  }
+  EXPECT_EQ(std::memcmp(dst.get(), a.data(), a.size()), 0);
+  EXPECT_TRUE(raw_read_fresh_direct(dir_ / "a", {3, 1 << 20}).has_value());
 }
 
 TEST_F(BenchCommon, ParallelMemcpyCopiesThePiecesEndToEnd) {
