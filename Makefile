@@ -54,12 +54,16 @@ test-install: release
 
 test: test-release test-python test-install test-asan fuzz
 
-# BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build.
+# BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build. Reports
+# go to BENCH_OUT (<program>.{json,md}), charts beside them when matplotlib is installed.
+BENCH_OUT ?= build/bench-results
+BENCH_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 bench: release
 	@cmake --build --preset release -j $(JOBS) --target ckptio-bench-libtorch-peer 2>/dev/null || true
 	@for b in ckptio-bench-safetensors ckptio-bench ckptio-bench-torch ckptio-bench-sharded ckptio-bench-checkpoint; do \
-	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b $(BENCH_ARGS) || exit 1; fi; \
+	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b --out $(BENCH_OUT) $(BENCH_ARGS) || exit 1; fi; \
 	done
+	@$(BENCH_PYTHON) bench/plot_results.py $(BENCH_OUT) || echo "(charts skipped)"
 
 clean:
 	rm -rf build

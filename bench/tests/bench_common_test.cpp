@@ -1,0 +1,158 @@
+// The benchmarks' shared parts: the raw limits move exactly the bytes they claim, a measurement
+// that beats its limit is reported as LIMIT SUSPECT instead of a met goal, and a report is
+// written to files only where --out says.
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ckptio/io.h"
+#include "ckptio/parallel_reader.h"
+#include "common/raw_limits.h"
+#include "common/report.h"
+#include "common/work_dir.h"
+
+namespace ckptio::bench {
+namespace {
+
+std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+
+std::vector<std::byte> pattern(size_t n, uint64_t seed) {
+  std::vector<std::byte> v(n);
+  fill_pseudo_random(v.data(), n, seed);
+  return v;
+}
+
+class BenchCommon : public ::testing::Test {
+ protected:
+  WorkDir dir_{fs::temp_directory_path(), "bench-common-test-"};
+};
+
+TEST_F(BenchCommon, RawWriteWritesExactlyThePiecesBufferedAndDirect) {
+  // Pieces of odd sizes and offsets (unaligned memory, a chunk spanning many pieces, a tail that
+  // is not a whole block), two files.
+  const auto a = pattern(3 * 4096 + 123, 1), b = pattern(70000, 2), c = pattern(5, 3);
+  const auto d = pattern(2 * 65536 + 17, 4);
+  std::vector<RawFile> files = {
+      {dir_ / "one.bin", {std::span(a).subspan(1), std::span(b), std::span(c)}},
+      {dir_ / "two.bin", {std::span(d)}}};
+  for (bool direct : {false, true}) {
+    SCOPED_TRACE(direct ? "O_DIRECT" : "buffered");
+    const auto seconds = raw_write(files, {3, 8192}, direct);
+    if (!seconds) {
+      ASSERT_TRUE(direct) << "only O_DIRECT may be refused";
+      continue;
+    }
+    EXPECT_GT(*seconds, 0);
+    for (const RawFile& f : files) {
+      std::string expect;
+      for (const auto& p : f.pieces) expect.append(reinterpret_cast<const char*>(p.data()), p.size());
+      EXPECT_EQ(read_file(f.path), expect) << f.path;
+      fs::remove(f.path);
+    }
+  }
+}
+
+TEST_F(BenchCommon, RawParallelReadFillsTheFilesEndToEnd) {
+  const auto a = pattern(100001, 5), b = pattern(3 * 8192 + 1, 6);
+  io::write_file_atomic(io::Env::posix(), dir_ / "a", std::string_view(reinterpret_cast<const char*>(a.data()), a.size()));
+  io::write_file_atomic(io::Env::posix(), dir_ / "b", std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+  std::vector<std::byte> dst(a.size() + b.size());
+  raw_parallel_read({dir_ / "a", dir_ / "b"}, dst, {3, 4096});
+  EXPECT_EQ(std::memcmp(dst.data(), a.data(), a.size()), 0);
+  EXPECT_EQ(std::memcmp(dst.data() + a.size(), b.data(), b.size()), 0);
+  EXPECT_GT(raw_read_fresh({dir_ / "a", dir_ / "b"}, {2, 8192}), 0);
+}
+
+TEST_F(BenchCommon, RawDirectReadReadsAFileWithAPartialLastBlock) {
+  const auto a = pattern((size_t{3} << 20) + 5, 9);
+  io::write_file_atomic(io::Env::posix(), dir_ / "a", std::string_view(reinterpret_cast<const char*>(a.data()), a.size()));
+  const size_t padded = (a.size() + 4095) / 4096 * 4096;
+  const std::shared_ptr<std::byte> dst = io::allocate_read_buffer(padded);
+  if (!raw_direct_read(dir_ / "a", {dst.get(), padded}, {3, 1 << 20})) {
+    GTEST_SKIP() << "this filesystem refuses O_DIRECT";
+  }
+  EXPECT_EQ(std::memcmp(dst.get(), a.data(), a.size()), 0);
+  EXPECT_TRUE(raw_read_fresh_direct(dir_ / "a", {3, 1 << 20}).has_value());
+}
+
+TEST_F(BenchCommon, ParallelMemcpyCopiesThePiecesEndToEnd) {
+  const auto a = pattern(10000, 7), b = pattern(33, 8);
+  std::vector<std::byte> dst(a.size() + b.size());
+  parallel_memcpy({std::span<const std::byte>(a), std::span<const std::byte>(b)}, dst.data(), 3, 1000);
+  EXPECT_EQ(std::memcmp(dst.data(), a.data(), a.size()), 0);
+  EXPECT_EQ(std::memcmp(dst.data() + a.size(), b.data(), b.size()), 0);
+}
+
+Report sample_report() {
+  Report r("bench-x", "sample");
+  r.add({Group::Limit, "raw", 1.0, 1000, "", "", ""});
+  r.add({Group::Peer, "peer", 4.0, 1000, "raw", "", ""});
+  r.add({Group::Ckptio, "slow", 2.0, 1000, "raw", "peer", ""});
+  r.add({Group::Ckptio, "close", 0.97, 1000, "raw", "", ""});   // 1.03x: noise, not suspect
+  r.add({Group::Ckptio, "too fast", 0.5, 1000, "raw", "", ""});  // 2x its limit
+  r.goal(Goal::ratio("slow vs raw", "slow", "raw", 0.9));
+  r.goal(Goal::ratio("slow vs peer", "slow", "peer", 1.5));
+  r.goal(Goal::ratio("close vs raw", "close", "raw", 0.9));
+  r.goal(Goal::ratio("too fast vs raw", "too fast", "raw", 0.9));
+  r.goal(Goal::at_most("close in ms", "close", 900, 1e3, "ms"));
+  return r;
+}
+
+TEST(BenchReport, AMeasurementAboveItsLimitIsLimitSuspectNotMet) {
+  const Report r = sample_report();
+  EXPECT_FALSE(r.limit_suspect(*r.find("slow")));
+  EXPECT_FALSE(r.limit_suspect(*r.find("close")));
+  EXPECT_TRUE(r.limit_suspect(*r.find("too fast")));
+  const auto j = r.json();
+  std::vector<std::string> status;
+  for (const auto& g : j.at("goals")) status.push_back(g.at("status"));
+  EXPECT_EQ(status, (std::vector<std::string>{"NOT met", "met", "met", "LIMIT SUSPECT", "NOT met"}));
+  EXPECT_DOUBLE_EQ(j.at("goals")[1].at("value").get<double>(), 2.0);  // 4 s / 2 s
+  const std::string md = r.markdown();
+  EXPECT_NE(md.find("2.00x raw (LIMIT SUSPECT)"), std::string::npos) << md;
+  EXPECT_NE(md.find(R"(LIMIT SUSPECT: "too fast" ran at 2.00x "raw")"), std::string::npos) << md;
+}
+
+TEST(BenchReport, RatiosCompareThroughputWhenByteCountsDiffer) {
+  Report r("bench-x", "sample");
+  r.add({Group::Limit, "raw", 1.0, 2000, "", "", ""});
+  r.add({Group::Ckptio, "half the bytes", 1.0, 1000, "raw", "", ""});
+  EXPECT_DOUBLE_EQ(*r.ratio(*r.find("half the bytes"), "raw"), 0.5);
+}
+
+TEST_F(BenchCommon, ReportWritesFilesOnlyWhereOutSays) {
+  const Report r = sample_report();
+  const fs::path cwd = fs::current_path();
+  const fs::path here = dir_ / "cwd";
+  fs::create_directories(here);
+  fs::current_path(here);
+  Options o;
+  testing::internal::CaptureStdout();
+  r.emit(o);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  fs::current_path(cwd);
+  EXPECT_NE(printed.find("# bench-x: sample"), std::string::npos);
+  EXPECT_TRUE(fs::is_empty(here)) << "no --out: nothing written";
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 1);
+
+  o.out = dir_ / "results";
+  o.json = true;
+  testing::internal::CaptureStdout();
+  r.emit(o);
+  const std::string json_printed = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(nlohmann::json::parse(json_printed).at("program"), "bench-x");
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir_ / "results" / "bench-x.json")).at("rows").size(), 5u);
+  EXPECT_NE(read_file(dir_ / "results" / "bench-x.md").find("| limit | raw |"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ckptio::bench
