@@ -83,12 +83,13 @@ TEST(SafetensorsOneOpen, AFileReplacedWhileOpeningIsNotMixedWithItsSuccessor) {
   const SafetensorsReader reader = SafetensorsReader::open(path, ReadMode::Mmap, env);
   EXPECT_EQ(env.opens, 1) << "the path was opened again after the first open";
   // The header, the mapped views and the preads all come from the file as it was at the open.
-  ASSERT_EQ(reader.info("a").shape, Shape{4});
+  EXPECT_EQ(reader.info("a").shape, Shape{4});
   const std::vector<Tensor> read = reader.read_all_owned();
   ASSERT_EQ(read.size(), 2u);
   for (size_t i = 0; i < read.size(); ++i) {
     const std::string& name = reader.tensors()[i].name;
-    EXPECT_EQ(bytes_of(read[i]), bytes_of(reader.tensor(name))) << name;
+    EXPECT_EQ(bytes_of(read[i]), bytes_of(reader.tensor(name)))
+        << name << ": the preads and the mapping read different files";
   }
   const float a[4] = {1, 2, 3, 4};
   EXPECT_EQ(bytes_of(reader.tensor("a")), std::string(reinterpret_cast<const char*>(a), 16));
