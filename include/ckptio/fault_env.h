@@ -78,6 +78,8 @@ class FaultInjectingEnv final : public Env {
   std::unique_ptr<ReadableFile> open_read(const fs::path& path) override;
   std::unique_ptr<WritableFile> open_write(const fs::path& path, OpenMode mode) override;
   std::shared_ptr<const MappedFile> map_read(const fs::path& path) override;
+  // Counts and fails as an Open, then maps the base Env's file.
+  std::shared_ptr<const MappedFile> map_open_file(const ReadableFile& file) override;
   void rename(const fs::path& from, const fs::path& to) override;
   void sync_dir(const fs::path& dir) override;
   void remove(const fs::path& path) override;

@@ -63,6 +63,10 @@ struct HubOptions {
   // A download that receives nothing for this long is treated as dropped; 0 means
   // HF_HUB_DOWNLOAD_TIMEOUT or 10 s.
   std::chrono::milliseconds stall_timeout{0};
+  // How long to wait for another process (or thread) that is downloading the same file before
+  // downloading it too. Only the holder of the cache's lock for a file resumes a partial download
+  // left by an earlier process, so a download that stops waiting never takes over a live one.
+  std::chrono::milliseconds lock_wait{std::chrono::minutes(5)};
   // File access (null: io::Env::posix()).
   io::Env* env = nullptr;
 };

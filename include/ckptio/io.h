@@ -80,6 +80,10 @@ class Env {
   virtual std::unique_ptr<ReadableFile> open_read(const fs::path& path) = 0;
   virtual std::unique_ptr<WritableFile> open_write(const fs::path& path, OpenMode mode) = 0;
   virtual std::shared_ptr<const MappedFile> map_read(const fs::path& path) = 0;
+  // Maps the file `file` already has open (the inode it preads from), without opening its path
+  // again: a file replaced in between cannot be mixed in. The default maps file.fd(); a file
+  // without a descriptor (an in-memory Env) is mapped through map_read(file.path()).
+  virtual std::shared_ptr<const MappedFile> map_open_file(const ReadableFile& file);
 
   // rename(2): atomic replace of `to` within one filesystem.
   virtual void rename(const fs::path& from, const fs::path& to) = 0;

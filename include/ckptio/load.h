@@ -119,10 +119,19 @@ struct LoadOptions {
   // Source-name prefix rewrites, applied before matching: the first pair whose `first` is a prefix
   // of the name replaces it with `second` (Open-Sora's rename_keys).
   std::vector<std::pair<std::string, std::string>> rename_keys;
-  // Convert between float dtypes (F64, F32, F16, BF16, F8) when source and target differ. When
-  // false, or for a pair convert_elements cannot do, a dtype difference is a mismatch.
+  // Convert between float dtypes (F64, F32, F16, BF16, F8) when source and target differ and the
+  // target holds every source value exactly (widening: F16/BF16 -> F32, F32 -> F64, F8 -> F16,
+  // ...). When false, or for a pair convert_elements cannot do, a dtype difference is a mismatch.
   bool convert_dtype = true;
-  // Without targets: convert every convertible float tensor to this dtype (owned copies).
+  // Also convert to a target that cannot hold every source value (F32 -> BF16, F64 -> F32,
+  // F32 -> F8, ...), rounding to nearest even. Without it such a pair is a mismatch.
+  bool allow_narrowing = false;
+  // A finite source value past the target's largest finite value (it would become Inf, or NaN in
+  // the F8 types without infinities) is Error(Mismatch) naming the tensor and element, raised
+  // while reading (targets read before it are filled), unless this is set. Also applies to `dtype`.
+  bool allow_overflow = false;
+  // Without targets: convert every convertible float tensor to this dtype (owned copies). Asking
+  // for a dtype is consent to narrowing; overflow is still an error unless allow_overflow.
   std::optional<DType> dtype;
   int threads = 0;  // parallel reads; 0: min(hardware threads, 8); 1: sequential
   SourceOptions source;

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <chrono>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "ckptio/error.h"
@@ -17,9 +18,6 @@ namespace ckptio::hub {
 namespace {
 
 constexpr int kMaxRedirects = 10;
-// Waiting longer than this for another process's download means something is stuck there; we
-// then download ourselves (still correct, only duplicate work).
-constexpr std::chrono::minutes kMaxLockWait{5};
 
 // "bytes <first>-<last>/<total>" -> first and total (total may be "*").
 bool parse_content_range(const std::string& value, uint64_t& first, std::optional<uint64_t>& total) {
@@ -118,11 +116,25 @@ class PartialSink final : public BodySink {
   bool restart_needed_ = false;
 };
 
-// Takes over a leftover "<etag>.*.incomplete" by renaming it to our own name; rename is atomic, so
-// of several processes only one gets it.
+// Partial files: "<etag>.<random>.incomplete" for a download that holds the lock (adoptable once
+// its process is gone: only the next lock holder looks at it, and the lock says the writer is gone
+// or has given up), "<etag>.<random>.unlocked.incomplete" for one that stopped waiting for the
+// lock: it may be live whoever holds the lock, so it is never adopted (and never kept on failure).
+constexpr std::string_view kIncomplete = ".incomplete";
+constexpr std::string_view kUnlocked = ".unlocked";
+
+bool adoptable(std::string_view name, const std::string& etag) {
+  if (!name.starts_with(etag + ".") || !name.ends_with(kIncomplete)) return false;
+  const std::string_view token = name.substr(etag.size() + 1, name.size() - etag.size() - 1 - kIncomplete.size());
+  return !token.empty() && token.find('.') == std::string_view::npos;
+}
+
+// Takes over a leftover "<etag>.<random>.incomplete" by renaming it to our own name. Only called
+// while holding the blob's lock: the holder of a leftover either died or released the lock.
+// Rename is atomic, so even where flock does nothing only one process gets it.
 bool adopt_leftover(io::Env& env, const fs::path& blobs, const std::string& etag, const fs::path& mine) {
   for (const std::string& name : env.list_dir(blobs)) {
-    if (!name.starts_with(etag + ".") || !name.ends_with(".incomplete") || blobs / name == mine) continue;
+    if (!adoptable(name, etag) || blobs / name == mine) continue;
     try {
       env.rename(blobs / name, mine);
       return true;
@@ -211,16 +223,21 @@ void download_blob(HttpClient& http, const Settings& settings, RepoCache& cache,
   const auto blob_exists = [&] { return env.stat(blob).exists; };
   if (blob_exists()) return;
   env.create_dirs(cache.blobs_dir());
-  const FileLock lock(cache.lock_path(meta.etag), kMaxLockWait, blob_exists);
+  // Waiting past lock_wait means something is stuck in the other download; we then download
+  // ourselves (still correct, only duplicate work) and leave its partial file alone.
+  const FileLock lock(cache.lock_path(meta.etag), settings.lock_wait, blob_exists);
   if (blob_exists()) return;  // another process finished it while we waited
 
   const bool lfs = is_sha256_hex(meta.etag);
   progress.add_total(meta.size);
   for (int round = 0;; ++round) {
     Partial partial;
-    partial.path = cache.blobs_dir() / (meta.etag + "." + io::random_suffix().substr(0, 8) + ".incomplete");
+    partial.path = cache.blobs_dir() / (meta.etag + "." + io::random_suffix().substr(0, 8) +
+                                        (lock.held() ? "" : std::string(kUnlocked)) +
+                                        std::string(kIncomplete));
     // Only LFS blobs are adopted: their SHA-256 proves the spliced result right.
-    partial.adopted = round == 0 && lfs && adopt_leftover(env, cache.blobs_dir(), meta.etag, partial.path);
+    partial.adopted = round == 0 && lfs && lock.held() &&
+                      adopt_leftover(env, cache.blobs_dir(), meta.etag, partial.path);
     bool keep_partial = false;
     try {
       if (partial.adopted) {
@@ -239,7 +256,7 @@ void download_blob(HttpClient& http, const Settings& settings, RepoCache& cache,
         transfer(http, settings, ref, meta, partial, progress);
       } catch (const Error& e) {
         // A network failure keeps a resumable LFS partial for the next attempt.
-        keep_partial = lfs && e.code() == ErrorCode::IoError && partial.size > 0;
+        keep_partial = lfs && lock.held() && e.code() == ErrorCode::IoError && partial.size > 0;
         throw;
       }
       if (partial.size != meta.size) {

@@ -1,7 +1,9 @@
 // Downloads one blob into the cache: blobs/<etag>.<random>.incomplete, resumed with Range after a
 // dropped connection, size- and (for LFS etags) SHA-256-checked, fsynced, then renamed to
 // blobs/<etag>. A process killed mid-download leaves its .incomplete behind; the next download
-// of an LFS blob adopts it (atomic rename, so only one process can) and resumes it.
+// of an LFS blob that holds the blob's lock adopts it (atomic rename, so only one process can) and
+// resumes it. A download that gave up waiting for the lock neither adopts nor leaves an adoptable
+// partial: the lock holder's file may be live.
 #pragma once
 
 #include <cstdint>

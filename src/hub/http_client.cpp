@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <string>
 #include <mutex>
 
 #include "ckptio/error.h"
@@ -26,6 +28,11 @@ struct TransferState {
   CURL* curl = nullptr;
   bool begun = false;
   bool sink_refused = false;
+  // Stall detection: the time the last body byte arrived (or the request began).
+  std::chrono::milliseconds stall{0};
+  curl_off_t received = 0;
+  std::chrono::steady_clock::time_point last_progress;
+  bool stalled = false;
   std::exception_ptr sink_error;
 
   bool is_success() const { return response.status >= 200 && response.status < 300; }
@@ -90,6 +97,23 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
     return 0;
   }
   return n;
+}
+
+// libcurl's own LOW_SPEED check averages the speed over the last few seconds, so after a burst
+// it notices a dead connection only about five seconds late; this measures the silence itself.
+int on_progress(void* user, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t) {
+  auto* state = static_cast<TransferState*>(user);
+  const auto now = std::chrono::steady_clock::now();
+  if (dlnow != state->received) {
+    state->received = dlnow;
+    state->last_progress = now;
+    return 0;
+  }
+  if (now - state->last_progress >= state->stall) {
+    state->stalled = true;
+    return 1;
+  }
+  return 0;
 }
 
 Transport classify(CURLcode code) {
@@ -166,10 +190,12 @@ HttpOutcome HttpClient::perform(const std::string& url, const std::vector<std::s
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeouts.total.count()));
   }
   if (timeouts.stall.count() > 0) {
-    // libcurl measures "too slow" in whole seconds: below 1 byte/s for that long is a stall.
-    const long seconds = std::max<long>(1, static_cast<long>((timeouts.stall.count() + 999) / 1000));
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, seconds);
+    // Called at least about once a second, so a stall is noticed within a second of its limit.
+    state.stall = timeouts.stall;
+    state.last_progress = std::chrono::steady_clock::now();
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &state);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
   }
   if (head) curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
 
@@ -185,7 +211,9 @@ HttpOutcome HttpClient::perform(const std::string& url, const std::vector<std::s
     state.response.redirect_url = redirect;
   }
   if (state.sink_error) std::rethrow_exception(state.sink_error);
-  out.transport = state.sink_refused ? Transport::Aborted : classify(code);
+  out.transport = state.sink_refused ? Transport::Aborted
+                  : state.stalled    ? Transport::Timeout
+                                     : classify(code);
   if (out.transport == Transport::Timeout) {
     // A timeout before the connection was even made means the host is unreachable (offline
     // machine, firewall): that is a failure to connect, not a slow server worth retrying.
@@ -194,7 +222,9 @@ HttpOutcome HttpClient::perform(const std::string& url, const std::vector<std::s
       out.transport = Transport::Failed;
     }
   }
-  if (code != CURLE_OK) {
+  if (state.stalled) {
+    out.error = "no data received for " + std::to_string(timeouts.stall.count()) + " ms";
+  } else if (code != CURLE_OK) {
     out.error = error_buffer[0] != '\0' ? std::string(error_buffer) : curl_easy_strerror(code);
   }
   // An empty 2xx body never reaches on_body; the sink still gets its begin().

@@ -18,6 +18,7 @@
 #include "hub/protocol.h"
 #include "hub/repo_cache.h"
 #include "hub/settings.h"
+#include "hub/thread_start.h"
 
 namespace ckptio::hub {
 namespace {
@@ -168,7 +169,15 @@ std::vector<Fetched> fetch_parallel(const Settings& settings, RepoCache& cache,
   };
   const size_t n_threads = std::min<size_t>(paths.size(), static_cast<size_t>(settings.max_parallel_downloads));
   std::vector<std::thread> threads;
-  for (size_t t = 1; t < n_threads; ++t) threads.emplace_back(worker);
+  threads.reserve(n_threads);
+  try {
+    for (size_t t = 1; t < n_threads; ++t) threads.push_back(start_thread(worker, "a download thread"));
+  } catch (...) {
+    // The workers already running finish the file they are on and take no other.
+    failed.store(true);
+    for (auto& t : threads) t.join();
+    throw;
+  }
   worker();
   for (auto& t : threads) t.join();
   if (first_error) std::rethrow_exception(first_error);

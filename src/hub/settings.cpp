@@ -114,6 +114,7 @@ Settings resolve_settings(const HubOptions& options) {
   s.stall_timeout = options.stall_timeout.count() > 0
                         ? options.stall_timeout
                         : seconds_from_env("HF_HUB_DOWNLOAD_TIMEOUT", std::chrono::seconds(10));
+  s.lock_wait = std::max(options.lock_wait, std::chrono::milliseconds(0));
   s.env = options.env != nullptr ? options.env : &io::Env::posix();
   s.local_dir = options.local_dir;
   return s;

@@ -22,6 +22,7 @@ struct Settings {
   std::chrono::milliseconds retry_base_delay{500};
   std::chrono::milliseconds metadata_timeout{10000};
   std::chrono::milliseconds stall_timeout{10000};
+  std::chrono::milliseconds lock_wait{std::chrono::minutes(5)};
   io::Env* env = nullptr;
   fs::path local_dir;
 };

@@ -100,6 +100,7 @@ class FaultReadableFile final : public ReadableFile {
       : base_(std::move(base)), state_(std::move(s)) {}
   const fs::path& path() const override { return base_->path(); }
   uint64_t size() const override { return base_->size(); }
+  const ReadableFile& base() const { return *base_; }
 
   void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
     if (const int e = state_->check(FaultOp::Read, path())) {
@@ -253,6 +254,12 @@ std::unique_ptr<WritableFile> FaultInjectingEnv::open_write(const fs::path& path
 std::shared_ptr<const MappedFile> FaultInjectingEnv::map_read(const fs::path& path) {
   if (const int e = state_->check(FaultOp::Open, path)) fail(e, "mmap", path);
   return base_.map_read(path);
+}
+
+std::shared_ptr<const MappedFile> FaultInjectingEnv::map_open_file(const ReadableFile& file) {
+  if (const int e = state_->check(FaultOp::Open, file.path())) fail(e, "mmap", file.path());
+  const auto* ours = dynamic_cast<const FaultReadableFile*>(&file);
+  return base_.map_open_file(ours != nullptr ? ours->base() : file);
 }
 
 void FaultInjectingEnv::rename(const fs::path& from, const fs::path& to) {

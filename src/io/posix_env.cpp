@@ -106,6 +106,19 @@ class PosixMappedFile final : public MappedFile {
   size_t size_;
 };
 
+// Maps the whole of the open file `fd` (the caller keeps and closes it).
+std::shared_ptr<const MappedFile> map_descriptor(const fs::path& path, int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw system_error(errno, "stat " + quoted(path));
+  const auto size = static_cast<size_t>(st.st_size);
+  void* addr = nullptr;
+  if (size > 0) {
+    addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (addr == MAP_FAILED) throw system_error(errno, "mmap " + quoted(path));
+  }
+  return std::make_shared<PosixMappedFile>(path, addr, size);
+}
+
 int open_retry(const char* path, int flags, mode_t mode = 0) {
   for (;;) {
     const int fd = ::open(path, flags | O_CLOEXEC, mode);
@@ -146,24 +159,14 @@ class PosixEnv final : public Env {
   std::shared_ptr<const MappedFile> map_read(const fs::path& path) override {
     const int fd = open_retry(path.c_str(), O_RDONLY);
     if (fd < 0) throw system_error(errno, "open " + quoted(path));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int e = errno;
+    try {
+      auto map = map_descriptor(path, fd);
+      ::close(fd);  // the mapping keeps the file referenced
+      return map;
+    } catch (...) {
       ::close(fd);
-      throw system_error(e, "stat " + quoted(path));
+      throw;
     }
-    const auto size = static_cast<size_t>(st.st_size);
-    void* addr = nullptr;
-    if (size > 0) {
-      addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (addr == MAP_FAILED) {
-        const int e = errno;
-        ::close(fd);
-        throw system_error(e, "mmap " + quoted(path));
-      }
-    }
-    ::close(fd);  // the mapping keeps the file referenced
-    return std::make_shared<PosixMappedFile>(path, addr, size);
   }
 
   void rename(const fs::path& from, const fs::path& to) override {
@@ -263,6 +266,11 @@ void Env::exchange(const fs::path& a, const fs::path& b) {
 }
 
 std::unique_ptr<WritableFile> Env::open_write_direct(const fs::path&) { return nullptr; }
+
+std::shared_ptr<const MappedFile> Env::map_open_file(const ReadableFile& file) {
+  if (file.fd() < 0) return map_read(file.path());
+  return map_descriptor(file.path(), file.fd());
+}
 
 Env& Env::posix() {
   static PosixEnv env;

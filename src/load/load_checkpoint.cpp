@@ -1,13 +1,16 @@
 // load_checkpoint: match source tensors to targets (or not), check everything, then read in
 // parallel straight into the destinations.
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "ckptio/error.h"
 #include "ckptio/load.h"
+#include "load/checked_convert.h"
 #include "load/read_all.h"
 #include "format/sharded/parallel_for.h"
 #include "load/rename.h"
@@ -40,6 +43,33 @@ std::vector<std::string> renamed_names(const CheckpointReader& reader, const Loa
     out.push_back(std::move(r));
   }
   return out;
+}
+
+struct NarrowingRead {
+  std::string source_name;
+  std::string name;  // after rename_keys, for errors
+  DType from;
+  DType to;
+  std::span<std::byte> dst;
+};
+
+// One tensor at a time per thread, through a scratch buffer of its stored size, so the overflow
+// check sees the source values; memory is bounded by threads x the largest such tensor.
+uint64_t read_narrowing(const CheckpointReader& reader, const std::vector<NarrowingRead>& reads,
+                        const LoadOptions& options) {
+  std::atomic<uint64_t> bytes{0};
+  detail::parallel_for(reads.size(), detail::pick_thread_count(options.threads, 8, reads.size()),
+                       [&](size_t i) {
+    const NarrowingRead& r = reads[i];
+    const size_t count = r.dst.size() / (static_cast<size_t>(dtype_bits(r.to)) / 8);
+    const size_t stored = count * (static_cast<size_t>(dtype_bits(r.from)) / 8);
+    auto scratch = std::make_unique_for_overwrite<std::byte[]>(stored);
+    const ReadRequest request{r.source_name, r.from, {scratch.get(), stored}};
+    bytes += reader.read_into_many({&request, 1}, 1);
+    detail::convert_checked(r.from, scratch.get(), r.to, r.dst.data(), count, r.name,
+                            options.allow_overflow);
+  });
+  return bytes.load();
 }
 
 }  // namespace
@@ -95,7 +125,8 @@ LoadReport load_checkpoint(const std::filesystem::path& source, std::span<const 
   LoadReport report;
   report.source = reader.source();
   const std::vector<std::string> names = renamed_names(reader, options);
-  std::vector<ReadRequest> requests;
+  std::vector<ReadRequest> requests;     // same dtype or widening: converted by the reader
+  std::vector<NarrowingRead> rounded;    // narrowing: read as stored, then converted and checked
   std::vector<bool> matched(targets.size(), false);
   for (size_t i = 0; i < names.size(); ++i) {
     const SourceTensorInfo& src = reader.tensors()[i];
@@ -106,15 +137,23 @@ LoadReport load_checkpoint(const std::filesystem::path& source, std::span<const 
     }
     const LoadTarget& dst = targets[it->second];
     matched[it->second] = true;
-    const bool dtype_ok = src.dtype == dst.dtype ||
-                          (options.convert_dtype && can_convert(src.dtype, dst.dtype));
-    if (src.shape != dst.shape || !dtype_ok) {
+    const bool convertible = options.convert_dtype && can_convert(src.dtype, dst.dtype);
+    const bool narrowing = convertible && !detail::is_widening(src.dtype, dst.dtype);
+    if (src.shape != dst.shape || (src.dtype != dst.dtype && !convertible) ||
+        (narrowing && !options.allow_narrowing)) {
       report.mismatched.push_back(names[i] + ": source " + describe(src.dtype, src.shape) +
-                                  " vs target " + describe(dst.dtype, dst.shape));
+                                  " vs target " + describe(dst.dtype, dst.shape) +
+                                  (src.shape == dst.shape && narrowing
+                                       ? " (would round; allow_narrowing converts)"
+                                       : ""));
       continue;
     }
     if (src.dtype != dst.dtype) report.converted.push_back(names[i]);
-    requests.push_back({src.name, dst.dtype, dst.buffer});
+    if (narrowing) {
+      rounded.push_back({src.name, names[i], src.dtype, dst.dtype, dst.buffer});
+    } else {
+      requests.push_back({src.name, dst.dtype, dst.buffer});
+    }
     report.loaded.push_back(names[i]);
   }
   for (size_t i = 0; i < targets.size(); ++i) {
@@ -137,6 +176,7 @@ LoadReport load_checkpoint(const std::filesystem::path& source, std::span<const 
     throw Error(ErrorCode::Mismatch, msg);
   }
   report.bytes_read = reader.read_into_many(requests, options.threads);
+  report.bytes_read += read_narrowing(reader, rounded, options);
   report.elapsed = std::chrono::steady_clock::now() - start;
   return report;
 }
@@ -148,7 +188,8 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& source, const Load
   out.report.source = reader.source();
   const std::vector<std::string> names = renamed_names(reader, options);
   const auto& infos = reader.tensors();
-  detail::ReadAllResult all = detail::read_all_tensors(reader, options.dtype, options.threads);
+  detail::ReadAllResult all =
+      detail::read_all_tensors(reader, options.dtype, options.threads, options.allow_overflow);
   std::vector<Tensor>& tensors = all.tensors;
   const std::vector<bool>& convert = all.converted;
   for (size_t i = 0; i < infos.size(); ++i) {

@@ -1,11 +1,12 @@
 #include "load/read_all.h"
 
 #include "format/sharded/parallel_for.h"
+#include "load/checked_convert.h"
 
 namespace ckptio::detail {
 
 ReadAllResult read_all_tensors(const CheckpointReader& reader, std::optional<DType> dtype,
-                               int threads) {
+                               int threads, bool allow_overflow) {
   const auto& infos = reader.tensors();
   ReadAllResult out;
   out.tensors.resize(infos.size());
@@ -19,7 +20,8 @@ ReadAllResult read_all_tensors(const CheckpointReader& reader, std::optional<DTy
     Tensor t = reader.tensor(infos[i].name);
     if (convert[i]) {
       Tensor c = Tensor::empty(*dtype, t.shape());  // every element is written below
-      convert_elements(t.dtype(), t.bytes().data(), *dtype, c.mutable_bytes().data(), t.numel());
+      convert_checked(t.dtype(), t.bytes().data(), *dtype, c.mutable_bytes().data(), t.numel(),
+                      infos[i].name, allow_overflow);
       t = std::move(c);
     }
     out.tensors[i] = std::move(t);

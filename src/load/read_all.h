@@ -1,5 +1,6 @@
 // Internal: every tensor of a source, read in parallel, float tensors converted to `dtype` when
-// set (the common step of load_checkpoint without targets and of convert).
+// set (the common step of load_checkpoint without targets and of convert). A finite value that the
+// conversion would turn into Inf or NaN is Error(Mismatch) naming the tensor unless allow_overflow.
 #pragma once
 
 #include <optional>
@@ -15,6 +16,6 @@ struct ReadAllResult {
 };
 
 ReadAllResult read_all_tensors(const CheckpointReader& reader, std::optional<DType> dtype,
-                               int threads);
+                               int threads, bool allow_overflow = false);
 
 }  // namespace ckptio::detail

@@ -97,6 +97,8 @@ class FakeHub {
     publish();
   }
   void set_faults(const json& faults) { write_atomic(dir_ / "faults.json", faults.dump()); }
+  // Ends the wait of every request held by the "until_released" fault `id`.
+  void release(const std::string& id) { write_atomic(dir_ / ("released-" + id), ""); }
 
   void start(double lifetime_s = 120) {
     int pipe_fds[2];

@@ -17,7 +17,10 @@ STATE_DIR/faults.json (optional, reread on every request): a list of
   {"id": "f1", "server": "hub"|"cdn", "method": "GET"|"HEAD"|"*", "match": "<substring of path>",
    "kind": "drop"|"corrupt"|"status"|"ignore_range"|"stall"|"slow"|"hang" (hub: never answer),
    "times": N (default: always), "after": bytes, "status": 500, "error_code": "...",
-   "delay": seconds, "chunk": bytes}
+   "delay": seconds, "chunk": bytes,
+   "until_released": true}  # stall/hang: instead of "delay", wait until STATE_DIR/released-<id>
+                            # exists (FakeHub::release), at most 60 s; the client's own timeout
+                            # has to end the request, however slow the machine is
 Every request is appended to STATE_DIR/requests.log as one JSON line (before its body is sent),
 and a second line with "event": "done" once a body has been sent in full. The ports are printed as one
 JSON line on stdout ({"hub": P, "cdn": Q}) and written to STATE_DIR/ports.json.
@@ -101,6 +104,18 @@ def take_fault(server, method, names):
             FAULT_FIRED[fault["id"]] = fired + 1
         return fault
     return None
+
+
+def hold(fault, default_delay):
+    """Keeps a stalled or hung request waiting: for "delay" seconds, or until the test releases
+    the fault when it has "until_released"."""
+    if not fault.get("until_released"):
+        time.sleep(min(float(fault.get("delay", default_delay)), 20))
+        return
+    released = os.path.join(STATE_DIR, "released-" + fault["id"])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(released) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def log_request(server, handler, status, extra=None):
@@ -200,7 +215,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(bytes(body[:cut]))
             self.wfile.flush()
             if kind == "stall":
-                time.sleep(min(float(fault.get("delay", 3)), 20))
+                hold(fault, 3)
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -237,7 +252,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if fault and fault["kind"] == "hang":
             # Logged now, then never answered: the client's timeout has to notice.
             log_request("hub", self, 0, {"fault": fault["id"]})
-            time.sleep(min(float(fault.get("delay", 3)), 20))
+            hold(fault, 3)
             self.close_connection = True
             return
         if fault and fault["kind"] == "status":

@@ -2,7 +2,12 @@
 // use of it, tokens and redirects, resume, verification, error codes, retries and cache fallback.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <memory>
+#include <stdexcept>
 #include <thread>
 
 #include "ckptio/error.h"
@@ -220,24 +225,47 @@ TEST_F(HubDownload, ServerIgnoringRangeRestartsFromZero) {
   EXPECT_EQ(gets[1]["status"], 200);
 }
 
+// The first byte position a GET asked for (0 without Range).
+uint64_t range_start(const json& request) {
+  if (request["range"].is_null()) return 0;
+  const std::string r = request["range"].get<std::string>();  // "bytes=N-"
+  return std::stoull(r.substr(r.find('=') + 1));
+}
+
+// The stalled transfer is held by the server until the test ends, so only the client's stall
+// timeout can end it. How many requests a slow machine needs is not asserted: a normal request
+// that happens to take longer than the short timeout is one more retry, which is the behaviour
+// under test too.
 TEST_F(HubDownload, StalledTransferTimesOutAndResumes) {
   hub_->set_faults(json::array({{{"id", "stall"}, {"server", "cdn"}, {"match", "model"},
-                                 {"kind", "stall"}, {"after", 70'000}, {"delay", 4}, {"times", 1}}}));
+                                 {"kind", "stall"}, {"after", 70'000}, {"until_released", true},
+                                 {"times", 1}}}));
   HubOptions o = options();
   o.stall_timeout = std::chrono::seconds(1);
-  EXPECT_EQ(read_file(download_file(kRepo, "model.safetensors", o)), weights_);
+  EXPECT_TRUE(read_file(download_file(kRepo, "model.safetensors", o)) == weights_);
+  hub_->release("stall");
   const auto gets = hub_->requests("cdn", "GET");
-  ASSERT_EQ(gets.size(), 2u);
-  EXPECT_EQ(gets[1]["range"], "bytes=70000-");
+  ASSERT_GE(gets.size(), 2u);
+  EXPECT_EQ(gets[0]["fault"], "stall");
+  EXPECT_EQ(gets[0]["range"], nullptr);
+  // The next request resumed after the bytes the stalled one delivered, and none started over.
+  EXPECT_GT(range_start(gets[1]), 0u);
+  EXPECT_LE(range_start(gets[1]), 70'000u);
+  for (size_t i = 2; i < gets.size(); ++i) EXPECT_GE(range_start(gets[i]), range_start(gets[i - 1])) << i;
 }
 
 TEST_F(HubDownload, MetadataTimeoutIsRetried) {
   hub_->set_faults(json::array({{{"id", "hang"}, {"server", "hub"}, {"method", "HEAD"},
-                                 {"match", "config"}, {"kind", "hang"}, {"delay", 3}, {"times", 1}}}));
+                                 {"match", "config"}, {"kind", "hang"}, {"until_released", true},
+                                 {"times", 1}}}));
   HubOptions o = options();
   o.metadata_timeout = std::chrono::seconds(1);
   EXPECT_EQ(read_file(download_file(kRepo, "config.json", o)), config_);
-  EXPECT_EQ(hub_->requests("hub", "HEAD").size(), 2u);
+  hub_->release("hang");
+  const auto heads = hub_->requests("hub", "HEAD");
+  ASSERT_GE(heads.size(), 2u);  // the hung one, then as many as the timeout needed
+  EXPECT_EQ(heads[0]["fault"], "hang");
+  for (size_t i = 1; i < heads.size(); ++i) EXPECT_FALSE(heads[i].contains("fault")) << i;
 }
 
 TEST_F(HubDownload, WrongBytesFailTheSha256CheckAndLeaveNothingBehind) {
@@ -330,6 +358,74 @@ TEST_F(HubDownload, CorruptLeftoverIsDiscardedAndDownloadedAgain) {
   EXPECT_EQ(gets[0]["range"], "bytes=100000-");
   EXPECT_EQ(gets[1]["range"], nullptr);
   EXPECT_TRUE(leftovers().empty());
+}
+
+// Holds a blob's cache lock the way another process downloading that blob does (its own flock).
+class HeldLock {
+ public:
+  explicit HeldLock(const fs::path& path) {
+    fs::create_directories(path.parent_path());
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0 || ::flock(fd_, LOCK_EX | LOCK_NB) != 0) throw std::runtime_error("cannot lock " + path.string());
+  }
+  ~HeldLock() { ::close(fd_); }
+  HeldLock(const HeldLock&) = delete;
+  HeldLock& operator=(const HeldLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(HubDownload, AWaiterThatGivesUpNeverTakesOverTheLockHoldersLiveDownload) {
+  const std::string sha = sha256_hex(weights_);
+  const HeldLock other(tmp_ / "cache" / ".locks" / "models--org--model" / (sha + ".lock"));
+  fs::create_directories(repo_dir() / "blobs");
+  const std::string live = sha + ".1ive0000.incomplete";  // the lock holder is writing this
+  write_file(repo_dir() / "blobs" / live, weights_.substr(0, 123'456));
+  HubOptions o = options();
+  o.lock_wait = std::chrono::milliseconds(0);  // stands for "waited 5 minutes"
+  EXPECT_EQ(read_file(download_file(kRepo, "model.safetensors", o)), weights_);
+  const auto gets = hub_->requests("cdn", "GET");
+  ASSERT_EQ(gets.size(), 1u);
+  EXPECT_EQ(gets[0]["range"], nullptr) << "resumed the other process's partial file";
+  // The owner's file is where it left it, so its own final rename will work.
+  EXPECT_TRUE(fs::exists(repo_dir() / "blobs" / live) && read_file(repo_dir() / "blobs" / live) == weights_.substr(0, 123'456));
+  EXPECT_EQ(leftovers(), std::vector<std::string>{live});
+}
+
+TEST_F(HubDownload, ADownloadWithoutTheLockLeavesNothingForOthersToAdopt) {
+  const std::string sha = sha256_hex(weights_);
+  // 100,000 bytes, then only errors.
+  hub_->set_faults(json::array({{{"id", "drop"}, {"server", "cdn"}, {"match", "model"},
+                                 {"kind", "drop"}, {"after", 100'000}, {"times", 1}},
+                                {{"id", "e503"}, {"server", "cdn"}, {"match", "model"},
+                                 {"kind", "status"}, {"status", 503}}}));
+  HubOptions o = options();
+  o.lock_wait = std::chrono::milliseconds(0);
+  o.max_attempts = 2;
+  {
+    const HeldLock other(tmp_ / "cache" / ".locks" / "models--org--model" / (sha + ".lock"));
+    try {
+      download_file(kRepo, "model.safetensors", o);
+      FAIL() << "every transfer is dropped";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::IoError) << e.what();
+    }
+    // A kept partial would be adopted by the lock holder's next attempt while this process
+    // might still be writing it.
+    EXPECT_TRUE(leftovers().empty());
+  }
+  // The partial of a download that gave up waiting may be live even when the lock is free: the
+  // lock holder leaves it alone.
+  const std::string unlocked = sha + ".abcd1234.unlocked.incomplete";
+  write_file(repo_dir() / "blobs" / unlocked, weights_.substr(0, 100'000));
+  hub_->set_faults(json::array());
+  hub_->clear_requests();
+  EXPECT_EQ(read_file(download_file(kRepo, "model.safetensors", options())), weights_);
+  const auto gets = hub_->requests("cdn", "GET");
+  ASSERT_EQ(gets.size(), 1u);
+  EXPECT_EQ(gets[0]["range"], nullptr);
+  EXPECT_EQ(leftovers(), std::vector<std::string>{unlocked});
 }
 
 TEST_F(HubDownload, TwoThreadsDownloadingTheSameFileShareOneTransfer) {

@@ -9,6 +9,7 @@
 #include "ckptio/error.h"
 #include "ckptio/hub.h"
 #include "hub/fake_hub.h"
+#include "hub/thread_start.h"
 
 namespace ckptio::hub {
 namespace {
@@ -68,6 +69,25 @@ class HubModel : public ::testing::Test {
   std::vector<std::string> shards_, shard_names_;
   std::string index_, single_;
 };
+
+TEST_F(HubModel, ADownloadThreadThatCannotStartIsAnErrorNotACrash) {
+  HubOptions o = options();
+  o.max_parallel_downloads = 3;  // two threads beside the caller's for the three shards
+  for (int started_before : {0, 1}) {
+    SCOPED_TRACE(started_before);
+    fail_thread_starts(started_before, 1);
+    try {
+      download_model("org/sharded", "", o);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::IoError) << e.what();
+      EXPECT_NE(e.message().find("cannot start a download thread"), std::string::npos) << e.message();
+    }
+  }
+  fail_thread_starts(0, 0);
+  const fs::path dir = download_model("org/sharded", "", o);
+  for (size_t i = 0; i < shards_.size(); ++i) EXPECT_TRUE(read_file(dir / shard_names_[i]) == shards_[i]) << i;
+}
 
 TEST_F(HubModel, ShardedRepoDownloadsTheIndexThenEveryShard) {
   const fs::path dir = download_model("org/sharded", "", options());

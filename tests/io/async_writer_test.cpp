@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cstring>
 #include <random>
 #include <string>
@@ -152,45 +155,117 @@ TEST(AsyncWriter, DirectIoWithAlignedSourceSkipsStagingAndStaysCorrect) {
   EXPECT_EQ(read_file(dir / "d.bin"), expect);
 }
 
+// Forwards to POSIX. Writes wait at a gate the test opens, and each write samples a probe (the
+// writer's own accounting) as it starts: the bound is checked at every event that can move it,
+// with no thread spinning to catch a moment.
+class GatedEnv final : public Env {
+ public:
+  std::function<void()> on_write;
+
+  void open_gate() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+  std::unique_ptr<WritableFile> open_write(const fs::path& path, OpenMode mode) override {
+    return std::make_unique<File>(base().open_write(path, mode), *this);
+  }
+  std::unique_ptr<ReadableFile> open_read(const fs::path& path) override { return base().open_read(path); }
+  std::shared_ptr<const MappedFile> map_read(const fs::path& path) override { return base().map_read(path); }
+  void rename(const fs::path& from, const fs::path& to) override { base().rename(from, to); }
+  void sync_dir(const fs::path& dir) override { base().sync_dir(dir); }
+  void remove(const fs::path& path) override { base().remove(path); }
+  void remove_all(const fs::path& path) override { base().remove_all(path); }
+  void create_dirs(const fs::path& path) override { base().create_dirs(path); }
+  std::vector<std::string> list_dir(const fs::path& dir) override { return base().list_dir(dir); }
+  FileInfo stat(const fs::path& path) override { return base().stat(path); }
+
+ private:
+  class File final : public WritableFile {
+   public:
+    File(std::unique_ptr<WritableFile> base, GatedEnv& env) : base_(std::move(base)), env_(env) {}
+    const fs::path& path() const override { return base_->path(); }
+    void write_at(uint64_t offset, std::span<const std::byte> src) override {
+      env_.pass_gate();
+      base_->write_at(offset, src);
+    }
+    void truncate(uint64_t size) override { base_->truncate(size); }
+    void sync() override { base_->sync(); }
+    void close() override { base_->close(); }
+
+   private:
+    std::unique_ptr<WritableFile> base_;
+    GatedEnv& env_;
+  };
+
+  void pass_gate() {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return open_; });
+    }
+    if (on_write) on_write();
+  }
+  static Env& base() { return Env::posix(); }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
 TEST(AsyncWriter, InFlightBytesNeverExceedTheBound) {
+  constexpr uint64_t kBound = 16384;
   TempDir dir;
-  FaultInjectingEnv env;
-  env.set_short_writes(1000);  // slow the workers down so producers hit the bound
+  GatedEnv env;
   AsyncWriterOptions o;
   o.env = &env;
   o.threads = 2;
   o.chunk_bytes = 4096;
-  o.max_bytes_in_flight = 16384;
+  o.max_bytes_in_flight = kBound;
   AsyncWriter w(o);
+  std::atomic<uint64_t> worst{0};
+  const auto sample = [&] {
+    const uint64_t now = w.bytes_in_flight();
+    uint64_t seen = worst.load();
+    while (now > seen && !worst.compare_exchange_weak(seen, now)) {
+    }
+  };
+  env.on_write = sample;
   const auto f = w.open(dir / "x", OpenMode::CreateNew);
   const auto data = random_bytes(1 << 20, 3);
-  std::atomic<bool> done{false};
-  std::atomic<uint64_t> worst{0};
-  std::thread watcher([&] {
-    while (!done) {
-      const uint64_t now = w.bytes_in_flight();
-      if (now > worst) worst = now;
-    }
+  const auto submit = [&](size_t off) {
+    w.submit_copy(f, off, {data.data() + off, std::min<size_t>(5000, data.size() - off)});
+    sample();
+  };
+
+  // With every write held at the gate, three 5000-byte copies fit (15000 bytes in flight) ...
+  for (size_t off : {0, 5000, 10000}) submit(off);
+  EXPECT_EQ(w.bytes_in_flight(), 15000u);
+  // ... and a fourth cannot all fit: it stays blocked until writes complete.
+  std::atomic<bool> fourth_returned{false};
+  std::thread fourth([&] {
+    submit(15000);
+    fourth_returned = true;
   });
+  EXPECT_LE(w.bytes_in_flight(), kBound);
+  EXPECT_FALSE(fourth_returned.load());
+  env.open_gate();
+  fourth.join();
+
+  // Then many producers against the bound.
   std::vector<std::thread> producers;
   for (int p = 0; p < 4; ++p) {
     producers.emplace_back([&, p] {
-      for (size_t off = p * 5000; off < data.size(); off += 20000) {
-        w.submit_copy(f, off, {data.data() + off, std::min<size_t>(5000, data.size() - off)});
-      }
+      for (size_t off = 20000 + static_cast<size_t>(p) * 5000; off < data.size(); off += 20000) submit(off);
     });
   }
   for (auto& t : producers) t.join();
   w.synchronize();
-  done = true;
-  watcher.join();
-  EXPECT_LE(worst.load(), 16384u);
-  EXPECT_LE(w.peak_bytes_in_flight(), 16384u);
-  EXPECT_GE(w.peak_bytes_in_flight(), 8192u);  // the bound was actually reached for
+  EXPECT_LE(worst.load(), kBound);
+  EXPECT_LE(w.peak_bytes_in_flight(), kBound);
+  EXPECT_GE(w.peak_bytes_in_flight(), 15000u);  // the bound was actually reached for
   const std::string got = read_file(dir / "x");
-  for (size_t off = 0; off + 5000 <= data.size(); off += 5000) {
-    ASSERT_EQ(got.substr(off, 5000), as_string({data.data() + off, 5000})) << off;
-  }
+  ASSERT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == as_string(data));
 }
 
 struct FaultCase {

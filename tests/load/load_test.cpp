@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -212,7 +213,13 @@ TEST_F(LoadPython, ParallelAndSequentialReadsAgree) {
 TEST_F(LoadPython, ConvertsToTheTargetDtype) {
   for (const char* src : {"hf", "model.pt"}) {
     Buffers b(expected(), DType::F32);
-    const LoadReport r = load_checkpoint(p(src), b.targets);
+    // F64 -> F32 rounds: refused by default, with the one tensor named.
+    const Error narrowing = expect_error([&] { load_checkpoint(p(src), b.targets); }, ErrorCode::Mismatch);
+    EXPECT_TRUE(contains(narrowing.message(), "1 mismatched (head.weight: source F64 [10, 32] vs target F32 [10, 32] (would round"))
+        << narrowing.message();
+    LoadOptions narrow;
+    narrow.allow_narrowing = true;
+    const LoadReport r = load_checkpoint(p(src), b.targets, narrow);
     EXPECT_EQ(r.converted.size(), 3u);  // bf16, f16 and f64 tensors
     for (size_t i = 0; i < expected().entries.size(); ++i) {
       const auto& e = expected().entries[i];
@@ -300,6 +307,135 @@ TEST_F(LoadPython, NoTargetGivesZeroCopyViews) {
   EXPECT_EQ(c.tensors.at("embed.weight").dtype(), DType::BF16);
   EXPECT_EQ(c.tensors.at("blocks.0.norm.num_batches_tracked").dtype(), DType::I64);
   EXPECT_EQ(c.report.converted.size(), 6u);  // every float tensor that is not BF16 already
+}
+
+// --- dtype conversion rules (no PyTorch needed) --------------------------------------------------
+
+class LoadDtype : public ::testing::Test {
+ protected:
+  // One F32 tensor "w" holding `values`, in a fresh safetensors file.
+  fs::path f32_file(const std::vector<float>& values) {
+    Tensor t = Tensor::empty(DType::F32, {static_cast<int64_t>(values.size())});
+    std::memcpy(t.mutable_bytes().data(), values.data(), values.size() * 4);
+    const fs::path path = dir_ / ("f32_" + std::to_string(files_++) + ".safetensors");
+    save_safetensors(path, std::vector<NamedTensor>{{"w", t.view()}});
+    return path;
+  }
+  fs::path typed_file(DType dtype, const std::vector<float>& values) {
+    Tensor t = Tensor::empty(dtype, {static_cast<int64_t>(values.size())});
+    convert_elements(DType::F32, values.data(), dtype, t.mutable_bytes().data(), values.size());
+    const fs::path path = dir_ / ("typed_" + std::to_string(files_++) + ".safetensors");
+    save_safetensors(path, std::vector<NamedTensor>{{"w", t.view()}});
+    return path;
+  }
+  TempDir dir_;
+  int files_ = 0;
+};
+
+struct OneTarget {
+  std::vector<std::byte> buffer;
+  std::vector<LoadTarget> targets;
+  OneTarget(DType dtype, size_t n) : buffer(tensor_nbytes(dtype, Shape{static_cast<int64_t>(n)}), std::byte{0xAB}) {
+    targets.push_back({"w", dtype, {static_cast<int64_t>(n)}, buffer});
+  }
+  std::vector<float> as_f32(DType dtype) const {
+    std::vector<float> out(targets[0].shape[0]);
+    convert_elements(dtype, buffer.data(), DType::F32, out.data(), out.size());
+    return out;
+  }
+};
+
+TEST_F(LoadDtype, NarrowingIsRefusedUnlessAllowed) {
+  const fs::path src = f32_file({1.0f, 1.0f + 0x1p-20f, 3.0f});  // the middle value has no BF16
+  OneTarget bf16(DType::BF16, 3);
+  const Error e = expect_error([&] { load_checkpoint(src, bf16.targets); }, ErrorCode::Mismatch);
+  EXPECT_TRUE(contains(e.message(), "w: source F32 [3] vs target BF16 [3] (would round; allow_narrowing"))
+      << e.message();
+  for (std::byte x : bf16.buffer) ASSERT_EQ(x, std::byte{0xAB}) << "a refused load wrote the target";
+  LoadOptions lax;
+  lax.strict = false;
+  EXPECT_EQ(load_checkpoint(src, bf16.targets, lax).mismatched.size(), 1u);
+
+  LoadOptions narrow;
+  narrow.allow_narrowing = true;
+  const LoadReport r = load_checkpoint(src, bf16.targets, narrow);
+  EXPECT_EQ(r.converted, std::vector<std::string>{"w"});
+  EXPECT_EQ(bf16.as_f32(DType::BF16), (std::vector<float>{1.0f, 1.0f, 3.0f}));
+}
+
+TEST_F(LoadDtype, WideningConvertsByDefaultAndExactly) {
+  const std::vector<float> values = {1.0f, -0.0f, 448.0f, 0x1p-9f, INFINITY};
+  struct Pair { DType from, to; };
+  for (Pair pair : {Pair{DType::F16, DType::F32}, Pair{DType::BF16, DType::F32}, Pair{DType::F32, DType::F64},
+                    Pair{DType::F8_E4M3, DType::F16}, Pair{DType::F8_E4M3, DType::BF16},
+                    Pair{DType::F8_E5M2, DType::F16}}) {
+    SCOPED_TRACE(std::string(dtype_name(pair.from)) + " -> " + std::string(dtype_name(pair.to)));
+    // (E4M3 has no infinity: its NaN stays NaN.)
+    const fs::path src = typed_file(pair.from, values);
+    OneTarget t(pair.to, values.size());
+    EXPECT_EQ(load_checkpoint(src, t.targets).converted.size(), 1u);
+    std::vector<double> want(values.size()), got(values.size());
+    const Tensor stored = load_checkpoint(src).tensors.at("w");
+    convert_elements(pair.from, stored.bytes().data(), DType::F64, want.data(), want.size());
+    convert_elements(pair.to, t.buffer.data(), DType::F64, got.data(), got.size());
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (std::isnan(want[i])) {
+        EXPECT_TRUE(std::isnan(got[i])) << i;
+      } else {
+        EXPECT_EQ(std::signbit(want[i]), std::signbit(got[i])) << i;
+        EXPECT_EQ(want[i], got[i]) << i;
+      }
+    }
+  }
+  // Same width, different range or precision: narrowing both ways.
+  for (auto [from, to] : {std::pair{DType::F16, DType::BF16}, std::pair{DType::BF16, DType::F16},
+                          std::pair{DType::F8_E4M3, DType::F8_E5M2}, std::pair{DType::F16, DType::F8_E4M3FNUZ}}) {
+    OneTarget t(to, 1);
+    expect_error([&] { load_checkpoint(typed_file(from, {1.0f}), t.targets); }, ErrorCode::Mismatch);
+  }
+}
+
+TEST_F(LoadDtype, OverflowIsAnErrorNamingTheTensorEvenWhenNarrowing) {
+  const fs::path src = f32_file({1.0f, 1e6f, -2.0f});
+  LoadOptions narrow;
+  narrow.allow_narrowing = true;
+  for (DType to : {DType::F8_E4M3, DType::F16, DType::F8_E5M2}) {
+    SCOPED_TRACE(dtype_name(to));
+    OneTarget t(to, 3);
+    const Error e = expect_error([&] { load_checkpoint(src, t.targets, narrow); }, ErrorCode::Mismatch);
+    EXPECT_TRUE(contains(e.message(), "tensor 'w': element 1 (1000000) is out of the range of " +
+                                          std::string(dtype_name(to))))
+        << e.message();
+  }
+  // Opting in keeps what the conversion makes: NaN for E4M3 (no infinities), Inf for F16.
+  narrow.allow_overflow = true;
+  OneTarget e4m3(DType::F8_E4M3, 3);
+  load_checkpoint(src, e4m3.targets, narrow);
+  EXPECT_TRUE(std::isnan(e4m3.as_f32(DType::F8_E4M3)[1]));
+  EXPECT_EQ(e4m3.as_f32(DType::F8_E4M3)[2], -2.0f);
+  // Non-finite sources are not overflow: Inf -> F16 stays Inf.
+  OneTarget f16(DType::F16, 2);
+  narrow.allow_overflow = false;
+  load_checkpoint(f32_file({INFINITY, NAN}), f16.targets, narrow);
+  EXPECT_TRUE(std::isinf(f16.as_f32(DType::F16)[0]));
+  EXPECT_TRUE(std::isnan(f16.as_f32(DType::F16)[1]));
+}
+
+TEST_F(LoadDtype, RequestedDtypeRoundsButOverflowIsAnError) {
+  const fs::path src = f32_file({1.0f, 1e6f});
+  LoadOptions o;
+  o.dtype = DType::F8_E4M3;
+  const Error e = expect_error([&] { load_checkpoint(src, o); }, ErrorCode::Mismatch);
+  EXPECT_TRUE(contains(e.message(), "tensor 'w': element 1")) << e.message();
+  o.dtype = DType::BF16;  // rounding is what asking for a dtype means
+  EXPECT_EQ(load_checkpoint(f32_file({1.0f + 0x1p-20f}), o).tensors.at("w").dtype(), DType::BF16);
+  o.dtype = DType::F8_E4M3;
+  o.allow_overflow = true;
+  const Tensor w = load_checkpoint(src, o).tensors.at("w");
+  float back[2];
+  convert_elements(DType::F8_E4M3, w.bytes().data(), DType::F32, back, 2);
+  EXPECT_EQ(back[0], 1.0f);
+  EXPECT_TRUE(std::isnan(back[1]));
 }
 
 // --- convert ----------------------------------------------------------------------------------

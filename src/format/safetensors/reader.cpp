@@ -30,7 +30,7 @@ SafetensorsReader SafetensorsReader::open(const std::filesystem::path& path, Rea
   const std::string source = path.string();
   impl->file = env.open_read(path);
   if (mode == ReadMode::Mmap) {
-    impl->map = env.map_read(path);
+    impl->map = env.map_open_file(*impl->file);  // the same inode as the preads, not a reopen
     const auto bytes = impl->map->bytes();
     impl->file_size = bytes.size();
     impl->header = parse_safetensors(bytes, source, limits);
