@@ -16,6 +16,9 @@
 // "reboots": the Env passes calls through again, with the rewritten folder as the durable state.
 // Counting ops in a dry run (ops()) and looping n over 0..count tests every operation boundary.
 //
+// The base Env's fsyncs are not called: the model alone decides what survives, and crash loops
+// that replay a save hundreds of times stay fast.
+//
 // Writers that bypass the Env (raw descriptors, io_uring, O_DIRECT, ::symlink) are outside the
 // model; open_write_direct() returns nullptr and files report fd() == -1 so that engines fall back
 // to writes through the Env. A symlink created directly on disk is picked up when it is renamed

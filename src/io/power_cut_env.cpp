@@ -345,7 +345,6 @@ class PowerCutWritableFile final : public WritableFile {
   void sync() override {
     std::lock_guard lock(model_->mu);
     model_->gate("fsync", path());
-    base_->sync();
     model_->sync_file(base_->fd(), path());
   }
   void close() override {
@@ -511,7 +510,6 @@ void PowerCutEnv::exchange(const fs::path& a, const fs::path& b) {
 void PowerCutEnv::sync_dir(const fs::path& dir) {
   std::lock_guard lock(model_->mu);
   model_->gate("fsync directory", dir);
-  base_.sync_dir(dir);
   model_->sync_dir(dir.empty() ? fs::path(".") : dir);
 }
 

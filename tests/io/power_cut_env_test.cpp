@@ -8,6 +8,7 @@
 #include <set>
 
 #include "ckptio/error.h"
+#include "support/power_cut_root.h"
 #include "support/test_util.h"
 
 namespace ckptio::io {
@@ -232,7 +233,7 @@ std::vector<uint64_t> failing_boundaries(
     const std::function<bool(const fs::path&, bool)>& check) {
   uint64_t total = 0;
   {
-    TempDir dir;
+    testing::PowerCutRoot dir;
     write_file(dir / "f", "old");
     PowerCutEnv env(dir.path());
     script(env, dir.path());
@@ -240,7 +241,7 @@ std::vector<uint64_t> failing_boundaries(
   }
   std::vector<uint64_t> bad;
   for (uint64_t n = 0; n <= total; ++n) {
-    TempDir dir;
+    testing::PowerCutRoot dir;
     write_file(dir / "f", "old");
     PowerCutEnv env(dir.path());
     env.cut_after(n);
@@ -296,7 +297,7 @@ TEST(PowerCutEnv, RejectsRelativeRoot) {
 }
 
 TEST(PowerCutEnv, NoDirectIoAndNoRawDescriptor) {
-  TempDir dir;
+  testing::PowerCutRoot dir;
   PowerCutEnv env(dir.path());
   write_file(dir / "f", "x");
   EXPECT_EQ(env.open_write_direct(dir / "f"), nullptr);
