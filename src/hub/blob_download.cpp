@@ -210,7 +210,7 @@ void download_blob(HttpClient& http, const Settings& settings, RepoCache& cache,
   const fs::path blob = cache.blob_path(meta.etag);
   const auto blob_exists = [&] { return env.stat(blob).exists; };
   if (blob_exists()) return;
-  env.create_dirs(cache.blobs_dir());
+  io::create_dirs_synced(env, cache.blobs_dir());  // the blob must outlive a power cut
   const FileLock lock(cache.lock_path(meta.etag), kMaxLockWait, blob_exists);
   if (blob_exists()) return;  // another process finished it while we waited
 

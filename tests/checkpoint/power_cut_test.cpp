@@ -1,7 +1,8 @@
 // Power cuts during CheckpointIO saves, at every operation boundary, through the power-cut model
 // (data not fsynced is lost, directory entries not fsynced through their folder are rolled back).
-// The script saves a fresh experiment folder, a second step, the same step again (replace) and a
-// third step with keep_n_latest = 2 (prune). After each cut, what survives must be:
+// The script saves a first step into an experiment folder that does not exist yet (nor does its
+// parent), a second step, the same step again (replace) and a third step with keep_n_latest = 2
+// (prune). After each cut, what survives must be:
 //   - no torn checkpoint: every folder at a final name is committed and holds exactly one of the
 //     states that were saved under that name;
 //   - never older than reported: "latest" is the last save that returned, or the one in flight;
@@ -202,15 +203,18 @@ std::string check_recovery(const fs::path& exp) {
   return {};
 }
 
+// Two folder levels that do not exist yet: the first save must make both durable.
+fs::path exp_dir(const testing::PowerCutRoot& root) { return root / "runs" / "exp"; }
+
 void cut_at_every_boundary(const PowerCutOptions& options) {
   const std::vector<Save> saves = script_saves();
   uint64_t total = 0;
   {
     testing::PowerCutRoot root;
     PowerCutEnv env(root.path());
-    ASSERT_EQ(run_script(env, root / "exp", saves), saves.size());
+    ASSERT_EQ(run_script(env, exp_dir(root), saves), saves.size());
     total = env.ops();
-    ASSERT_TRUE(check_survivors(root / "exp", saves, saves.size()).empty());
+    ASSERT_TRUE(check_survivors(exp_dir(root), saves, saves.size()).empty());
   }
   ASSERT_GT(total, 100u);
   ::testing::Test::RecordProperty("boundaries", std::to_string(total + 1));
@@ -219,10 +223,10 @@ void cut_at_every_boundary(const PowerCutOptions& options) {
     testing::PowerCutRoot root;
     PowerCutEnv env(root.path());
     env.cut_after(n);
-    const size_t returned = run_script(env, root / "exp", saves);
+    const size_t returned = run_script(env, exp_dir(root), saves);
     env.power_cut(options);
-    std::string problems = check_survivors(root / "exp", saves, returned);
-    if (problems.empty() && fs::exists(root / "exp")) problems = check_recovery(root / "exp");
+    std::string problems = check_survivors(exp_dir(root), saves, returned);
+    if (problems.empty() && fs::exists(exp_dir(root))) problems = check_recovery(exp_dir(root));
     if (!problems.empty() && ++failures <= 5) {
       ADD_FAILURE() << "power cut after op " << n << " of " << total << " (" << returned
                     << " saves returned): " << problems;

@@ -292,6 +292,59 @@ TEST(PowerCutEnv, MissingFolderSyncIsCaught) {
   EXPECT_FALSE(failing_boundaries(script, {Names::Rollback, Data::Drop}, old_or_new).empty());
 }
 
+// AtomicDir into a parent that does not exist yet, then a replace: the folder holds the old or the
+// new file set, never a mix, and the committed one once commit() returned.
+TEST(PowerCutEnv, AtomicDirSurvivesEveryBoundary) {
+  const auto script = [](Env& env, const fs::path& root, size_t& committed) {
+    for (const std::string version : {"v1", "v2"}) {
+      AtomicDir out(env, root / "runs" / "a" / "ckpt");
+      write_new(env, out / "x", version + "x", true);
+      env.create_dirs(out / "sub");
+      write_new(env, out / "sub" / "y", version + "y", true);
+      out.commit(/*replace=*/true);
+      ++committed;
+    }
+  };
+  const auto check = [](const fs::path& root, size_t committed) {
+    const fs::path dir = root / "runs" / "a" / "ckpt";
+    std::string got;
+    if (fs::exists(dir)) {
+      if (!fs::exists(dir / "x") || !fs::exists(dir / "sub" / "y")) return false;
+      got = read_file(dir / "x");
+      if (read_file(dir / "sub" / "y") != got.substr(0, 2) + "y") return false;
+      got = got.substr(0, 2);
+    }
+    if (committed == 0) return got.empty() || got == "v1";
+    if (committed == 1) return got == "v1" || got == "v2";
+    return got == "v2";
+  };
+  uint64_t total = 0;
+  {
+    testing::PowerCutRoot dir;
+    PowerCutEnv env(dir.path());
+    size_t committed = 0;
+    script(env, dir.path(), committed);
+    total = env.ops();
+  }
+  for (const auto names : {Names::Rollback, Names::Keep}) {
+    std::vector<uint64_t> bad;
+    for (uint64_t n = 0; n <= total; ++n) {
+      testing::PowerCutRoot dir;
+      PowerCutEnv env(dir.path());
+      env.cut_after(n);
+      size_t committed = 0;
+      try {
+        script(env, dir.path(), committed);
+      } catch (const Error&) {
+      }
+      env.power_cut({names, Data::Drop});
+      if (!check(dir.path(), committed)) bad.push_back(n);
+    }
+    EXPECT_TRUE(bad.empty()) << "first failing boundary " << (bad.empty() ? 0 : bad.front())
+                             << " of " << total;
+  }
+}
+
 TEST(PowerCutEnv, RejectsRelativeRoot) {
   EXPECT_THROW(PowerCutEnv env("relative/dir"), Error);
 }

@@ -51,21 +51,6 @@ void write_small_file(io::Env& env, const std::filesystem::path& path, std::stri
   }
 }
 
-// mkdir -p that survives a power cut: a new folder exists after a crash only once its parent is
-// fsynced, so each folder this creates is synced into its parent (without `sync`, plain mkdir -p).
-void create_dirs_durably(io::Env& env, const std::filesystem::path& dir, bool sync) {
-  std::vector<std::filesystem::path> created;
-  for (std::filesystem::path p = dir; !p.empty() && !env.stat(p).exists; p = p.parent_path()) {
-    created.push_back(p);
-    if (p == p.parent_path()) break;
-  }
-  env.create_dirs(dir);
-  if (!sync) return;
-  for (const auto& p : created) {
-    env.sync_dir(p.has_parent_path() ? p.parent_path() : std::filesystem::path("."));
-  }
-}
-
 }  // namespace
 
 ShardedWriteResult save_sharded(const std::filesystem::path& dir,
@@ -97,7 +82,11 @@ ShardedWriteResult save_sharded(const std::filesystem::path& dir,
   }
   const std::string index_text = sharded ? render_shard_index(plan, tensors, options.metadata) : "";
 
-  create_dirs_durably(env, dir, options.sync);
+  if (options.sync) {
+    io::create_dirs_synced(env, dir);  // a new folder must survive a power cut with its files
+  } else {
+    env.create_dirs(dir);
+  }
   const std::vector<std::string> before = env.list_dir(dir);
   const std::set<std::string> existing(before.begin(), before.end());
 
