@@ -66,6 +66,9 @@ class PowerCutEnv final : public Env {
   void cut_after(uint64_t ops);
   // True once the power is out (until power_cut() restores it).
   bool is_cut() const;
+  // false: exchange() throws Error(Unsupported), like a filesystem without RENAME_EXCHANGE, so
+  // that callers' fallback paths run under the model.
+  void set_exchange_supported(bool supported);
   // Mutating calls that ran since construction (or since the last power_cut()).
   uint64_t ops() const;
   // Cuts the power now if it is still on, rewrites `root` to its durable image as `options`

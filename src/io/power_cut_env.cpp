@@ -112,6 +112,7 @@ struct PowerCutEnv::Model {
   size_t root_node = 0;
   bool cut = false;
   bool armed = false;
+  bool exchange_supported = true;
   uint64_t left = 0;
   uint64_t ops = 0;
 
@@ -391,6 +392,11 @@ void PowerCutEnv::cut_after(uint64_t ops) {
   model_->left = ops;
 }
 
+void PowerCutEnv::set_exchange_supported(bool supported) {
+  std::lock_guard lock(model_->mu);
+  model_->exchange_supported = supported;
+}
+
 bool PowerCutEnv::is_cut() const {
   std::lock_guard lock(model_->mu);
   return model_->cut;
@@ -501,6 +507,11 @@ void PowerCutEnv::rename(const fs::path& from, const fs::path& to) {
 
 void PowerCutEnv::exchange(const fs::path& a, const fs::path& b) {
   std::lock_guard lock(model_->mu);
+  if (!model_->exchange_supported) {
+    model_->check_power("exchange", b);
+    throw Error(ErrorCode::Unsupported, "atomic exchange of " + quoted(a) + " and " + quoted(b) +
+                                            " is not supported here (power-cut model)");
+  }
   model_->gate("exchange", b);
   model_->node_of(a);
   model_->node_of(b);
