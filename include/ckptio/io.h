@@ -123,6 +123,10 @@ void write_file_atomic(Env& env, const fs::path& path,
                        const std::function<void(WritableFile&)>& fill);
 void write_file_atomic(Env& env, const fs::path& path, std::string_view contents);
 
+// mkdir -p that survives a power cut: a new folder's entry is durable only once its parent is
+// fsynced, so every folder this creates is synced into its parent before it returns.
+void create_dirs_synced(Env& env, const fs::path& dir);
+
 // Reads a whole (small) file; refuses files over `max_bytes` with Error(Corrupt).
 std::string read_small_file(Env& env, const fs::path& path, uint64_t max_bytes = 64u << 20);
 

@@ -7,7 +7,9 @@
 //   a folder: model.safetensors.index.json > model.safetensors > pytorch_model.bin.index.json >
 //             pytorch_model.bin > a training checkpoint folder (ckptio's, or Open-Sora/ColossalAI's
 //             epochE-global_stepS: its EMA weights when present, else model/; WeightsChoice picks)
-//             > the folder's only *.safetensors.index.json > its only *.safetensors file.
+//             > the folder's only *.safetensors.index.json > its only *.safetensors file (but
+//             "<base>-0000k-of-0000N.safetensors" with N > 1 alone is Error(Corrupt): a shard set
+//             without its index).
 // A folder that holds safetensors weights never falls back to a pickle: if the safetensors files
 // are broken the load fails.
 #pragma once

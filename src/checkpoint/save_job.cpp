@@ -103,9 +103,10 @@ fs::path SaveJob::run() {
   try {
     phase(SavePhase::WriteFiles);
     if (!e.stat(experiment_dir).exists) {
-      e.create_dirs(experiment_dir);
-      if (settings.fsync && experiment_dir.has_parent_path()) {
-        e.sync_dir(experiment_dir.parent_path());
+      if (settings.fsync) {
+        io::create_dirs_synced(e, experiment_dir);  // every new level, not only the last
+      } else {
+        e.create_dirs(experiment_dir);
       }
     }
     e.create_dirs(temp);

@@ -222,7 +222,7 @@ void download_blob(HttpClient& http, const Settings& settings, RepoCache& cache,
   const fs::path blob = cache.blob_path(meta.etag);
   const auto blob_exists = [&] { return env.stat(blob).exists; };
   if (blob_exists()) return;
-  env.create_dirs(cache.blobs_dir());
+  io::create_dirs_synced(env, cache.blobs_dir());  // the blob must outlive a power cut
   // Waiting past lock_wait means something is stuck in the other download; we then download
   // ourselves (still correct, only duplicate work) and leave its partial file alone.
   const FileLock lock(cache.lock_path(meta.etag), settings.lock_wait, blob_exists);

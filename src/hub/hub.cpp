@@ -105,7 +105,7 @@ Fetched fetch_file(const Settings& settings, RepoCache& cache, const FileRef& re
 fs::path copy_to_local_dir(const Settings& settings, const fs::path& source, std::string_view path) {
   io::Env& env = *settings.env;
   const fs::path dest = settings.local_dir / std::string(path);
-  env.create_dirs(dest.parent_path());
+  io::create_dirs_synced(env, dest.parent_path());
   auto in = env.open_read(source);
   io::write_file_atomic(env, dest, [&](io::WritableFile& out) {
     std::vector<std::byte> buf(static_cast<size_t>(std::min<uint64_t>(in->size(), 8u << 20)));

@@ -48,7 +48,7 @@ void RepoCache::write_ref(std::string_view revision, std::string_view commit) {
   if (revision == commit) return;
   if (commit_for(revision) == std::string(commit)) return;
   const fs::path ref = repo_dir_ / "refs" / std::string(revision);
-  env_.create_dirs(ref.parent_path());
+  io::create_dirs_synced(env_, ref.parent_path());
   io::write_file_atomic(env_, ref, commit);
 }
 
@@ -85,7 +85,7 @@ void RepoCache::mark_no_exist(std::string_view commit, std::string_view path) {
 void RepoCache::link_pointer(std::string_view commit, std::string_view path, std::string_view etag) {
   const fs::path pointer = pointer_path(commit, path);
   const fs::path dir = pointer.parent_path();
-  env_.create_dirs(dir);
+  io::create_dirs_synced(env_, dir);
   // From snapshots/<commit>/<a>/<b>/<file>: one "../" per folder below the commit, then
   // "../../blobs/<etag>". Relative, so the cache can be moved.
   std::string target;

@@ -45,7 +45,7 @@ AtomicDir::AtomicDir(Env& env, fs::path final_path) : env_(env), final_(std::mov
   }
   temp_ = temp_path_for(final_);
   const fs::path parent = final_.parent_path();
-  if (!parent.empty()) env_.create_dirs(parent);
+  if (!parent.empty()) create_dirs_synced(env_, parent);  // a new parent must survive a power cut
   env_.create_dirs(temp_);
 }
 

@@ -59,6 +59,17 @@ void write_file_atomic(Env& env, const fs::path& path, std::string_view contents
   });
 }
 
+void create_dirs_synced(Env& env, const fs::path& dir) {
+  std::vector<fs::path> created;  // deepest first
+  for (fs::path p = dir; !p.empty() && !env.stat(p).exists; p = p.parent_path()) {
+    created.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  if (created.empty()) return;
+  env.create_dirs(dir);
+  for (const auto& p : created) env.sync_dir(p.has_parent_path() ? p.parent_path() : fs::path("."));
+}
+
 std::string read_small_file(Env& env, const fs::path& path, uint64_t max_bytes) {
   auto file = env.open_read(path);
   if (file->size() > max_bytes) {

@@ -1,6 +1,7 @@
 // resolve_checkpoint_source: the one place that turns a user's path into a concrete source.
 #include <array>
 #include <cstring>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -150,6 +151,17 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
     return {SourceKind::ShardedFolder, dir / st_indexes.front(), "sharded safetensors folder"};
   }
   if (st_indexes.empty() && st_files.size() == 1) {
+    // "<base>-0000k-of-0000N.safetensors" with N > 1 is one shard of a set whose index is missing
+    // (a sharded save cut short before its index landed): loading it alone would be a torn model.
+    static const std::regex kShardName(R"(.+-\d{5}-of-(\d{5})\.safetensors)");
+    const std::string& only = st_files.front();
+    std::smatch m;
+    if (std::regex_match(only, m, kShardName) && std::stoul(m[1].str()) > 1) {
+      const unsigned long n = std::stoul(m[1].str());
+      throw Error(ErrorCode::Corrupt, "folder '" + dir.string() + "' holds only '" + only +
+                                          "', one shard of " + std::to_string(n) +
+                                          ", and no index: the set is incomplete");
+    }
     return {SourceKind::SafetensorsFile, dir / st_files.front(), "only safetensors file in folder"};
   }
   if (has_safetensors) {

@@ -82,7 +82,11 @@ ShardedWriteResult save_sharded(const std::filesystem::path& dir,
   }
   const std::string index_text = sharded ? render_shard_index(plan, tensors, options.metadata) : "";
 
-  env.create_dirs(dir);
+  if (options.sync) {
+    io::create_dirs_synced(env, dir);  // a new folder must survive a power cut with its files
+  } else {
+    env.create_dirs(dir);
+  }
   const std::vector<std::string> before = env.list_dir(dir);
   const std::set<std::string> existing(before.begin(), before.end());
 
