@@ -46,6 +46,14 @@ enum class SourceKind : uint8_t {
 };
 std::string_view source_kind_name(SourceKind kind);
 
+// What a file holds, decided by its whole structure and never by its name: a file whose
+// safetensors header parses (and fits the file) is safetensors, whatever its first bytes; torch's
+// zip archives by their local file header; legacy torch.save streams by their magic-number record
+// (pickle protocol marker, then torch's 10-byte magic number); the legacy tar format by "ustar".
+enum class FileFormat : uint8_t { Safetensors, TorchZip, TorchLegacy, TorchTar, Unknown };
+std::string_view file_format_name(FileFormat format);
+FileFormat detect_file_format(const io::ReadableFile& file);
+
 struct SourceOptions {
   WeightsChoice weights = WeightsChoice::Auto;
   // When false, a source that resolves to a torch pickle is Error(Unsafe) instead of being read.
@@ -191,10 +199,14 @@ ConvertReport convert_checkpoint(const std::filesystem::path& src, const std::fi
 // --- diff --------------------------------------------------------------------------------------
 
 struct DiffOptions {
-  // Float values a, b are equal when |a - b| <= atol + rtol * |b| (NaN equals NaN). Integer and
-  // other types compare exactly.
+  // Float values a (from A), b (from B) are equal as numpy.isclose(a, b, rtol, atol, equal_nan)
+  // says: finite values when |a - b| <= atol + rtol * |b|; an infinity only to the same infinity;
+  // NaN to nothing, unless equal_nan (then to NaN). One exception to numpy: elements with the same
+  // bytes are equal (a NaN equals a bit-identical NaN, so a source always equals itself). Integer
+  // and other types compare exactly.
   double atol = 0.0;
   double rtol = 0.0;
+  bool equal_nan = false;
   size_t max_differences = 20;  // stop listing after this many (counting continues)
   SourceOptions source;
 };

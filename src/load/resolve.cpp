@@ -6,7 +6,6 @@
 
 #include "ckptio/error.h"
 #include "ckptio/load.h"
-#include "ckptio/torch_pickle.h"
 
 namespace ckptio {
 namespace fs = std::filesystem;
@@ -38,19 +37,26 @@ ResolvedSource torch_source(const fs::path& p, std::string how, const SourceOpti
   return {SourceKind::TorchFile, p, std::move(how)};
 }
 
-// A file whose name does not say what it is: look at its first bytes.
+// A file whose name does not say what it is: look at its structure.
 ResolvedSource sniff_file(const fs::path& p, const SourceOptions& options, io::Env& env) {
   auto file = env.open_read(p);
-  std::array<std::byte, 16> head{};
-  const size_t n = static_cast<size_t>(std::min<uint64_t>(head.size(), file->size()));
-  file->read_exact(0, std::span(head.data(), n));
-  if (torch::looks_like_torch_file(std::span(head.data(), n))) {
-    return torch_source(p, "PyTorch file (by content)", options);
+  switch (detect_file_format(*file)) {
+    case FileFormat::Safetensors:
+      return {SourceKind::SafetensorsFile, p, "safetensors file (by content)"};
+    case FileFormat::TorchZip:
+    case FileFormat::TorchLegacy:
+    case FileFormat::TorchTar:  // the torch reader refuses it with a precise message
+      return torch_source(p, "PyTorch file (by content)", options);
+    case FileFormat::Unknown:
+      break;
   }
-  if (n >= 9) {
+  std::array<std::byte, 9> head{};
+  if (file->size() >= head.size()) {
+    file->read_exact(0, head);
     uint64_t len = 0;
     std::memcpy(&len, head.data(), 8);  // little-endian hosts only, like the rest of ckptio
     if (len + 8 <= file->size() && head[8] == std::byte{'{'}) {
+      // Shaped like safetensors but broken: the reader names what is wrong.
       return {SourceKind::SafetensorsFile, p, "safetensors file (by content)"};
     }
   }
@@ -166,7 +172,62 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
                   "ema/model, *.safetensors.index.json, *.safetensors)");
 }
 
+bool has_prefix(std::span<const std::byte> head, const unsigned char* prefix, size_t n) {
+  return head.size() >= n && std::memcmp(head.data(), prefix, n) == 0;
+}
+
+// True when the file starts with a safetensors header that parses and fits the file.
+bool parses_as_safetensors(const io::ReadableFile& file, std::span<const std::byte> first8) {
+  const SafetensorsLimits limits;
+  if (first8.size() < 8) return false;
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(first8[static_cast<size_t>(i)]);
+  if (n > limits.max_header_bytes || n > file.size() - 8) return false;
+  std::string header(static_cast<size_t>(n), '\0');
+  file.read_exact(8, std::as_writable_bytes(std::span(header.data(), header.size())));
+  try {
+    parse_safetensors_header(header, file.size() - 8 - n, file.path().string(), limits);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 }  // namespace
+
+std::string_view file_format_name(FileFormat format) {
+  switch (format) {
+    case FileFormat::Safetensors: return "safetensors";
+    case FileFormat::TorchZip: return "torch-zip";
+    case FileFormat::TorchLegacy: return "torch-legacy";
+    case FileFormat::TorchTar: return "torch-tar";
+    case FileFormat::Unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+FileFormat detect_file_format(const io::ReadableFile& file) {
+  std::array<std::byte, 512> buf{};
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), file.size()));
+  file.read_exact(0, std::span(buf.data(), n));
+  const std::span<const std::byte> head(buf.data(), n);
+  // The safetensors header length is arbitrary bytes: its first two can read as a pickle
+  // protocol marker (80 02..80 05, lengths 640, 896, ...), so a header that parses decides first.
+  if (parses_as_safetensors(file, head)) return FileFormat::Safetensors;
+  static constexpr unsigned char kZip[] = {'P', 'K', 3, 4};
+  if (has_prefix(head, kZip, sizeof kZip)) return FileFormat::TorchZip;
+  // torch.save's legacy stream starts with the pickled magic number 0x1950a86a20f9469cfc6c
+  // (LONG1, 10 bytes, STOP) after the protocol marker.
+  static constexpr unsigned char kLegacyMagicRecord[] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                                         0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+  if (n >= 2 + sizeof kLegacyMagicRecord && head[0] == std::byte{0x80} &&
+      head[1] >= std::byte{2} && head[1] <= std::byte{5} &&
+      std::memcmp(head.data() + 2, kLegacyMagicRecord, sizeof kLegacyMagicRecord) == 0) {
+    return FileFormat::TorchLegacy;
+  }
+  if (n >= 262 && std::memcmp(head.data() + 257, "ustar", 5) == 0) return FileFormat::TorchTar;
+  return FileFormat::Unknown;
+}
 
 std::string_view source_kind_name(SourceKind kind) {
   switch (kind) {

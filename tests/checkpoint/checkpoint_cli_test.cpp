@@ -68,7 +68,8 @@ TEST_F(CheckpointCli, PruneKeepsTheNewest) {
   EXPECT_FALSE(fs::exists(exp_ / "epoch1-global_step10"));
   EXPECT_FALSE(fs::exists(exp_ / "epoch2-global_step20"));
   EXPECT_TRUE(fs::exists(exp_ / "epoch3-global_step30"));
-  EXPECT_EQ(ckptio_cli("prune " + exp_.string() + " --keep 0").status, 1);
+  EXPECT_EQ(ckptio_cli("prune " + exp_.string() + " --keep 0").status, 2);
+  EXPECT_EQ(ckptio_cli("prune " + exp_.string() + " --keep -1").status, 2);  // not 2^64-1
 }
 
 TEST_F(CheckpointCli, VerifyFullNamesTheFileWithAFlippedBit) {

@@ -233,5 +233,24 @@ TEST(CliUsage, UsageErrorsExitTwo) {
   EXPECT_NE(help.out.find("inspect"), std::string::npos);
 }
 
+TEST(CliUsage, UnknownCommandIsNamed) {
+  TempDir dir;
+  const CliRun r = ckptio_cli(dir, {"bogus", "x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'bogus'"), std::string::npos) << r.err;
+}
+
+TEST(CliUsage, VersionAndConvertHelp) {
+  TempDir dir;
+  const CliRun v = ckptio_cli(dir, {"--version"});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(v.out.rfind("ckptio ", 0), 0u) << v.out;
+  EXPECT_NE(v.out.find('.'), std::string::npos) << v.out;
+  const CliRun h = ckptio_cli(dir, {"convert", "--help"});
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.out.find("sharded folder"), std::string::npos) << h.out;
+  EXPECT_NE(h.out.find("--dtype"), std::string::npos) << h.out;
+}
+
 }  // namespace
 }  // namespace ckptio

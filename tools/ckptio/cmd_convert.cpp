@@ -64,10 +64,17 @@ int convert(const ConvertArgs& args) {
 }  // namespace
 
 void register_convert(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("convert", "Convert a checkpoint to safetensors (verified by read-back)");
+  auto* cmd = app.add_subcommand(
+      "convert",
+      "Convert any source (.pt/.pth/.bin, safetensors file, sharded folder, training checkpoint "
+      "or one of its components) to one .safetensors file or a sharded folder, optionally casting "
+      "float tensors; the output is read back and compared before success is reported");
   auto args = std::make_shared<ConvertArgs>();
-  cmd->add_option("SRC", args->src, "source: a torch.save file (.pt/.pth/.bin)")->required();
-  cmd->add_option("DST", args->dst, "output .safetensors file")->required();
+  cmd->add_option("SRC", args->src, "source: a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]")
+      ->required();
+  cmd->add_option("DST", args->dst,
+                  "output: a path ending in .safetensors is one file; anything else a sharded folder")
+      ->required();
   cmd->add_option("--key", args->key, "dotted path of the object to convert (default: all)");
   cmd->add_flag("--dedupe-shared", args->dedupe_shared,
                 "write identical views of a shared storage once; aliases go into the metadata");

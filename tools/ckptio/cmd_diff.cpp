@@ -18,6 +18,7 @@ struct DiffArgs {
   std::string b;
   double atol = 0.0;
   double rtol = 0.0;
+  bool equal_nan = false;
   size_t max = 20;
 };
 
@@ -25,6 +26,7 @@ int run_diff(const DiffArgs& args) {
   DiffOptions options;
   options.atol = args.atol;
   options.rtol = args.rtol;
+  options.equal_nan = args.equal_nan;
   options.max_differences = args.max;
   const DiffReport report = diff_checkpoints(args.a, args.b, options);
   if (report.equal()) {
@@ -47,8 +49,10 @@ void register_diff(CLI::App& app, Action& action) {
   cmd->add_option("A", args->a, "file or folder")->required();
   cmd->add_option("B", args->b, "file or folder")->required();
   cmd->add_option("--atol", args->atol, "absolute tolerance for float values")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--rtol", args->rtol, "relative tolerance for float values (|a-b| <= atol + rtol*|b|)")
+  cmd->add_option("--rtol", args->rtol, "relative tolerance for float values (numpy.isclose: |a-b| <= atol + rtol*|b|; "
+                  "infinities equal only themselves)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--equal-nan", args->equal_nan, "NaN equals NaN (default: NaN equals nothing)");
   cmd->add_option("--max", args->max, "differences to list (default 20)");
   cmd->callback([&action, args] { action = [args] { return run_diff(*args); }; });
 }

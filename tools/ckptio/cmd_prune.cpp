@@ -1,5 +1,7 @@
 // ckptio prune EXP --keep N: remove all but the newest N committed checkpoints.
+#include <cstdint>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -31,11 +33,14 @@ int prune(const std::filesystem::path& exp, size_t keep) {
 void register_prune(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("prune", "Remove all but the newest N committed checkpoints");
   auto path = std::make_shared<std::string>();
-  auto keep = std::make_shared<size_t>(1);
+  // Signed so that "-1" is refused as a usage error instead of wrapping to 2^64-1.
+  auto keep = std::make_shared<int64_t>(1);
   cmd->add_option("EXP", *path, "experiment folder")->required();
-  cmd->add_option("--keep", *keep, "how many committed checkpoints to keep")->required();
+  cmd->add_option("--keep", *keep, "how many committed checkpoints to keep (at least 1)")
+      ->required()
+      ->check(CLI::Range(int64_t{1}, std::numeric_limits<int64_t>::max()));
   cmd->callback(
-      [&action, path, keep] { action = [path, keep] { return prune(*path, *keep); }; });
+      [&action, path, keep] { action = [path, keep] { return prune(*path, static_cast<size_t>(*keep)); }; });
 }
 
 }  // namespace ckptio::cli

@@ -24,6 +24,7 @@ int convert_any(const std::string& src, const std::string& dst, const std::strin
   if (!options.dtype) {
     DiffOptions same;
     same.source = options.source;
+    same.equal_nan = true;
     const DiffReport check = diff_checkpoints(src, dst, same);
     if (!check.equal()) {
       throw Error(ErrorCode::Mismatch, "read-back of '" + dst + "' differs from '" + src + "': " +

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <string>
 
 #include "ckptio/error.h"
 #include "command.h"
@@ -11,6 +12,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"ckptio: save, load, inspect and verify neural-network checkpoints", "ckptio"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "ckptio " CKPTIO_VERSION);
   ckptio::cli::Action action;
   ckptio::cli::register_inspect(app, action);
   ckptio::cli::register_verify(app, action);
@@ -19,8 +21,24 @@ int main(int argc, char** argv) {
   ckptio::cli::register_download(app, action);
   ckptio::cli::register_ls(app, action);
   ckptio::cli::register_prune(app, action);
+  // CLI11 would answer a mistyped command with "A subcommand is required": name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string commands;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      commands += (commands.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::cerr << "ckptio: unknown command '" << ckptio::cli::printable(argv[1])
+                << "' (commands: " << commands << "; see ckptio --help)\n";
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
