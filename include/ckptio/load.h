@@ -2,6 +2,9 @@
 // into a name -> Tensor map.
 //
 // Sources (resolve_checkpoint_source decides, in this order):
+//   CKPT/model, CKPT/ema, CKPT/optimizer: that component of the training checkpoint folder CKPT,
+//             whether it is a folder or a file (ema.safetensors, ema.pt, model.pt); an optimizer
+//             reads as tensors "state.<param>.<key>"
 //   a file:   .safetensors; .pt / .pth / .bin (torch pickle, read by the restricted unpickler);
 //             *.index.json (a sharded folder's index); other names are sniffed by their first bytes
 //   a folder: model.safetensors.index.json > model.safetensors > pytorch_model.bin.index.json >
@@ -43,6 +46,7 @@ enum class SourceKind : uint8_t {
   SafetensorsFile,
   TorchFile,      // .pt/.pth/.bin pickle
   ShardedFolder,  // an index file (safetensors or torch .bin shards)
+  TorchOptimizerFolder,  // ColossalAI's optimizer/ (pytorch_optim.bin.index.json + pickled shards)
 };
 std::string_view source_kind_name(SourceKind kind);
 
@@ -58,8 +62,13 @@ struct SourceOptions {
   WeightsChoice weights = WeightsChoice::Auto;
   // When false, a source that resolves to a torch pickle is Error(Unsafe) instead of being read.
   bool allow_pickle = true;
-  // Dotted path of the object to load inside a torch file (empty: the whole file, flattened).
+  // Dotted path of the object to load inside a torch file (empty: the whole file, flattened). A
+  // path that selects a bare tensor names it by the path (by the file's stem without a path); one
+  // that selects a value holding no tensor (`epoch`) is Error(InvalidArgument).
   std::string torch_key;
+  // Check every zip record's CRC-32 of a torch file when it is opened (this reads the whole file).
+  // Streaming readers turn it off and check the records themselves, one buffer at a time.
+  bool verify_torch_crc = true;
   // See ShardedReadOptions::allowed_root.
   std::filesystem::path allowed_root;
   io::Env* env = nullptr;  // nullptr: Env::posix()
@@ -103,6 +112,10 @@ class CheckpointReader {
   Tensor tensor(std::string_view name) const;
   // Copies or converts many tensors into caller memory in parallel (see ShardedReader).
   uint64_t read_into_many(std::span<const ReadRequest> requests, int threads = 0) const;
+  // A hint that `name` will not be read again soon: the pages of a memory-mapped tensor leave this
+  // process's memory (they are read from the file again if needed). Streaming readers call it to
+  // keep their memory bounded by one tensor.
+  void release(std::string_view name) const;
 
  private:
   struct Impl;
@@ -178,6 +191,9 @@ struct ConvertOptions {
   std::string base_name;
   int threads = 0;
   bool sync = true;
+  // Allow the output to be the input (same path, or the same file by device and inode): the new
+  // file replaces it only after it has been verified. Without it that is Error(InvalidArgument).
+  bool in_place = false;
   SourceOptions source;
 };
 
@@ -188,11 +204,21 @@ struct ConvertReport {
   size_t shards = 0;
   uint64_t tensor_bytes = 0;
   size_t converted = 0;
+  size_t verified = 0;  // tensors read back from the output and compared with the source
+  std::vector<std::string> removed_temp_files;  // stale temp files of killed converts, removed
 };
 
 // Any readable source to one safetensors file or a sharded folder. A single safetensors file
 // converted without dtype change is re-written with its own metadata by the reference layout, so
-// the output is what the reference writer produces for the same tensors and metadata.
+// the output is what the reference writer produces for the same tensors and metadata; a torch
+// file's non-tensor values go into the metadata as JSON under their dotted names.
+//
+// A single-file output streams: one tensor at a time is read (converted), written to a temp file
+// `.<name>.tmp-convert-<pid>-<random>` (locked while written), then read back and compared with a
+// fresh read of the source before the temp file is renamed into place; memory stays near the
+// largest tensor plus a fixed buffer (torch zip records are CRC-checked the same way; a legacy
+// torch file is read whole). Temp files of earlier converts to the same output whose process is
+// gone are removed first.
 ConvertReport convert_checkpoint(const std::filesystem::path& src, const std::filesystem::path& dst,
                                  const ConvertOptions& options = {});
 

@@ -88,6 +88,12 @@ std::vector<std::string> names_with_suffix(io::Env& env, const fs::path& dir, st
 ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options, io::Env& env,
                               int depth);
 
+bool is_training_folder(const Probe& probe, const fs::path& dir) {
+  return probe.is_dir(dir / "model") || probe.exists(dir / "running_states.json") ||
+         probe.exists(dir / "ckptio.manifest.json") || probe.exists(dir / "ema.safetensors") ||
+         probe.is_dir(dir / "ema") || probe.exists(dir / "ema.pt");
+}
+
 // ema.safetensors, ema/ (sharded) or ema.pt; model/ or model.pt.
 std::optional<ResolvedSource> training_component(const fs::path& dir, std::string_view component,
                                                  const SourceOptions& options, io::Env& env,
@@ -135,11 +141,7 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
     return torch_source(dir / "pytorch_model.bin", "pytorch_model.bin in folder", options);
   }
 
-  const bool training = probe.is_dir(dir / "model") || probe.exists(dir / "running_states.json") ||
-                        probe.exists(dir / "ckptio.manifest.json") ||
-                        probe.exists(dir / "ema.safetensors") || probe.is_dir(dir / "ema") ||
-                        probe.exists(dir / "ema.pt");
-  if (training) {
+  if (is_training_folder(probe, dir)) {
     if (options.weights != WeightsChoice::Model) {
       if (auto ema = training_component(dir, "ema", options, env, depth)) return *ema;
       if (options.weights == WeightsChoice::Ema) {
@@ -234,6 +236,7 @@ std::string_view source_kind_name(SourceKind kind) {
     case SourceKind::SafetensorsFile: return "safetensors file";
     case SourceKind::TorchFile: return "PyTorch file";
     case SourceKind::ShardedFolder: return "sharded folder";
+    case SourceKind::TorchOptimizerFolder: return "ColossalAI optimizer folder";
   }
   return "unknown";
 }
@@ -241,6 +244,24 @@ std::string_view source_kind_name(SourceKind kind) {
 ResolvedSource resolve_checkpoint_source(const fs::path& path, const SourceOptions& options) {
   io::Env& env = options.env ? *options.env : io::Env::posix();
   const io::FileInfo info = env.stat(path);
+  const std::string leaf = path.filename().string();
+  const bool component = leaf == "model" || leaf == "ema" || leaf == "optimizer";
+  if (component && Probe{env}.is_dir(path.parent_path()) &&
+      is_training_folder(Probe{env}, path.parent_path())) {
+    // CKPT/ema names the EMA weights whatever form they take (ema.safetensors, ema/, ema.pt).
+    if (leaf == "optimizer") {
+      if (Probe{env}.exists(path / "pytorch_optim.bin.index.json")) {
+        return {SourceKind::TorchOptimizerFolder, path, "ColossalAI optimizer of a training checkpoint"};
+      }
+      if (info.exists) return resolve_folder(path, options, env, 1);
+      throw Error(ErrorCode::NotFound, "training checkpoint '" + path.parent_path().string() +
+                                           "' has no optimizer/");
+    }
+    if (auto c = training_component(path.parent_path(), leaf, options, env, 0)) return *c;
+    throw Error(ErrorCode::NotFound, "training checkpoint '" + path.parent_path().string() +
+                                         "' has no " + leaf + " weights (" + leaf + "/, " + leaf +
+                                         ".safetensors, " + leaf + ".pt)");
+  }
   if (!info.exists) {
     // (A Hub repo id such as "org/name" would be resolved here.)
     throw Error(ErrorCode::NotFound, "checkpoint '" + path.string() + "' does not exist");

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ckptio/load.h"
+#include "cli_source.h"
 #include "command.h"
 #include "source_kind.h"
 
@@ -28,7 +29,11 @@ int run_diff(const DiffArgs& args) {
   options.rtol = args.rtol;
   options.equal_nan = args.equal_nan;
   options.max_differences = args.max;
-  const DiffReport report = diff_checkpoints(args.a, args.b, options);
+  // Both sources mean what they mean for every other command; the Hub only as hf://.
+  const CliSource a = resolve_cli_source(args.a);
+  const CliSource b = resolve_cli_source(args.b);
+  options.source = a.options.allowed_root.empty() ? b.options : a.options;
+  const DiffReport report = diff_checkpoints(a.path, b.path, options);
   if (report.equal()) {
     fmt::print("equal: {} tensors compared\n", report.compared);
     return 0;
@@ -46,8 +51,9 @@ int run_diff(const DiffArgs& args) {
 void register_diff(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("diff", "Compare the tensors of two checkpoints or model files");
   auto args = std::make_shared<DiffArgs>();
-  cmd->add_option("A", args->a, "file or folder")->required();
-  cmd->add_option("B", args->b, "file or folder")->required();
+  cmd->add_option("A", args->a, "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]")
+      ->required();
+  cmd->add_option("B", args->b, "the same forms as A")->required();
   cmd->add_option("--atol", args->atol, "absolute tolerance for float values")->check(CLI::NonNegativeNumber);
   cmd->add_option("--rtol", args->rtol, "relative tolerance for float values (numpy.isclose: |a-b| <= atol + rtol*|b|; "
                   "infinities equal only themselves)")
