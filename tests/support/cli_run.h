@@ -1,0 +1,66 @@
+// Runs the built `ckptio` binary the way a user does, for the CLI tests of every area: arguments
+// passed as a list (no shell, no quoting), stdout and stderr captured apart, the exit code, whether
+// a signal ended it, and the child's peak resident memory (getrusage of the child via wait4).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "support/test_util.h"
+
+namespace ckptio::testing {
+
+struct CliResult {
+  int exit_code = -1;    // -1 when a signal ended it
+  bool signaled = false;
+  std::string out;
+  std::string err;
+  long max_rss_kib = 0;  // the child's peak resident set size
+};
+
+// `env` entries ("NAME=value") are added to the child's environment.
+inline CliResult run_ckptio(const std::vector<std::string>& args,
+                            const std::vector<std::string>& env = {}) {
+  const fs::path dir = fs::temp_directory_path();
+  const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(std::rand());
+  const fs::path out_path = dir / ("ckptio-cli-out-" + tag);
+  const fs::path err_path = dir / ("ckptio-cli-err-" + tag);
+  const std::string binary = std::string(CKPTIO_BIN_DIR) + "/ckptio";
+  std::vector<std::string> argv_strings{binary};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (out < 0 || err < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(127);
+    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> argv;
+    for (auto& s : argv_strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  CliResult r;
+  int status = 0;
+  struct rusage usage {};
+  if (pid < 0 || ::wait4(pid, &status, 0, &usage) != pid) return r;
+  r.signaled = WIFSIGNALED(status);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.max_rss_kib = usage.ru_maxrss;
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  std::error_code ec;
+  fs::remove(out_path, ec);
+  fs::remove(err_path, ec);
+  return r;
+}
+
+}  // namespace ckptio::testing
