@@ -201,6 +201,23 @@ TEST(CliVerify, ErrorStaysOneLineWhenATensorNameHasANewline) {
   expect_one_line_error(r, "corrupt", "newline.safetensors");
 }
 
+// Header lengths whose first two bytes read as a pickle protocol marker (80 02..80 05).
+TEST(CliVerify, SafetensorsWithPickleLookingHeaderLengths) {
+  TempDir dir;
+  for (size_t length : {640, 896, 1152, 1408, 66176}) {
+    std::string header = R"({"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+    header.resize(length, ' ');
+    const fs::path path = dir / ("h" + std::to_string(length) + ".safetensors");
+    testing::write_file(path, st_file(header, "\x07"));
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"verify", path.string()}, {"inspect", path.string()},
+             {"convert", path.string(), (dir / "out.safetensors").string()}}) {
+      const CliRun r = ckptio_cli(dir, args);
+      EXPECT_EQ(r.exit_code, 0) << args[0] << " " << length << ": " << r.err;
+    }
+  }
+}
+
 TEST(CliVerify, MissingFileIsNotFound) {
   TempDir dir;
   const CliRun r = ckptio_cli(dir, {"verify", (dir / "absent.safetensors").string()});
