@@ -1,8 +1,6 @@
 // `ckptio inspect` and `ckptio verify` as a user runs them: the real binary on good and bad files,
 // checking exit codes (0 ok, 1 bad input, 2 usage), the one-line error format
 // `ckptio: error: <code>: <message>`, and the --json document's shape.
-#include <sys/wait.h>
-
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +8,7 @@
 #include <vector>
 
 #include "ckptio/safetensors.h"
+#include "support/cli_run.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -19,31 +18,10 @@ namespace fs = std::filesystem;
 using testing::TempDir;
 using json = nlohmann::ordered_json;
 
-struct CliRun {
-  int exit_code = -1;
-  bool signaled = false;
-  std::string out;
-  std::string err;
-};
+using CliRun = testing::CliResult;
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-CliRun ckptio_cli(const TempDir& dir, const std::vector<std::string>& args) {
-  std::string cmd = shell_quote(std::string(CKPTIO_BIN_DIR) + "/ckptio");
-  for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " >" + shell_quote((dir / "stdout").string()) + " 2>" + shell_quote((dir / "stderr").string());
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  // The shell reports a child killed by signal N as exit status 128 + N.
-  r.signaled = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) > 128);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = testing::read_file(dir / "stdout");
-  r.err = testing::read_file(dir / "stderr");
-  return r;
+CliRun ckptio_cli(const TempDir&, const std::vector<std::string>& args) {
+  return testing::run_ckptio(args);
 }
 
 std::span<const std::byte> bytes_of(const std::string& s) {

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -24,6 +25,8 @@ struct CliResult {
   std::string out;
   std::string err;
   long max_rss_kib = 0;  // the child's peak resident set size
+  // stdout then stderr, for checks that only look for a phrase.
+  std::string all() const { return out + err; }
 };
 
 // `env` entries ("NAME=value") are added to the child's environment.
@@ -61,6 +64,19 @@ inline CliResult run_ckptio(const std::vector<std::string>& args,
   fs::remove(out_path, ec);
   fs::remove(err_path, ec);
   return r;
+}
+
+// The same with the arguments written as one line, split at spaces (test paths have none).
+inline CliResult run_ckptio_line(const std::string& line,
+                                 const std::vector<std::string>& env = {}) {
+  std::vector<std::string> args;
+  size_t start = 0;
+  while (start < line.size()) {
+    const size_t end = std::min(line.find(' ', start), line.size());
+    if (end > start) args.push_back(line.substr(start, end - start));
+    start = end + 1;
+  }
+  return run_ckptio(args, env);
 }
 
 }  // namespace ckptio::testing

@@ -5,6 +5,7 @@
 
 #include "ckptio/safetensors.h"
 #include "format/torch/torch_fixtures.h"
+#include "support/cli_run.h"
 
 namespace ckptio::torch {
 namespace {
@@ -13,12 +14,10 @@ namespace fs = std::filesystem;
 using ckptio::testing::TempDir;
 
 // Runs the CLI; returns the exit code and leaves stdout+stderr in `out`.
-int ckptio_cli(const std::string& args, const fs::path& dir, std::string* out) {
-  const fs::path log = dir / "cli.log";
-  const std::string cmd = std::string(CKPTIO_BIN_DIR) + "/ckptio " + args + " >" + log.string() + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  *out = ckptio::testing::read_file(log);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+int ckptio_cli(const std::string& args, const fs::path&, std::string* out) {
+  const ckptio::testing::CliResult r = ckptio::testing::run_ckptio_line(args);
+  *out = r.all();
+  return r.exit_code;
 }
 
 #define CKPTIO_NEED_CLI()                                                        \
