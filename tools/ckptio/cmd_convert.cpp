@@ -70,30 +70,28 @@ int convert(const ConvertArgs& args) {
 
 }  // namespace
 
-void register_convert(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand(
-      "convert",
+void register_convert(Commands& commands) {
+  Command& cmd = add_command(
+      commands, "convert",
       "Convert any source (.pt/.pth/.bin, safetensors file, sharded folder, training checkpoint "
       "or one of its components) to one .safetensors file or a sharded folder, optionally casting "
       "float tensors; the output is read back and compared before success is reported");
   auto args = std::make_shared<ConvertArgs>();
-  cmd->add_option("SRC", args->src,
-                  "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]")
-      ->required();
-  cmd->add_option("DST", args->dst,
-                  "output: a path ending in .safetensors is one file; anything else a sharded folder")
-      ->required();
-  cmd->add_option("--key", args->key,
-                  "torch files: dotted path of the object to convert (default: all); a bare tensor "
-                  "is named by this path");
-  cmd->add_flag("--dedupe-shared", args->dedupe_shared,
-                "torch files: write identical views of a shared storage once; aliases go into the "
-                "metadata");
-  cmd->add_option("--max-shard-size", args->max_shard_size,
-                  "folder output: shard size, 5GB, 500MB, 2GiB, bytes (default 5GB)");
-  cmd->add_option("--dtype", args->dtype, "cast float tensors: bf16, f16 or f32");
-  cmd->add_flag("--in-place", args->in_place, "allow the output to replace the input");
-  cmd->callback([&action, args] { action = [args] { return convert(*args); }; });
+  cmd.positional("SRC", args->src,
+                 "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]");
+  cmd.positional("DST", args->dst,
+                 "output: a path ending in .safetensors is one file; anything else a sharded folder");
+  cmd.option("--key", args->key,
+             "torch files: dotted path of the object to convert (default: all); a bare tensor is "
+             "named by this path");
+  cmd.flag("--dedupe-shared", args->dedupe_shared,
+           "torch files: write identical views of a shared storage once; aliases go into the "
+           "metadata");
+  cmd.option("--max-shard-size", args->max_shard_size,
+             "folder output: shard size, 5GB, 500MB, 2GiB, bytes (default 5GB)");
+  cmd.option("--dtype", args->dtype, "cast float tensors: bf16, f16 or f32");
+  cmd.flag("--in-place", args->in_place, "allow the output to replace the input");
+  cmd.action([args] { return convert(*args); });
 }
 
 }  // namespace ckptio::cli

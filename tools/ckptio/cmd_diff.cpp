@@ -48,19 +48,18 @@ int run_diff(const DiffArgs& args) {
 
 }  // namespace
 
-void register_diff(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("diff", "Compare the tensors of two checkpoints or model files");
+void register_diff(Commands& commands) {
+  Command& cmd = add_command(commands, "diff", "Compare the tensors of two checkpoints or model files");
   auto args = std::make_shared<DiffArgs>();
-  cmd->add_option("A", args->a, "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]")
-      ->required();
-  cmd->add_option("B", args->b, "the same forms as A")->required();
-  cmd->add_option("--atol", args->atol, "absolute tolerance for float values")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--rtol", args->rtol, "relative tolerance for float values (numpy.isclose: |a-b| <= atol + rtol*|b|; "
-                  "infinities equal only themselves)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_flag("--equal-nan", args->equal_nan, "NaN equals NaN (default: NaN equals nothing)");
-  cmd->add_option("--max", args->max, "differences to list (default 20)");
-  cmd->callback([&action, args] { action = [args] { return run_diff(*args); }; });
+  cmd.positional("A", args->a, "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]");
+  cmd.positional("B", args->b, "the same forms as A");
+  cmd.non_negative("--atol", args->atol, "absolute tolerance for float values");
+  cmd.non_negative("--rtol", args->rtol,
+                   "relative tolerance for float values (numpy.isclose: |a-b| <= atol + rtol*|b|; "
+                   "infinities equal only themselves)");
+  cmd.flag("--equal-nan", args->equal_nan, "NaN equals NaN (default: NaN equals nothing)");
+  cmd.option("--max", args->max, "differences to list (default 20)");
+  cmd.action([args] { return run_diff(*args); });
 }
 
 }  // namespace ckptio::cli

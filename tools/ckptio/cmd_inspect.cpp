@@ -7,17 +7,17 @@
 
 namespace ckptio::cli {
 
-void register_inspect(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("inspect", "List the tensors, metadata and totals of a source");
-  auto path = std::make_shared<std::string>();
-  auto json = std::make_shared<bool>(false);
-  cmd->add_option("SOURCE", *path,
-                  "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]")
-      ->required();
-  cmd->add_flag("--json", *json, "machine-readable output");
-  cmd->callback([&action, path, json] {
-    action = [path, json] { return run_on_source(*path, Check::Inspect, *json, false); };
-  });
+void register_inspect(Commands& commands) {
+  Command& cmd = add_command(commands, "inspect", "List the tensors, metadata and totals of a source");
+  struct Args {
+    std::string path;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  cmd.positional("SOURCE", args->path,
+                 "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]");
+  cmd.flag("--json", args->json, "machine-readable output");
+  cmd.action([args] { return run_on_source(args->path, Check::Inspect, args->json, false); });
 }
 
 }  // namespace ckptio::cli
