@@ -153,6 +153,10 @@ TEST(CliConvertTorchKeys, NonTensorKeyRefusedBareTensorNamedByKey) {
   EXPECT_NE(r.err.find("invalid_argument"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("epoch"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
+  r = run_ckptio({"convert", pt.string(), out.string(), "--key", "epoch", "--dedupe-shared"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("invalid_argument"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
   r = run_ckptio({"convert", pt.string(), out.string(), "--key", "model.w"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto reader = SafetensorsReader::open(out);

@@ -42,6 +42,24 @@ int convert_torch_dedupe(const ConvertArgs& args, const std::filesystem::path& s
     throw Error(ErrorCode::InvalidArgument, "the output '" + args.dst + "' is the input '" +
                                                 args.src + "'; write elsewhere, or pass --in-place");
   }
+  {
+    // The same refusal as the general converter: a key must select tensors, and a lone tensor has
+    // nothing to dedupe (the general converter names it by its key).
+    torch::TorchLoadOptions lo;
+    lo.verify_crc = false;  // the converter checks every record
+    const torch::TorchFile f = torch::load_torch_file(src, lo);
+    const torch::Value& v = torch::select_path(f.root, args.key);
+    if (v.is_tensor()) {
+      throw Error(ErrorCode::InvalidArgument, "key '" + args.key +
+                                                  "' selects a single tensor: convert it without "
+                                                  "--dedupe-shared");
+    }
+    if ((!v.is_dict() && !v.is_sequence()) || torch::flatten_tensors(v).empty()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  (args.key.empty() ? std::string("the file") : "key '" + args.key + "'") +
+                      " holds no tensor");
+    }
+  }
   torch::TorchConvertOptions options;
   options.key = args.key;
   options.dedupe_shared = true;
