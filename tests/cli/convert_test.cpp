@@ -170,5 +170,29 @@ TEST(CliConvertTorchKeys, NonTensorKeyRefusedBareTensorNamedByKey) {
   EXPECT_EQ(all.metadata()->at("epoch"), "3");
 }
 
+// verify of a .pt checks every record's CRC-32; convert (which checks them one buffer at a time)
+// refuses the file too and publishes nothing.
+TEST(CliTorchRecords, FlippedBitIsCorruptForVerifyAndConvert) {
+  if (!testing::python_has_torch()) GTEST_SKIP() << "no torch in /usr/bin/python3";
+  TempDir dir;
+  const fs::path pt = dir / "w.pt";
+  ASSERT_EQ(testing::run_python(dir.path(),
+                                "import sys, torch\n"
+                                "torch.save({'w': torch.arange(65536, dtype=torch.float32)}, sys.argv[1])\n",
+                                pt.string()),
+            0);
+  EXPECT_EQ(run_ckptio({"verify", pt.string()}).exit_code, 0);
+  std::string bytes = testing::read_file(pt);
+  bytes[bytes.size() / 2] ^= 0x10;  // inside the 256 KiB tensor record
+  testing::write_file(pt, bytes);
+  const auto v = run_ckptio({"verify", pt.string()});
+  EXPECT_EQ(v.exit_code, 1);
+  EXPECT_EQ(v.err.rfind("ckptio: error: corrupt: ", 0), 0u) << v.err;
+  const auto c = run_ckptio({"convert", pt.string(), (dir / "out.safetensors").string()});
+  EXPECT_EQ(c.exit_code, 1);
+  EXPECT_EQ(c.err.rfind("ckptio: error: corrupt: ", 0), 0u) << c.err;
+  EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
+}
+
 }  // namespace
 }  // namespace ckptio
