@@ -119,7 +119,11 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
           const torch::Value& value = torch::select_path(file.root, options.torch_key);
           const std::string& key = options.torch_key;
           const auto add = [&](const std::string& name, const torch::TorchTensor& t) {
-            if (t.storage && t.storage->zero_copy && t.is_contiguous()) impl->torch_mapped.insert(name);
+            // Only the POSIX Env's maps are known to be private read-only file mappings; another
+            // Env may hand out heap memory, where MADV_DONTNEED would zero the bytes.
+            if (&env == &io::Env::posix() && t.storage && t.storage->zero_copy && t.is_contiguous()) {
+              impl->torch_mapped.insert(name);
+            }
             impl->torch_tensors.emplace(name, t.contiguous());
           };
           if (value.is_tensor()) {
