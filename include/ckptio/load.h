@@ -116,6 +116,10 @@ class CheckpointReader {
   // process's memory (they are read from the file again if needed). Streaming readers call it to
   // keep their memory bounded by one tensor.
   void release(std::string_view name) const;
+  // The bytes of a tensor that is a zero-copy view of a private read-only file mapping (a torch
+  // zip record read through the POSIX Env), else nullopt. A streaming reader may drop pages of
+  // these bytes (madvise MADV_DONTNEED) window by window as it goes.
+  std::optional<std::span<const std::byte>> mapped_bytes(std::string_view name) const;
 
  private:
   struct Impl;

@@ -194,6 +194,11 @@ void CheckpointReader::release(std::string_view name) const {
   if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
+std::optional<std::span<const std::byte>> CheckpointReader::mapped_bytes(std::string_view name) const {
+  if (!impl_->torch_mapped.count(std::string(name))) return std::nullopt;
+  return impl_->torch_tensors.at(std::string(name)).bytes();
+}
+
 uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
   if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
   std::vector<detail::CopyChunk> chunks;

@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -142,6 +144,15 @@ void check_zip_crcs_streaming(io::Env& env, const fs::path& path) {
 
 // --- the streaming single-file writer ----------------------------------------------------------
 
+// Drops the whole pages inside `bytes`, which must come from CheckpointReader::mapped_bytes.
+void drop_mapped_pages(std::span<const std::byte> bytes) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<uintptr_t>(bytes.data());
+  const uintptr_t first = (start + page - 1) & ~(page - 1);
+  const uintptr_t last = (start + bytes.size()) & ~(page - 1);
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 struct Plan {
   std::vector<NamedTensor> views;  // every view points into the staging buffer (sizes only)
   std::vector<DType> out_dtype;    // per source tensor
@@ -157,6 +168,28 @@ std::span<std::byte> read_tensor(const CheckpointReader& reader, const Plan& pla
   reader.read_into_many(std::span(&request, 1), threads);
   reader.release(info.name);
   return dst;
+}
+
+// Calls `fn(offset, chunk)` over tensor i's output bytes, kCompareChunk at a time. A tensor that
+// is a file mapping and needs no cast is walked in place, each window's pages dropped after use
+// (memory: one window); any other is read (and cast) whole into `staging` first.
+void for_each_chunk(const CheckpointReader& reader, const Plan& plan, size_t i, std::byte* staging,
+                    int threads, const std::function<void(uint64_t, std::span<const std::byte>)>& fn) {
+  const SourceTensorInfo& info = reader.tensors()[i];
+  std::span<const std::byte> bytes;
+  const auto mapped = plan.out_dtype[i] == info.dtype ? reader.mapped_bytes(info.name) : std::nullopt;
+  if (mapped) {
+    bytes = *mapped;
+  } else {
+    bytes = read_tensor(reader, plan, i, staging, threads);
+  }
+  for (uint64_t done = 0; done < bytes.size();) {
+    const uint64_t n = std::min<uint64_t>(kCompareChunk, bytes.size() - done);
+    const std::span<const std::byte> chunk = bytes.subspan(done, n);
+    fn(done, chunk);
+    if (mapped) drop_mapped_pages(chunk);
+    done += n;
+  }
 }
 
 // Every tensor of the written file equals a fresh read of the source; the header says what the
@@ -176,17 +209,15 @@ size_t verify_written(const CheckpointReader& reader, const Plan& plan, const fs
         got.begin != want.begin || got.end != want.end) {
       fail("tensor '" + want.name + "' has another name, dtype, shape or place");
     }
-    const std::span<const std::byte> source = read_tensor(reader, plan, plan.layout.order[j], staging, threads);
-    for (uint64_t done = 0; done < source.size();) {
-      const uint64_t n = std::min<uint64_t>(kCompareChunk, source.size() - done);
-      const std::span<std::byte> chunk(buffer.get(), static_cast<size_t>(n));
-      out.file().read_exact(out.header().data_start + got.begin + done, chunk);
-      if (std::memcmp(chunk.data(), source.data() + done, static_cast<size_t>(n)) != 0) {
-        fail("tensor '" + want.name + "' differs within bytes " + std::to_string(done) + ".." +
-             std::to_string(done + n));
-      }
-      done += n;
-    }
+    for_each_chunk(reader, plan, plan.layout.order[j], staging, threads,
+                   [&](uint64_t done, std::span<const std::byte> source) {
+                     const std::span<std::byte> chunk(buffer.get(), source.size());
+                     out.file().read_exact(out.header().data_start + got.begin + done, chunk);
+                     if (std::memcmp(chunk.data(), source.data(), source.size()) != 0) {
+                       fail("tensor '" + want.name + "' differs within bytes " +
+                            std::to_string(done) + ".." + std::to_string(done + source.size()));
+                     }
+                   });
   }
   return plan.layout.entries.size();
 }
@@ -243,9 +274,9 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
     const uint64_t data_start = plan.layout.header.size();
     out->write_at(0, std::as_bytes(std::span(plan.layout.header)));
     for (size_t j = 0; j < plan.layout.order.size(); ++j) {
-      const std::span<const std::byte> bytes =
-          read_tensor(reader, plan, plan.layout.order[j], staging.get(), options.threads);
-      out->write_at(data_start + plan.layout.entries[j].begin, bytes);
+      const uint64_t at = data_start + plan.layout.entries[j].begin;
+      for_each_chunk(reader, plan, plan.layout.order[j], staging.get(), options.threads,
+                     [&](uint64_t done, std::span<const std::byte> chunk) { out->write_at(at + done, chunk); });
     }
     out->truncate(plan.layout.file_size);
     if (options.sync) out->sync();
