@@ -2,6 +2,9 @@
 // into a name -> Tensor map.
 //
 // Sources (resolve_checkpoint_source decides, in this order):
+//   CKPT/model, CKPT/ema, CKPT/optimizer: that component of the training checkpoint folder CKPT,
+//             whether it is a folder or a file (ema.safetensors, ema.pt, model.pt); an optimizer
+//             reads as tensors "state.<param>.<key>"
 //   a file:   .safetensors; .pt / .pth / .bin (torch pickle, read by the restricted unpickler);
 //             *.index.json (a sharded folder's index); other names are sniffed by their first bytes
 //   a folder: model.safetensors.index.json > model.safetensors > pytorch_model.bin.index.json >
@@ -45,15 +48,29 @@ enum class SourceKind : uint8_t {
   SafetensorsFile,
   TorchFile,      // .pt/.pth/.bin pickle
   ShardedFolder,  // an index file (safetensors or torch .bin shards)
+  TorchOptimizerFolder,  // ColossalAI's optimizer/ (pytorch_optim.bin.index.json + pickled shards)
 };
 std::string_view source_kind_name(SourceKind kind);
+
+// What a file holds, decided by its whole structure and never by its name: a file whose
+// safetensors header parses (and fits the file) is safetensors, whatever its first bytes; torch's
+// zip archives by their local file header; legacy torch.save streams by their magic-number record
+// (pickle protocol marker, then torch's 10-byte magic number); the legacy tar format by "ustar".
+enum class FileFormat : uint8_t { Safetensors, TorchZip, TorchLegacy, TorchTar, Unknown };
+std::string_view file_format_name(FileFormat format);
+FileFormat detect_file_format(const io::ReadableFile& file);
 
 struct SourceOptions {
   WeightsChoice weights = WeightsChoice::Auto;
   // When false, a source that resolves to a torch pickle is Error(Unsafe) instead of being read.
   bool allow_pickle = true;
-  // Dotted path of the object to load inside a torch file (empty: the whole file, flattened).
+  // Dotted path of the object to load inside a torch file (empty: the whole file, flattened). A
+  // path that selects a bare tensor names it by the path (by the file's stem without a path); one
+  // that selects a value holding no tensor (`epoch`) is Error(InvalidArgument).
   std::string torch_key;
+  // Check every zip record's CRC-32 of a torch file when it is opened (this reads the whole file).
+  // Streaming readers turn it off and check the records themselves, one buffer at a time.
+  bool verify_torch_crc = true;
   // See ShardedReadOptions::allowed_root.
   std::filesystem::path allowed_root;
   io::Env* env = nullptr;  // nullptr: Env::posix()
@@ -97,6 +114,14 @@ class CheckpointReader {
   Tensor tensor(std::string_view name) const;
   // Copies or converts many tensors into caller memory in parallel (see ShardedReader).
   uint64_t read_into_many(std::span<const ReadRequest> requests, int threads = 0) const;
+  // A hint that `name` will not be read again soon: the pages of a memory-mapped tensor leave this
+  // process's memory (they are read from the file again if needed). Streaming readers call it to
+  // keep their memory bounded by one tensor.
+  void release(std::string_view name) const;
+  // The bytes of a tensor that is a zero-copy view of a private read-only file mapping (a torch
+  // zip record read through the POSIX Env), else nullopt. A streaming reader may drop pages of
+  // these bytes (madvise MADV_DONTNEED) window by window as it goes.
+  std::optional<std::span<const std::byte>> mapped_bytes(std::string_view name) const;
 
  private:
   struct Impl;
@@ -181,6 +206,9 @@ struct ConvertOptions {
   std::string base_name;
   int threads = 0;
   bool sync = true;
+  // Allow the output to be the input (same path, or the same file by device and inode): the new
+  // file replaces it only after it has been verified. Without it that is Error(InvalidArgument).
+  bool in_place = false;
   SourceOptions source;
 };
 
@@ -191,21 +219,35 @@ struct ConvertReport {
   size_t shards = 0;
   uint64_t tensor_bytes = 0;
   size_t converted = 0;
+  size_t verified = 0;  // tensors read back from the output and compared with the source
+  std::vector<std::string> removed_temp_files;  // stale temp files of killed converts, removed
 };
 
 // Any readable source to one safetensors file or a sharded folder. A single safetensors file
 // converted without dtype change is re-written with its own metadata by the reference layout, so
-// the output is what the reference writer produces for the same tensors and metadata.
+// the output is what the reference writer produces for the same tensors and metadata; a torch
+// file's non-tensor values go into the metadata as JSON under their dotted names.
+//
+// A single-file output streams: one tensor at a time is read (converted), written to a temp file
+// `.<name>.tmp-convert-<pid>-<random>` (locked while written), then read back and compared with a
+// fresh read of the source before the temp file is renamed into place; memory stays near the
+// largest tensor plus a fixed buffer (torch zip records are CRC-checked the same way; a legacy
+// torch file is read whole). Temp files of earlier converts to the same output whose process is
+// gone are removed first.
 ConvertReport convert_checkpoint(const std::filesystem::path& src, const std::filesystem::path& dst,
                                  const ConvertOptions& options = {});
 
 // --- diff --------------------------------------------------------------------------------------
 
 struct DiffOptions {
-  // Float values a, b are equal when |a - b| <= atol + rtol * |b| (NaN equals NaN). Integer and
-  // other types compare exactly.
+  // Float values a (from A), b (from B) are equal as numpy.isclose(a, b, rtol, atol, equal_nan)
+  // says: finite values when |a - b| <= atol + rtol * |b|; an infinity only to the same infinity;
+  // NaN to nothing, unless equal_nan (then to NaN). One exception to numpy: elements with the same
+  // bytes are equal (a NaN equals a bit-identical NaN, so a source always equals itself). Integer
+  // and other types compare exactly.
   double atol = 0.0;
   double rtol = 0.0;
+  bool equal_nan = false;
   size_t max_differences = 20;  // stop listing after this many (counting continues)
   SourceOptions source;
 };

@@ -2,7 +2,12 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
 #include "ckptio/hub.h"
 #include "ckptio/load.h"
@@ -17,6 +22,8 @@ struct CheckpointReader::Impl {
   std::optional<SafetensorsReader> safetensors;
   std::optional<ShardedReader> sharded;
   std::map<std::string, Tensor> torch_tensors;
+  std::optional<Metadata> torch_metadata;             // non-tensor leaves as JSON
+  std::unordered_set<std::string> torch_mapped;       // zero-copy views of the file mapping
   std::vector<SourceTensorInfo> tensors;
   std::unordered_map<std::string, size_t> position;
 };
@@ -38,7 +45,11 @@ struct LocalSource {
 LocalSource local_source(const std::filesystem::path& path, const SourceOptions& options,
                          io::Env& env) {
   const std::string spec = path.string();
-  if (env.stat(path).exists || !hub::looks_like_hub_spec(spec)) return {path, options.allowed_root};
+  // A path whose folder exists here is local (CKPT/ema names a component, not a Hub repo).
+  const bool local_parent = !path.parent_path().empty() && env.stat(path.parent_path()).exists;
+  if (env.stat(path).exists || local_parent || !hub::looks_like_hub_spec(spec)) {
+    return {path, options.allowed_root};
+  }
   hub::HubOptions hub_options;
   hub_options.env = &env;
   try {
@@ -81,10 +92,63 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         }
         break;
       }
+      case SourceKind::TorchOptimizerFolder: {
+        // Through the training checkpoint reader, which knows ColossalAI's optimizer layout.
+        OptimizerState state;
+        CheckpointLoadOptions lo;
+        lo.strict = false;
+        LoadTargets targets;
+        targets.optimizer = &state;
+        load_checkpoint_folder(impl->source.path.parent_path(), targets, lo);
+        for (const auto& [param, keys] : state.tensors) {
+          for (const auto& [key, t] : keys) impl->torch_tensors.emplace("state." + param + "." + key, t);
+        }
+        for (const auto& [name, t] : impl->torch_tensors) {
+          impl->tensors.push_back({name, t.dtype(), t.shape(), t.nbytes()});
+        }
+        break;
+      }
       case SourceKind::TorchFile: {
-        torch::TorchLoadOptions to;
-        to.env = &env;
-        impl->torch_tensors = torch::load_torch_state_dict(impl->source.path, options.torch_key, to);
+        // The tensors under options.torch_key, flattened to dotted names; the other leaves go
+        // into the metadata.
+        [&] {
+          torch::TorchLoadOptions to;
+          to.env = &env;
+          to.verify_crc = options.verify_torch_crc;
+          const torch::TorchFile file = torch::load_torch_file(impl->source.path, to);
+          const torch::Value& value = torch::select_path(file.root, options.torch_key);
+          const std::string& key = options.torch_key;
+          const auto add = [&](const std::string& name, const torch::TorchTensor& t) {
+            // Only the POSIX Env's maps are known to be private read-only file mappings; another
+            // Env may hand out heap memory, where MADV_DONTNEED would zero the bytes.
+            if (&env == &io::Env::posix() && t.storage && t.storage->zero_copy && t.is_contiguous()) {
+              impl->torch_mapped.insert(name);
+            }
+            impl->torch_tensors.emplace(name, t.contiguous());
+          };
+          if (value.is_tensor()) {
+            // Named by what selected it, never by a placeholder.
+            add(key.empty() ? impl->source.path.stem().string() : key, value.as_tensor());
+            return;
+          }
+          if (!value.is_dict() && !value.is_sequence()) {
+            throw Error(ErrorCode::InvalidArgument,
+                        (key.empty() ? std::string("the file") : "key '" + key + "'") + " holds a " +
+                            std::string(torch::kind_name(value.kind())) + ", not tensors");
+          }
+          Metadata metadata;
+          for (const torch::FlatEntry& e : torch::flatten(value)) {
+            if (e.value->is_tensor()) {
+              add(e.name, e.value->as_tensor());
+            } else {
+              metadata.emplace(e.name, torch::value_to_json(*e.value));
+            }
+          }
+          if (impl->torch_tensors.empty() && !key.empty()) {
+            throw Error(ErrorCode::InvalidArgument, "key '" + key + "' holds no tensor");
+          }
+          if (!metadata.empty()) impl->torch_metadata = std::move(metadata);
+        }();
         for (const auto& [name, t] : impl->torch_tensors) {
           impl->tensors.push_back({name, t.dtype(), t.shape(), t.nbytes()});
         }
@@ -104,7 +168,7 @@ const std::vector<SourceTensorInfo>& CheckpointReader::tensors() const { return 
 std::optional<Metadata> CheckpointReader::metadata() const {
   if (impl_->safetensors) return impl_->safetensors->metadata();
   if (impl_->sharded) return impl_->sharded->index().metadata;
-  return std::nullopt;
+  return impl_->torch_metadata;
 }
 
 Tensor CheckpointReader::tensor(std::string_view name) const {
@@ -116,6 +180,23 @@ Tensor CheckpointReader::tensor(std::string_view name) const {
                                          std::string(name) + "'");
   }
   return it->second;
+}
+
+void CheckpointReader::release(std::string_view name) const {
+  // Only tensors known to be views of the (private, read-only) file mapping: on heap memory
+  // MADV_DONTNEED would zero the bytes.
+  if (!impl_->torch_mapped.count(std::string(name))) return;
+  const std::span<const std::byte> bytes = impl_->torch_tensors.at(std::string(name)).bytes();
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<uintptr_t>(bytes.data());
+  const uintptr_t first = (start + page - 1) & ~(page - 1);
+  const uintptr_t last = (start + bytes.size()) & ~(page - 1);
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+std::optional<std::span<const std::byte>> CheckpointReader::mapped_bytes(std::string_view name) const {
+  if (!impl_->torch_mapped.count(std::string(name))) return std::nullopt;
+  return impl_->torch_tensors.at(std::string(name)).bytes();
 }
 
 uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {

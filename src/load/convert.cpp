@@ -1,13 +1,32 @@
-// convert_checkpoint: any readable source to one safetensors file or a sharded folder.
+// convert_checkpoint: any readable source to one safetensors file (streamed, verified before it is
+// published) or a sharded folder.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "ckptio/error.h"
 #include "ckptio/load.h"
+#include "format/torch/zip_crc32.h"
+#include "format/torch/zip_reader.h"
 #include "load/read_all.h"
-#include "format/sharded/parallel_for.h"
 
 namespace ckptio {
 namespace {
+
+namespace fs = std::filesystem;
+
+// Output bytes compared per read when the written file is checked against the source.
+constexpr uint64_t kCompareChunk = uint64_t{16} << 20;
 
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
@@ -32,51 +51,292 @@ std::string default_base_name(const ResolvedSource& source) {
   return base;
 }
 
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return fs::equivalent(a, b, ec);  // device and inode; false when either does not exist
+}
+
+// The output must not silently replace the input.
+void refuse_output_equal_to_input(const fs::path& src, const ResolvedSource& source,
+                                  const fs::path& dst, const ConvertOptions& options) {
+  if (options.in_place) return;
+  const bool same = same_file(dst, src) || same_file(dst, source.path) ||
+                    (source.kind == SourceKind::ShardedFolder &&
+                     same_file(dst, source.path.parent_path()));
+  if (same) {
+    throw Error(ErrorCode::InvalidArgument,
+                "the output '" + dst.string() + "' is the input '" + src.string() +
+                    "'; write elsewhere, or pass --in-place to replace it");
+  }
+}
+
+// --- temp files of this writer -----------------------------------------------------------------
+
+std::string temp_prefix(const fs::path& dst) { return "." + dst.filename().string() + ".tmp-convert-"; }
+
+bool process_alive(long pid) {
+  if (pid <= 0) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+// Leftovers of converts to the same output that were killed: our exact name pattern, the writing
+// process gone (pid in the name) and no lock held on the file (a live writer holds one even when
+// its pid is not visible here, e.g. from another container).
+std::vector<std::string> remove_stale_temp_files(io::Env& env, const fs::path& dst) {
+  const fs::path dir = dst.parent_path().empty() ? fs::path(".") : dst.parent_path();
+  const std::string prefix = temp_prefix(dst);
+  std::vector<std::string> removed;
+  if (!env.stat(dir).exists) return removed;
+  for (const std::string& name : env.list_dir(dir)) {
+    if (!name.starts_with(prefix)) continue;
+    const std::string rest = name.substr(prefix.size());  // <pid>-<random>
+    const size_t dash = rest.find('-');
+    if (dash == 0 || dash == std::string::npos ||
+        !std::all_of(rest.begin(), rest.begin() + static_cast<long>(dash),
+                     [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    if (process_alive(std::stol(rest.substr(0, dash)))) continue;
+    const int fd = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;
+    const bool unlocked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (unlocked) {
+      std::error_code ec;
+      if (fs::remove(dir / name, ec)) removed.push_back(name);
+    }
+    ::close(fd);
+  }
+  return removed;
+}
+
+// --- torch zip records, checked one buffer at a time -------------------------------------------
+
+void check_zip_crcs_streaming(io::Env& env, const fs::path& path) {
+  const auto file = env.open_read(path);
+  std::array<std::byte, 4> head{};
+  if (file->size() < head.size()) return;
+  file->read_exact(0, head);
+  if (!torch::starts_like_zip(head)) return;  // legacy files are checked when read (whole)
+  std::vector<torch::ZipEntry> entries;
+  {
+    // The central directory is parsed on a mapping that only lives for the parse.
+    const auto mapping = env.map_read(path);
+    entries = torch::ZipArchive::parse(mapping->bytes(), path.string()).entries();
+  }
+  const auto buffer = std::make_unique_for_overwrite<std::byte[]>(kCompareChunk);
+  for (const torch::ZipEntry& e : entries) {
+    if (e.method != 0) continue;  // the torch reader refuses compressed records with a message
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < e.size;) {
+      const uint64_t n = std::min(kCompareChunk, e.size - done);
+      const std::span<std::byte> chunk(buffer.get(), static_cast<size_t>(n));
+      file->read_exact(e.data_offset + done, chunk);
+      crc = torch::zip_crc32(crc, chunk);
+      done += n;
+    }
+    if (crc != e.crc32) {
+      throw Error(ErrorCode::Corrupt, "'" + path.string() + "': record '" + e.name +
+                                          "' (at byte " + std::to_string(e.data_offset) +
+                                          ") does not match its CRC-32");
+    }
+  }
+}
+
+// --- the streaming single-file writer ----------------------------------------------------------
+
+// Drops the whole pages inside `bytes`, which must come from CheckpointReader::mapped_bytes.
+void drop_mapped_pages(std::span<const std::byte> bytes) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<uintptr_t>(bytes.data());
+  const uintptr_t first = (start + page - 1) & ~(page - 1);
+  const uintptr_t last = (start + bytes.size()) & ~(page - 1);
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
+struct Plan {
+  std::vector<NamedTensor> views;  // every view points into the staging buffer (sizes only)
+  std::vector<DType> out_dtype;    // per source tensor
+  SafetensorsLayout layout;
+};
+
+// Reads tensor i of the source (converted to its output dtype) into `staging`.
+std::span<std::byte> read_tensor(const CheckpointReader& reader, const Plan& plan, size_t i,
+                                 std::byte* staging, int threads) {
+  const SourceTensorInfo& info = reader.tensors()[i];
+  const std::span<std::byte> dst(staging, plan.views[i].view.bytes.size());
+  const ReadRequest request{info.name, plan.out_dtype[i], dst};
+  reader.read_into_many(std::span(&request, 1), threads);
+  reader.release(info.name);
+  return dst;
+}
+
+// Calls `fn(offset, chunk)` over tensor i's output bytes, kCompareChunk at a time. A tensor that
+// is a file mapping and needs no cast is walked in place, each window's pages dropped after use
+// (memory: one window); any other is read (and cast) whole into `staging` first.
+void for_each_chunk(const CheckpointReader& reader, const Plan& plan, size_t i, std::byte* staging,
+                    int threads, const std::function<void(uint64_t, std::span<const std::byte>)>& fn) {
+  const SourceTensorInfo& info = reader.tensors()[i];
+  std::span<const std::byte> bytes;
+  const auto mapped = plan.out_dtype[i] == info.dtype ? reader.mapped_bytes(info.name) : std::nullopt;
+  if (mapped) {
+    bytes = *mapped;
+  } else {
+    bytes = read_tensor(reader, plan, i, staging, threads);
+  }
+  for (uint64_t done = 0; done < bytes.size();) {
+    const uint64_t n = std::min<uint64_t>(kCompareChunk, bytes.size() - done);
+    const std::span<const std::byte> chunk = bytes.subspan(done, n);
+    fn(done, chunk);
+    if (mapped) drop_mapped_pages(chunk);
+    done += n;
+  }
+}
+
+// Every tensor of the written file equals a fresh read of the source; the header says what the
+// plan said.
+size_t verify_written(const CheckpointReader& reader, const Plan& plan, const fs::path& temp,
+                      const fs::path& dst, io::Env& env, std::byte* staging, int threads) {
+  const SafetensorsReader out = SafetensorsReader::open(temp, ReadMode::Pread, env);
+  const auto fail = [&](const std::string& what) {
+    throw Error(ErrorCode::Mismatch, "read-back of '" + dst.string() + "' differs from the source: " + what);
+  };
+  if (out.tensors().size() != plan.layout.entries.size()) fail("tensor count");
+  const auto buffer = std::make_unique_for_overwrite<std::byte[]>(kCompareChunk);
+  for (size_t j = 0; j < plan.layout.entries.size(); ++j) {
+    const TensorInfo& want = plan.layout.entries[j];
+    const TensorInfo& got = out.tensors()[j];
+    if (got.name != want.name || got.dtype != want.dtype || got.shape != want.shape ||
+        got.begin != want.begin || got.end != want.end) {
+      fail("tensor '" + want.name + "' has another name, dtype, shape or place");
+    }
+    for_each_chunk(reader, plan, plan.layout.order[j], staging, threads,
+                   [&](uint64_t done, std::span<const std::byte> source) {
+                     const std::span<std::byte> chunk(buffer.get(), source.size());
+                     out.file().read_exact(out.header().data_start + got.begin + done, chunk);
+                     if (std::memcmp(chunk.data(), source.data(), source.size()) != 0) {
+                       fail("tensor '" + want.name + "' differs within bytes " +
+                            std::to_string(done) + ".." + std::to_string(done + source.size()));
+                     }
+                   });
+  }
+  return plan.layout.entries.size();
+}
+
+void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
+                     const ConvertOptions& options, ConvertReport& report) {
+  io::Env& env = options.source.env ? *options.source.env : io::Env::posix();
+  const auto& infos = reader.tensors();
+  Plan plan;
+  uint64_t largest = 0;
+  for (const auto& info : infos) {
+    const bool cast = options.dtype && info.dtype != *options.dtype && dtype_is_float(info.dtype) &&
+                      can_convert(info.dtype, *options.dtype);
+    plan.out_dtype.push_back(cast ? *options.dtype : info.dtype);
+    report.converted += cast ? 1 : 0;
+    largest = std::max(largest, tensor_nbytes(plan.out_dtype.back(), info.shape));
+  }
+  report.tensor_bytes = 0;
+  for (size_t i = 0; i < infos.size(); ++i) report.tensor_bytes += tensor_nbytes(plan.out_dtype[i], infos[i].shape);
+  if (options.max_shard_size && report.tensor_bytes > *options.max_shard_size) {
+    throw Error(ErrorCode::InvalidArgument,
+                "the tensors (" + std::to_string(report.tensor_bytes) +
+                    " bytes) exceed --max-shard-size; give a folder as the output to shard them");
+  }
+  // One staging buffer of the largest output tensor: pages are only touched when used.
+  const auto staging = std::make_unique_for_overwrite<std::byte[]>(std::max<uint64_t>(largest, 1));
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const uint64_t n = tensor_nbytes(plan.out_dtype[i], infos[i].shape);
+    plan.views.push_back({infos[i].name, {plan.out_dtype[i], infos[i].shape, {staging.get(), n}}});
+  }
+  SafetensorsWriteOptions wo;
+  const std::optional<Metadata> metadata = reader.metadata();
+  if (report.source.kind == SourceKind::SafetensorsFile && report.converted == 0) {
+    // Same tensors, same metadata: exactly what the reference writer makes of them.
+    wo.metadata = metadata;
+    wo.omit_metadata = !metadata.has_value();
+  } else {
+    Metadata m{{"format", "pt"}};
+    if (metadata) {
+      for (const auto& [k, v] : *metadata) m.emplace(k, v);
+    }
+    wo.metadata = std::move(m);
+  }
+  plan.layout = plan_safetensors(plan.views, wo);
+
+  report.removed_temp_files = remove_stale_temp_files(env, dst);
+  const fs::path dir = dst.parent_path().empty() ? fs::path(".") : dst.parent_path();
+  const fs::path temp = dir / (temp_prefix(dst) + std::to_string(::getpid()) + "-" + io::random_suffix());
+  bool published = false;
+  try {
+    auto out = env.open_write(temp, io::OpenMode::CreateNew);
+    // Held until the file is renamed or removed: tells a later convert that it is not stale.
+    if (out->fd() >= 0) ::flock(out->fd(), LOCK_EX | LOCK_NB);
+    const uint64_t data_start = plan.layout.header.size();
+    out->write_at(0, std::as_bytes(std::span(plan.layout.header)));
+    for (size_t j = 0; j < plan.layout.order.size(); ++j) {
+      const uint64_t at = data_start + plan.layout.entries[j].begin;
+      for_each_chunk(reader, plan, plan.layout.order[j], staging.get(), options.threads,
+                     [&](uint64_t done, std::span<const std::byte> chunk) { out->write_at(at + done, chunk); });
+    }
+    out->truncate(plan.layout.file_size);
+    if (options.sync) out->sync();
+    report.verified = verify_written(reader, plan, temp, dst, env, staging.get(), options.threads);
+    env.rename(temp, dst);
+    published = true;
+    out->close();
+    if (options.sync) env.sync_dir(dir);
+  } catch (...) {
+    if (!published) {
+      try {
+        env.remove(temp);
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+  report.shards = 1;
+}
+
 }  // namespace
 
-ConvertReport convert_checkpoint(const std::filesystem::path& src, const std::filesystem::path& dst,
+ConvertReport convert_checkpoint(const fs::path& src, const fs::path& dst,
                                  const ConvertOptions& options) {
-  const CheckpointReader reader = CheckpointReader::open(src, options.source, ReadMode::Mmap);
+  io::Env& env = options.source.env ? *options.source.env : io::Env::posix();
   ConvertReport report;
-  report.source = reader.source();
   report.output = dst;
+  const bool single_file = ends_with(dst.filename().string(), ".safetensors");
+  SourceOptions source_options = options.source;
+  if (single_file) {
+    // Streaming: torch records are CRC-checked below one buffer at a time instead of all at once.
+    const ResolvedSource resolved = resolve_checkpoint_source(src, source_options);
+    if (resolved.kind == SourceKind::TorchFile && source_options.verify_torch_crc) {
+      check_zip_crcs_streaming(env, resolved.path);
+      source_options.verify_torch_crc = false;
+    }
+  }
+  const CheckpointReader reader =
+      CheckpointReader::open(src, source_options, single_file ? ReadMode::Pread : ReadMode::Mmap);
+  report.source = reader.source();
+  refuse_output_equal_to_input(src, report.source, dst, options);
+  for (const auto& info : reader.tensors()) report.tensor_bytes += info.nbytes;
+  report.tensors = reader.tensors().size();
+
+  if (single_file) {
+    convert_to_file(reader, dst, options, report);
+    return report;
+  }
+
   const auto& infos = reader.tensors();
   detail::ReadAllResult all = detail::read_all_tensors(reader, options.dtype, options.threads);
   std::vector<Tensor>& tensors = all.tensors;
   for (bool c : all.converted) report.converted += c ? 1 : 0;
   std::vector<NamedTensor> views;
+  report.tensor_bytes = 0;
   for (size_t i = 0; i < infos.size(); ++i) {
     views.push_back({infos[i].name, tensors[i].view()});
     report.tensor_bytes += tensors[i].nbytes();
   }
-  report.tensors = views.size();
-  std::optional<Metadata> metadata = reader.metadata();
-
-  if (ends_with(dst.filename().string(), ".safetensors")) {
-    if (options.max_shard_size && report.tensor_bytes > *options.max_shard_size) {
-      throw Error(ErrorCode::InvalidArgument,
-                  "the tensors (" + std::to_string(report.tensor_bytes) +
-                      " bytes) exceed --max-shard-size; give a folder as the output to shard them");
-    }
-    SafetensorsWriteOptions wo;
-    wo.sync = options.sync;
-    wo.env = options.source.env;
-    if (report.source.kind == SourceKind::SafetensorsFile && report.converted == 0) {
-      // Same tensors, same metadata: exactly what the reference writer makes of them.
-      wo.metadata = metadata;
-      wo.omit_metadata = !metadata.has_value();
-    } else {
-      Metadata m{{"format", "pt"}};
-      if (metadata) {
-        for (const auto& [k, v] : *metadata) m.emplace(k, v);
-      }
-      wo.metadata = std::move(m);
-    }
-    save_safetensors(dst, views, wo);
-    report.shards = 1;
-    return report;
-  }
-
+  const std::optional<Metadata> metadata = reader.metadata();
   ShardedWriteOptions so;
   so.max_shard_size = options.max_shard_size.value_or(kDefaultMaxShardSize);
   so.base_name = options.base_name.empty() ? default_base_name(report.source) : options.base_name;

@@ -19,12 +19,22 @@ std::string fmt_double(double v) {
   return buf;
 }
 
+// numpy.isclose(a, b, rtol, atol, equal_nan) for one pair.
+bool values_close(double a, double b, const DiffOptions& options) {
+  if (std::isnan(a) || std::isnan(b)) return options.equal_nan && std::isnan(a) && std::isnan(b);
+  if (std::isinf(a) || std::isinf(b)) return a == b;
+  return std::fabs(a - b) <= options.atol + options.rtol * std::fabs(b);
+}
+
 // First element (as a message) whose values differ beyond the tolerance, or empty.
 std::string compare_values(const std::string& name, const Tensor& a, const Tensor& b,
                            const DiffOptions& options) {
-  if (a.nbytes() == 0 || std::memcmp(a.bytes().data(), b.bytes().data(), a.nbytes()) == 0) return {};
   const DType dt = a.dtype();
-  if (!dtype_is_float(dt) || !can_convert(dt, DType::F64)) {
+  const bool floats = dtype_is_float(dt) && can_convert(dt, DType::F64);
+  // The same bytes are the same values (a NaN is equal to a bit-identical NaN: `diff x x` is
+  // always equal); only elements whose bytes differ are compared as numbers.
+  if (a.nbytes() == 0 || std::memcmp(a.bytes().data(), b.bytes().data(), a.nbytes()) == 0) return {};
+  if (!floats) {
     // Exact types: report the first differing byte's element.
     size_t i = 0;
     while (a.bytes()[i] == b.bytes()[i]) ++i;
@@ -44,16 +54,20 @@ std::string compare_values(const std::string& name, const Tensor& a, const Tenso
     convert_elements(dt, b.bytes().data() + start * esize, DType::F64, xb.get(), m);
     for (size_t k = 0; k < m; ++k) {
       const double va = xa[k], vb = xb[k];
-      if (std::isnan(va) && std::isnan(vb)) continue;
-      if (va == vb) continue;  // also equal infinities
-      const double d = std::fabs(va - vb);
-      if (d <= options.atol + options.rtol * std::fabs(vb)) continue;
+      if (values_close(va, vb, options)) continue;
+      if (std::memcmp(a.bytes().data() + (start + k) * esize,
+                      b.bytes().data() + (start + k) * esize, esize) == 0) {
+        continue;  // a bit-identical NaN
+      }
       if (bad++ == 0) {
         first = start + k;
         first_a = va;
         first_b = vb;
       }
-      if (!std::isnan(d)) max_abs = std::max(max_abs, d);
+      // A NaN or an infinity among the differences makes the largest difference NaN or inf
+      // (std::max would drop a NaN).
+      const double d = std::fabs(va - vb);
+      if (std::isnan(d) || d > max_abs) max_abs = std::isnan(max_abs) ? max_abs : d;
     }
   }
   if (bad == 0) return {};

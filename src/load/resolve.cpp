@@ -7,7 +7,6 @@
 
 #include "ckptio/error.h"
 #include "ckptio/load.h"
-#include "ckptio/torch_pickle.h"
 
 namespace ckptio {
 namespace fs = std::filesystem;
@@ -39,19 +38,26 @@ ResolvedSource torch_source(const fs::path& p, std::string how, const SourceOpti
   return {SourceKind::TorchFile, p, std::move(how)};
 }
 
-// A file whose name does not say what it is: look at its first bytes.
+// A file whose name does not say what it is: look at its structure.
 ResolvedSource sniff_file(const fs::path& p, const SourceOptions& options, io::Env& env) {
   auto file = env.open_read(p);
-  std::array<std::byte, 16> head{};
-  const size_t n = static_cast<size_t>(std::min<uint64_t>(head.size(), file->size()));
-  file->read_exact(0, std::span(head.data(), n));
-  if (torch::looks_like_torch_file(std::span(head.data(), n))) {
-    return torch_source(p, "PyTorch file (by content)", options);
+  switch (detect_file_format(*file)) {
+    case FileFormat::Safetensors:
+      return {SourceKind::SafetensorsFile, p, "safetensors file (by content)"};
+    case FileFormat::TorchZip:
+    case FileFormat::TorchLegacy:
+    case FileFormat::TorchTar:  // the torch reader refuses it with a precise message
+      return torch_source(p, "PyTorch file (by content)", options);
+    case FileFormat::Unknown:
+      break;
   }
-  if (n >= 9) {
+  std::array<std::byte, 9> head{};
+  if (file->size() >= head.size()) {
+    file->read_exact(0, head);
     uint64_t len = 0;
     std::memcpy(&len, head.data(), 8);  // little-endian hosts only, like the rest of ckptio
     if (len + 8 <= file->size() && head[8] == std::byte{'{'}) {
+      // Shaped like safetensors but broken: the reader names what is wrong.
       return {SourceKind::SafetensorsFile, p, "safetensors file (by content)"};
     }
   }
@@ -82,6 +88,12 @@ std::vector<std::string> names_with_suffix(io::Env& env, const fs::path& dir, st
 
 ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options, io::Env& env,
                               int depth);
+
+bool is_training_folder(const Probe& probe, const fs::path& dir) {
+  return probe.is_dir(dir / "model") || probe.exists(dir / "running_states.json") ||
+         probe.exists(dir / "ckptio.manifest.json") || probe.exists(dir / "ema.safetensors") ||
+         probe.is_dir(dir / "ema") || probe.exists(dir / "ema.pt");
+}
 
 // ema.safetensors, ema/ (sharded) or ema.pt; model/ or model.pt.
 std::optional<ResolvedSource> training_component(const fs::path& dir, std::string_view component,
@@ -130,11 +142,7 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
     return torch_source(dir / "pytorch_model.bin", "pytorch_model.bin in folder", options);
   }
 
-  const bool training = probe.is_dir(dir / "model") || probe.exists(dir / "running_states.json") ||
-                        probe.exists(dir / "ckptio.manifest.json") ||
-                        probe.exists(dir / "ema.safetensors") || probe.is_dir(dir / "ema") ||
-                        probe.exists(dir / "ema.pt");
-  if (training) {
+  if (is_training_folder(probe, dir)) {
     if (options.weights != WeightsChoice::Model) {
       if (auto ema = training_component(dir, "ema", options, env, depth)) return *ema;
       if (options.weights == WeightsChoice::Ema) {
@@ -178,13 +186,69 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
                   "ema/model, *.safetensors.index.json, *.safetensors)");
 }
 
+bool has_prefix(std::span<const std::byte> head, const unsigned char* prefix, size_t n) {
+  return head.size() >= n && std::memcmp(head.data(), prefix, n) == 0;
+}
+
+// True when the file starts with a safetensors header that parses and fits the file.
+bool parses_as_safetensors(const io::ReadableFile& file, std::span<const std::byte> first8) {
+  const SafetensorsLimits limits;
+  if (first8.size() < 8) return false;
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(first8[static_cast<size_t>(i)]);
+  if (n > limits.max_header_bytes || n > file.size() - 8) return false;
+  std::string header(static_cast<size_t>(n), '\0');
+  file.read_exact(8, std::as_writable_bytes(std::span(header.data(), header.size())));
+  try {
+    parse_safetensors_header(header, file.size() - 8 - n, file.path().string(), limits);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 }  // namespace
+
+std::string_view file_format_name(FileFormat format) {
+  switch (format) {
+    case FileFormat::Safetensors: return "safetensors";
+    case FileFormat::TorchZip: return "torch-zip";
+    case FileFormat::TorchLegacy: return "torch-legacy";
+    case FileFormat::TorchTar: return "torch-tar";
+    case FileFormat::Unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+FileFormat detect_file_format(const io::ReadableFile& file) {
+  std::array<std::byte, 512> buf{};
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), file.size()));
+  file.read_exact(0, std::span(buf.data(), n));
+  const std::span<const std::byte> head(buf.data(), n);
+  // The safetensors header length is arbitrary bytes: its first two can read as a pickle
+  // protocol marker (80 02..80 05, lengths 640, 896, ...), so a header that parses decides first.
+  if (parses_as_safetensors(file, head)) return FileFormat::Safetensors;
+  static constexpr unsigned char kZip[] = {'P', 'K', 3, 4};
+  if (has_prefix(head, kZip, sizeof kZip)) return FileFormat::TorchZip;
+  // torch.save's legacy stream starts with the pickled magic number 0x1950a86a20f9469cfc6c
+  // (LONG1, 10 bytes, STOP) after the protocol marker.
+  static constexpr unsigned char kLegacyMagicRecord[] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                                         0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+  if (n >= 2 + sizeof kLegacyMagicRecord && head[0] == std::byte{0x80} &&
+      head[1] >= std::byte{2} && head[1] <= std::byte{5} &&
+      std::memcmp(head.data() + 2, kLegacyMagicRecord, sizeof kLegacyMagicRecord) == 0) {
+    return FileFormat::TorchLegacy;
+  }
+  if (n >= 262 && std::memcmp(head.data() + 257, "ustar", 5) == 0) return FileFormat::TorchTar;
+  return FileFormat::Unknown;
+}
 
 std::string_view source_kind_name(SourceKind kind) {
   switch (kind) {
     case SourceKind::SafetensorsFile: return "safetensors file";
     case SourceKind::TorchFile: return "PyTorch file";
     case SourceKind::ShardedFolder: return "sharded folder";
+    case SourceKind::TorchOptimizerFolder: return "ColossalAI optimizer folder";
   }
   return "unknown";
 }
@@ -192,6 +256,24 @@ std::string_view source_kind_name(SourceKind kind) {
 ResolvedSource resolve_checkpoint_source(const fs::path& path, const SourceOptions& options) {
   io::Env& env = options.env ? *options.env : io::Env::posix();
   const io::FileInfo info = env.stat(path);
+  const std::string leaf = path.filename().string();
+  const bool component = leaf == "model" || leaf == "ema" || leaf == "optimizer";
+  if (component && Probe{env}.is_dir(path.parent_path()) &&
+      is_training_folder(Probe{env}, path.parent_path())) {
+    // CKPT/ema names the EMA weights whatever form they take (ema.safetensors, ema/, ema.pt).
+    if (leaf == "optimizer") {
+      if (Probe{env}.exists(path / "pytorch_optim.bin.index.json")) {
+        return {SourceKind::TorchOptimizerFolder, path, "ColossalAI optimizer of a training checkpoint"};
+      }
+      if (info.exists) return resolve_folder(path, options, env, 1);
+      throw Error(ErrorCode::NotFound, "training checkpoint '" + path.parent_path().string() +
+                                           "' has no optimizer/");
+    }
+    if (auto c = training_component(path.parent_path(), leaf, options, env, 0)) return *c;
+    throw Error(ErrorCode::NotFound, "training checkpoint '" + path.parent_path().string() +
+                                         "' has no " + leaf + " weights (" + leaf + "/, " + leaf +
+                                         ".safetensors, " + leaf + ".pt)");
+  }
   if (!info.exists) {
     // (A Hub repo id such as "org/name" would be resolved here.)
     throw Error(ErrorCode::NotFound, "checkpoint '" + path.string() + "' does not exist");

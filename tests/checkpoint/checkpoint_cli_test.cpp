@@ -6,6 +6,7 @@
 
 #include "checkpoint/training_state_fixture.h"
 #include "ckptio/checkpoint_io.h"
+#include "support/cli_run.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -15,20 +16,12 @@ namespace fs = std::filesystem;
 
 struct CliRun {
   int status = -1;
-  std::string out;
+  std::string out;  // stdout then stderr
 };
 
 CliRun ckptio_cli(const std::string& args) {
-  const std::string cmd = std::string(CKPTIO_BIN_DIR) + "/ckptio " + args + " 2>&1";
-  CliRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int rc = ::pclose(p);
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
-  return r;
+  const testing::CliResult r = testing::run_ckptio_line(args);
+  return {r.exit_code, r.all()};
 }
 
 class CheckpointCli : public ::testing::Test {
@@ -68,7 +61,8 @@ TEST_F(CheckpointCli, PruneKeepsTheNewest) {
   EXPECT_FALSE(fs::exists(exp_ / "epoch1-global_step10"));
   EXPECT_FALSE(fs::exists(exp_ / "epoch2-global_step20"));
   EXPECT_TRUE(fs::exists(exp_ / "epoch3-global_step30"));
-  EXPECT_EQ(ckptio_cli("prune " + exp_.string() + " --keep 0").status, 1);
+  EXPECT_EQ(ckptio_cli("prune " + exp_.string() + " --keep 0").status, 2);
+  EXPECT_EQ(ckptio_cli("prune " + exp_.string() + " --keep -1").status, 2);  // not 2^64-1
 }
 
 TEST_F(CheckpointCli, VerifyFullNamesTheFileWithAFlippedBit) {

@@ -1,8 +1,6 @@
 // `ckptio inspect` and `ckptio verify` as a user runs them: the real binary on good and bad files,
 // checking exit codes (0 ok, 1 bad input, 2 usage), the one-line error format
 // `ckptio: error: <code>: <message>`, and the --json document's shape.
-#include <sys/wait.h>
-
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +8,7 @@
 #include <vector>
 
 #include "ckptio/safetensors.h"
+#include "support/cli_run.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -19,31 +18,10 @@ namespace fs = std::filesystem;
 using testing::TempDir;
 using json = nlohmann::ordered_json;
 
-struct CliRun {
-  int exit_code = -1;
-  bool signaled = false;
-  std::string out;
-  std::string err;
-};
+using CliRun = testing::CliResult;
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-CliRun ckptio_cli(const TempDir& dir, const std::vector<std::string>& args) {
-  std::string cmd = shell_quote(std::string(CKPTIO_BIN_DIR) + "/ckptio");
-  for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " >" + shell_quote((dir / "stdout").string()) + " 2>" + shell_quote((dir / "stderr").string());
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  // The shell reports a child killed by signal N as exit status 128 + N.
-  r.signaled = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) > 128);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = testing::read_file(dir / "stdout");
-  r.err = testing::read_file(dir / "stderr");
-  return r;
+CliRun ckptio_cli(const TempDir&, const std::vector<std::string>& args) {
+  return testing::run_ckptio(args);
 }
 
 std::span<const std::byte> bytes_of(const std::string& s) {
@@ -201,6 +179,23 @@ TEST(CliVerify, ErrorStaysOneLineWhenATensorNameHasANewline) {
   expect_one_line_error(r, "corrupt", "newline.safetensors");
 }
 
+// Header lengths whose first two bytes read as a pickle protocol marker (80 02..80 05).
+TEST(CliVerify, SafetensorsWithPickleLookingHeaderLengths) {
+  TempDir dir;
+  for (size_t length : {640, 896, 1152, 1408, 66176}) {
+    std::string header = R"({"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+    header.resize(length, ' ');
+    const fs::path path = dir / ("h" + std::to_string(length) + ".safetensors");
+    testing::write_file(path, st_file(header, "\x07"));
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"verify", path.string()}, {"inspect", path.string()},
+             {"convert", path.string(), (dir / "out.safetensors").string()}}) {
+      const CliRun r = ckptio_cli(dir, args);
+      EXPECT_EQ(r.exit_code, 0) << args[0] << " " << length << ": " << r.err;
+    }
+  }
+}
+
 TEST(CliVerify, MissingFileIsNotFound) {
   TempDir dir;
   const CliRun r = ckptio_cli(dir, {"verify", (dir / "absent.safetensors").string()});
@@ -231,6 +226,25 @@ TEST(CliUsage, UsageErrorsExitTwo) {
   const CliRun help = ckptio_cli(dir, {"--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("inspect"), std::string::npos);
+}
+
+TEST(CliUsage, UnknownCommandIsNamed) {
+  TempDir dir;
+  const CliRun r = ckptio_cli(dir, {"bogus", "x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'bogus'"), std::string::npos) << r.err;
+}
+
+TEST(CliUsage, VersionAndConvertHelp) {
+  TempDir dir;
+  const CliRun v = ckptio_cli(dir, {"--version"});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(v.out.rfind("ckptio ", 0), 0u) << v.out;
+  EXPECT_NE(v.out.find('.'), std::string::npos) << v.out;
+  const CliRun h = ckptio_cli(dir, {"convert", "--help"});
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.out.find("sharded folder"), std::string::npos) << h.out;
+  EXPECT_NE(h.out.find("--dtype"), std::string::npos) << h.out;
 }
 
 }  // namespace

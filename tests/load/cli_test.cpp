@@ -10,6 +10,7 @@
 
 #include "ckptio/safetensors.h"
 #include "ckptio/sharded.h"
+#include "support/cli_run.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -20,14 +21,12 @@ using testing::TempDir;
 
 struct CliRun {
   int rc;
-  std::string out;
+  std::string out;  // stdout then stderr
 };
 
-CliRun ckptio(const TempDir& tmp, const std::string& args) {
-  const fs::path out = tmp / "cli_output.txt";
-  const std::string cmd = std::string(CKPTIO_BIN_DIR) + "/ckptio " + args + " >" + out.string() + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : 128, testing::read_file(out)};
+CliRun ckptio(const TempDir&, const std::string& args) {
+  const testing::CliResult r = testing::run_ckptio_line(args);
+  return {r.exit_code, r.all()};
 }
 
 bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }

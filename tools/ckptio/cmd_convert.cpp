@@ -1,6 +1,5 @@
-// ckptio convert SRC DST [--key DOTTED.PATH] [--dedupe-shared]: rewrite a checkpoint as
-// safetensors, proven by reading the output back. The source kind decides the converter; each
-// kind has one function here so that more (sharded folders, dtype casts) plug into the switch.
+// ckptio convert SRC DST [--key DOTTED.PATH] [--dtype T] [--max-shard-size S] [--dedupe-shared]
+// [--in-place]: rewrite any source as safetensors, proven by reading the output back.
 #include <fmt/core.h>
 
 #include <filesystem>
@@ -9,6 +8,7 @@
 
 #include "ckptio/error.h"
 #include "ckptio/torch_pickle.h"
+#include "cli_source.h"
 #include "command.h"
 #include "convert_any.h"
 #include "source_kind.h"
@@ -22,15 +22,48 @@ struct ConvertArgs {
   std::string dst;
   std::string key;
   bool dedupe_shared = false;
-  std::string max_shard_size;  // --max-shard-size, --dtype: the general converter
+  bool in_place = false;
+  std::string max_shard_size;
   std::string dtype;
 };
 
-int convert_torch(const ConvertArgs& args) {
+// --dedupe-shared: torch's own converter, which knows which views share a storage.
+int convert_torch_dedupe(const ConvertArgs& args, const std::filesystem::path& src) {
+  const SourceKind kind = detect_source_kind(src);
+  if (kind != SourceKind::TorchZip && kind != SourceKind::TorchLegacy && kind != SourceKind::TorchTar) {
+    throw Error(ErrorCode::InvalidArgument, "--dedupe-shared needs a torch file (.pt/.pth/.bin) as the source");
+  }
+  if (!args.dst.ends_with(".safetensors") || !args.max_shard_size.empty() || !args.dtype.empty()) {
+    throw Error(ErrorCode::InvalidArgument,
+                "--dedupe-shared writes one .safetensors file, without --max-shard-size or --dtype");
+  }
+  std::error_code ec;
+  if (!args.in_place && std::filesystem::equivalent(src, args.dst, ec)) {
+    throw Error(ErrorCode::InvalidArgument, "the output '" + args.dst + "' is the input '" +
+                                                args.src + "'; write elsewhere, or pass --in-place");
+  }
+  {
+    // The same refusal as the general converter: a key must select tensors, and a lone tensor has
+    // nothing to dedupe (the general converter names it by its key).
+    torch::TorchLoadOptions lo;
+    lo.verify_crc = false;  // the converter checks every record
+    const torch::TorchFile f = torch::load_torch_file(src, lo);
+    const torch::Value& v = torch::select_path(f.root, args.key);
+    if (v.is_tensor()) {
+      throw Error(ErrorCode::InvalidArgument, "key '" + args.key +
+                                                  "' selects a single tensor: convert it without "
+                                                  "--dedupe-shared");
+    }
+    if ((!v.is_dict() && !v.is_sequence()) || torch::flatten_tensors(v).empty()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  (args.key.empty() ? std::string("the file") : "key '" + args.key + "'") +
+                      " holds no tensor");
+    }
+  }
   torch::TorchConvertOptions options;
   options.key = args.key;
-  options.dedupe_shared = args.dedupe_shared;
-  const auto report = torch::convert_torch_to_safetensors(args.src, args.dst, options);
+  options.dedupe_shared = true;
+  const auto report = torch::convert_torch_to_safetensors(src, args.dst, options);
   fmt::print("converted {} -> {}: {} tensors ({} bytes), {} metadata values, {} aliases; "
              "read back and verified bit for bit\n",
              printable(args.src), printable(args.dst), report.tensors_written, report.data_bytes,
@@ -39,42 +72,44 @@ int convert_torch(const ConvertArgs& args) {
 }
 
 int convert(const ConvertArgs& args) {
-  const SourceKind kind = detect_source_kind(args.src);
-  const bool torch_to_file = (kind == SourceKind::TorchZip || kind == SourceKind::TorchLegacy ||
-                              kind == SourceKind::TorchTar) &&
-                             args.dst.ends_with(".safetensors") && args.max_shard_size.empty() &&
-                             args.dtype.empty();
-  if (kind != SourceKind::Missing && !torch_to_file && !args.dedupe_shared) {
-    return convert_any(args.src, args.dst, args.key, args.max_shard_size, args.dtype);
-  }
-  switch (kind) {
-    case SourceKind::Missing:
-      throw Error(ErrorCode::NotFound, "'" + args.src + "' does not exist");
-    case SourceKind::TorchZip:
-    case SourceKind::TorchLegacy:
-    case SourceKind::TorchTar:  // the reader refuses it with a precise message
-      return convert_torch(args);
-    default:
-      break;
-  }
-  throw Error(ErrorCode::Unsupported, "'" + args.src + "': cannot convert a " +
-                                          std::string(source_kind_name(kind)) + " source");
+  const CliSource s = resolve_cli_source(args.src);
+  if (args.dedupe_shared) return convert_torch_dedupe(args, s.path);
+  ConvertRequest request;
+  request.label = args.src;
+  request.src = s.path;
+  request.dst = args.dst;
+  request.source = s.options;
+  request.source.torch_key = args.key;
+  request.max_shard_size = args.max_shard_size;
+  request.dtype = args.dtype;
+  request.in_place = args.in_place;
+  return convert_any(request);
 }
 
 }  // namespace
 
-void register_convert(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("convert", "Convert a checkpoint to safetensors (verified by read-back)");
+void register_convert(Commands& commands) {
+  Command& cmd = add_command(
+      commands, "convert",
+      "Convert any source (.pt/.pth/.bin, safetensors file, sharded folder, training checkpoint "
+      "or one of its components) to one .safetensors file or a sharded folder, optionally casting "
+      "float tensors; the output is read back and compared before success is reported");
   auto args = std::make_shared<ConvertArgs>();
-  cmd->add_option("SRC", args->src, "source: a torch.save file (.pt/.pth/.bin)")->required();
-  cmd->add_option("DST", args->dst, "output .safetensors file")->required();
-  cmd->add_option("--key", args->key, "dotted path of the object to convert (default: all)");
-  cmd->add_flag("--dedupe-shared", args->dedupe_shared,
-                "write identical views of a shared storage once; aliases go into the metadata");
-  cmd->add_option("--max-shard-size", args->max_shard_size,
-                  "shard the output into a folder: 5GB, 500MB, 2GiB, bytes (default 5GB)");
-  cmd->add_option("--dtype", args->dtype, "cast float tensors: bf16, f16 or f32");
-  cmd->callback([&action, args] { action = [args] { return convert(*args); }; });
+  cmd.positional("SRC", args->src,
+                 "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]");
+  cmd.positional("DST", args->dst,
+                 "output: a path ending in .safetensors is one file; anything else a sharded folder");
+  cmd.option("--key", args->key,
+             "torch files: dotted path of the object to convert (default: all); a bare tensor is "
+             "named by this path");
+  cmd.flag("--dedupe-shared", args->dedupe_shared,
+           "torch files: write identical views of a shared storage once; aliases go into the "
+           "metadata");
+  cmd.option("--max-shard-size", args->max_shard_size,
+             "folder output: shard size, 5GB, 500MB, 2GiB, bytes (default 5GB)");
+  cmd.option("--dtype", args->dtype, "cast float tensors: bf16, f16 or f32");
+  cmd.flag("--in-place", args->in_place, "allow the output to replace the input");
+  cmd.action([args] { return convert(*args); });
 }
 
 }  // namespace ckptio::cli

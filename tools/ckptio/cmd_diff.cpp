@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ckptio/load.h"
+#include "cli_source.h"
 #include "command.h"
 #include "source_kind.h"
 
@@ -18,6 +19,7 @@ struct DiffArgs {
   std::string b;
   double atol = 0.0;
   double rtol = 0.0;
+  bool equal_nan = false;
   size_t max = 20;
 };
 
@@ -25,8 +27,13 @@ int run_diff(const DiffArgs& args) {
   DiffOptions options;
   options.atol = args.atol;
   options.rtol = args.rtol;
+  options.equal_nan = args.equal_nan;
   options.max_differences = args.max;
-  const DiffReport report = diff_checkpoints(args.a, args.b, options);
+  // Both sources mean what they mean for every other command; the Hub only as hf://.
+  const CliSource a = resolve_cli_source(args.a);
+  const CliSource b = resolve_cli_source(args.b);
+  options.source = a.options.allowed_root.empty() ? b.options : a.options;
+  const DiffReport report = diff_checkpoints(a.path, b.path, options);
   if (report.equal()) {
     fmt::print("equal: {} tensors compared\n", report.compared);
     return 0;
@@ -41,16 +48,18 @@ int run_diff(const DiffArgs& args) {
 
 }  // namespace
 
-void register_diff(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("diff", "Compare the tensors of two checkpoints or model files");
+void register_diff(Commands& commands) {
+  Command& cmd = add_command(commands, "diff", "Compare the tensors of two checkpoints or model files");
   auto args = std::make_shared<DiffArgs>();
-  cmd->add_option("A", args->a, "file or folder")->required();
-  cmd->add_option("B", args->b, "file or folder")->required();
-  cmd->add_option("--atol", args->atol, "absolute tolerance for float values")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--rtol", args->rtol, "relative tolerance for float values (|a-b| <= atol + rtol*|b|)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--max", args->max, "differences to list (default 20)");
-  cmd->callback([&action, args] { action = [args] { return run_diff(*args); }; });
+  cmd.positional("A", args->a, "a file, a folder, CKPT/model|ema|optimizer, or hf://org/name[@rev][/path]");
+  cmd.positional("B", args->b, "the same forms as A");
+  cmd.non_negative("--atol", args->atol, "absolute tolerance for float values");
+  cmd.non_negative("--rtol", args->rtol,
+                   "relative tolerance for float values (numpy.isclose: |a-b| <= atol + rtol*|b|; "
+                   "infinities equal only themselves)");
+  cmd.flag("--equal-nan", args->equal_nan, "NaN equals NaN (default: NaN equals nothing)");
+  cmd.option("--max", args->max, "differences to list (default 20)");
+  cmd.action([args] { return run_diff(*args); });
 }
 
 }  // namespace ckptio::cli

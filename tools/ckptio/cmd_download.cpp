@@ -51,20 +51,20 @@ int download(const DownloadArgs& args) {
 
 }  // namespace
 
-void register_download(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand(
-      "download",
+void register_download(Commands& commands) {
+  Command& cmd = add_command(
+      commands, "download",
       "Download a model (index and shards, or model.safetensors) or named files from the Hugging "
       "Face Hub into the shared cache; prints the local path");
   auto args = std::make_shared<DownloadArgs>();
-  cmd->add_option("REPO", args->repo, "org/name, optionally @revision")->required();
-  cmd->add_option("FILES", args->files, "paths inside the repo (default: the model weights)");
-  cmd->add_option("--revision", args->revision, "branch, tag, commit or refs/pr/N (default main)");
-  cmd->add_option("--local-dir", args->local_dir, "also copy the files into this folder");
-  cmd->add_option("--cache-dir", args->cache_dir, "cache folder (default: HF_HUB_CACHE, ...)");
-  cmd->add_flag("--offline", args->offline, "use only the cache (also HF_HUB_OFFLINE=1)");
-  cmd->add_flag("--quiet,-q", args->quiet, "no progress bar");
-  cmd->callback([&action, args] { action = [args] { return download(*args); }; });
+  cmd.positional("REPO", args->repo, "org/name, optionally @revision");
+  cmd.positionals("FILES", args->files, "paths inside the repo (default: the model weights)");
+  cmd.option("--revision", args->revision, "branch, tag, commit or refs/pr/N (default main)");
+  cmd.option("--local-dir", args->local_dir, "also copy the files into this folder");
+  cmd.option("--cache-dir", args->cache_dir, "cache folder (default: HF_HUB_CACHE, ...)");
+  cmd.flag("--offline", args->offline, "use only the cache (also HF_HUB_OFFLINE=1)");
+  cmd.flag("--quiet,-q", args->quiet, "no progress bar");
+  cmd.action([args] { return download(*args); });
 }
 
 }  // namespace ckptio::cli

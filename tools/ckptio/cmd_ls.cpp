@@ -66,14 +66,16 @@ int list_experiment(const std::filesystem::path& exp, bool json) {
 
 }  // namespace
 
-void register_ls(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("ls", "List the checkpoints of an experiment folder");
-  auto path = std::make_shared<std::string>();
-  auto json = std::make_shared<bool>(false);
-  cmd->add_option("EXP", *path, "experiment folder")->required();
-  cmd->add_flag("--json", *json, "machine-readable output");
-  cmd->callback(
-      [&action, path, json] { action = [path, json] { return list_experiment(*path, *json); }; });
+void register_ls(Commands& commands) {
+  Command& cmd = add_command(commands, "ls", "List the checkpoints of an experiment folder");
+  struct Args {
+    std::string path;
+    bool json = false;
+  };
+  auto args = std::make_shared<Args>();
+  cmd.positional("EXP", args->path, "experiment folder");
+  cmd.flag("--json", args->json, "machine-readable output");
+  cmd.action([args] { return list_experiment(args->path, args->json); });
 }
 
 }  // namespace ckptio::cli

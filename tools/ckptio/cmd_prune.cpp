@@ -1,5 +1,7 @@
 // ckptio prune EXP --keep N: remove all but the newest N committed checkpoints.
+#include <cstdint>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -28,14 +30,17 @@ int prune(const std::filesystem::path& exp, size_t keep) {
 
 }  // namespace
 
-void register_prune(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("prune", "Remove all but the newest N committed checkpoints");
-  auto path = std::make_shared<std::string>();
-  auto keep = std::make_shared<size_t>(1);
-  cmd->add_option("EXP", *path, "experiment folder")->required();
-  cmd->add_option("--keep", *keep, "how many committed checkpoints to keep")->required();
-  cmd->callback(
-      [&action, path, keep] { action = [path, keep] { return prune(*path, *keep); }; });
+void register_prune(Commands& commands) {
+  Command& cmd = add_command(commands, "prune", "Remove all but the newest N committed checkpoints");
+  struct Args {
+    std::string path;
+    // Signed so that "-1" is refused as a usage error instead of wrapping to 2^64-1.
+    int64_t keep = 1;
+  };
+  auto args = std::make_shared<Args>();
+  cmd.positional("EXP", args->path, "experiment folder");
+  cmd.at_least("--keep", args->keep, 1, "how many committed checkpoints to keep (at least 1)", true);
+  cmd.action([args] { return prune(args->path, static_cast<size_t>(args->keep)); });
 }
 
 }  // namespace ckptio::cli

@@ -1,15 +1,25 @@
 // The general branch of `ckptio convert`: any readable source (safetensors file, sharded folder,
-// training checkpoint, torch file) to one safetensors file or a sharded folder, with an optional
-// dtype cast. cmd_convert.cpp routes here whenever the torch-specific converter does not apply.
+// training checkpoint or component, torch file) to one safetensors file or a sharded folder, with
+// an optional dtype cast.
 #pragma once
 
+#include <filesystem>
 #include <string>
+
+#include "ckptio/load.h"
 
 namespace ckptio::cli {
 
-// `key` (dotted path inside a torch file), `max_shard_size` and `dtype` are the raw option
-// strings ("" when not given).
-int convert_any(const std::string& src, const std::string& dst, const std::string& key,
-                const std::string& max_shard_size, const std::string& dtype);
+struct ConvertRequest {
+  std::string label;              // the source as typed
+  std::filesystem::path src;      // resolved by resolve_cli_source
+  std::filesystem::path dst;
+  SourceOptions source;           // torch_key, allowed_root
+  std::string max_shard_size;     // raw option strings ("" when not given)
+  std::string dtype;
+  bool in_place = false;
+};
+
+int convert_any(const ConvertRequest& request);
 
 }  // namespace ckptio::cli

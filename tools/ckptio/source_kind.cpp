@@ -1,9 +1,10 @@
 #include "source_kind.h"
 
-#include <array>
 #include <cstdio>
-#include <fstream>
 #include <string>
+
+#include "ckptio/io.h"
+#include "ckptio/load.h"
 
 namespace ckptio::cli {
 
@@ -12,16 +13,13 @@ SourceKind detect_source_kind(const std::filesystem::path& path) {
   const auto status = std::filesystem::status(path, ec);
   if (ec || !std::filesystem::exists(status)) return SourceKind::Missing;
   if (std::filesystem::is_directory(status)) return SourceKind::Directory;
-  std::array<unsigned char, 512> head{};
-  std::ifstream in(path, std::ios::binary);
-  in.read(reinterpret_cast<char*>(head.data()), head.size());
-  const auto n = static_cast<size_t>(in.gcount());
-  if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4) {
-    return SourceKind::TorchZip;
-  }
-  if (n >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5) return SourceKind::TorchLegacy;
-  if (n >= 262 && std::string_view(reinterpret_cast<const char*>(head.data()) + 257, 5) == "ustar") {
-    return SourceKind::TorchTar;
+  switch (detect_file_format(*io::Env::posix().open_read(path))) {
+    case FileFormat::TorchZip: return SourceKind::TorchZip;
+    case FileFormat::TorchLegacy: return SourceKind::TorchLegacy;
+    case FileFormat::TorchTar: return SourceKind::TorchTar;
+    case FileFormat::Safetensors:
+    case FileFormat::Unknown:  // the safetensors reader says what is wrong with it
+      break;
   }
   return SourceKind::Safetensors;
 }

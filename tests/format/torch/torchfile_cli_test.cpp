@@ -5,6 +5,7 @@
 
 #include "ckptio/safetensors.h"
 #include "format/torch/torch_fixtures.h"
+#include "support/cli_run.h"
 
 namespace ckptio::torch {
 namespace {
@@ -12,30 +13,14 @@ namespace {
 namespace fs = std::filesystem;
 using ckptio::testing::TempDir;
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CKPTIO_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CKPTIO_ASAN 1
-#endif
-#endif
-#ifdef CKPTIO_ASAN
-constexpr const char* kAddressSpaceCap = "";  // ASan reserves terabytes of shadow address space
-#else
-constexpr const char* kAddressSpaceCap = "ulimit -v 2097152; ";
-#endif
-
-// Runs the CLI, its address space capped at 2 GiB (so that a file that makes it allocate without
-// bound fails the test instead of exhausting the machine); returns the exit code (128 + signal
-// when a signal ended it) and leaves stdout+stderr in `out`.
-int ckptio_cli(const std::string& args, const fs::path& dir, std::string* out) {
-  const fs::path log = dir / "cli.log";
-  const std::string cmd = std::string(kAddressSpaceCap) + std::string(CKPTIO_BIN_DIR) + "/ckptio " +
-                          args + " >" + log.string() + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  *out = ckptio::testing::read_file(log);
-  if (WIFEXITED(rc) && WEXITSTATUS(rc) > 128) return WEXITSTATUS(rc);  // the shell saw a signal
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+// Runs the CLI, its address space capped at 2 GiB (a file that makes it allocate without bound
+// fails the test instead of exhausting the machine); returns the exit code (-1 when a signal ended
+// it) and leaves stdout+stderr in `out`.
+int ckptio_cli(const std::string& args, const fs::path&, std::string* out) {
+  const ckptio::testing::CliResult r =
+      ckptio::testing::run_ckptio_line(args, {}, uint64_t{2} << 30);
+  *out = r.all();
+  return r.exit_code;
 }
 
 #define CKPTIO_NEED_CLI()                                                        \
