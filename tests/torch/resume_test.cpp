@@ -139,6 +139,28 @@ TEST(TorchResume, AsyncBorrowSavesResumeBitExactly) {
   resume_is_bit_exact("--async --snapshot borrow");
 }
 
+// Negative or zero counts are usage errors: exit 2 and a short message naming the flag (not a
+// wrapped 2^64-1 for --keep, not CLI11's exit codes 105/109, not DBL_MAX printed in full).
+TEST(TorchDemo, BadCountsAreUsageErrors) {
+  TempDir dir;
+  for (const std::string flags : {"--keep -1", "--steps 0", "--ckpt-every -3", "--steps -5",
+                                  "--seed -1", "--keep x"}) {
+    SCOPED_TRACE(flags);
+    const fs::path log = dir / "usage.log";
+    const std::string cmd = std::string(CKPTIO_BIN_DIR) + "/train-demo --out " +
+                            (dir / "exp").string() + " " + flags + " > " + log.string() + " 2>&1";
+    const int status = std::system(cmd.c_str());
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 2);
+    const std::string text = ckptio::testing::read_file(log);
+    EXPECT_NE(text.find(flags.substr(0, flags.find(' '))), std::string::npos) << text;
+    EXPECT_NE(text.find("whole number"), std::string::npos) << text;
+    EXPECT_EQ(text.find("179769"), std::string::npos) << text;
+    EXPECT_LT(text.size(), 400u) << text;
+    EXPECT_FALSE(fs::exists(dir / "exp"));
+  }
+}
+
 // The comparison above can fail: a run with another seed differs in every state file, and the
 // demo's own --compare says so.
 TEST(TorchResume, DifferentRunsAreDetected) {
