@@ -139,6 +139,38 @@ TEST(TorchResume, AsyncBorrowSavesResumeBitExactly) {
   resume_is_bit_exact("--async --snapshot borrow");
 }
 
+// A damaged newest checkpoint (a truncated file, or a flipped bit that only checksums see) does not
+// block the run: --resume auto falls back to the one before, and saving the damaged step again moves
+// the damaged folder aside as epoch{E}-global_step12.damaged-1.
+TEST(TorchResume, DamagedNewestCheckpointIsSkippedAndSupersededOnResume) {
+  for (const bool flip : {false, true}) {
+    SCOPED_TRACE(flip ? "flipped bit" : "truncated file");
+    TempDir dir;
+    const fs::path exp = dir / "exp";
+    ASSERT_EQ(run_demo(exp, "").exit_code, 0) << log_of(exp);
+    const fs::path newest = final_checkpoint(exp, 12);
+    ASSERT_FALSE(newest.empty());
+    if (flip) {
+      const fs::path victim = newest / "model" / "model.safetensors";
+      std::string bytes = ckptio::testing::read_file(victim);
+      bytes[bytes.size() - 5] = static_cast<char>(bytes[bytes.size() - 5] ^ 0x01);
+      ckptio::testing::write_file(victim, bytes);
+    } else {
+      fs::resize_file(newest / "optimizer" / "optimizer.json", 10);
+    }
+    const RunResult resumed = run_demo(exp, "--resume auto");
+    ASSERT_EQ(resumed.exit_code, 0) << log_of(exp);
+    const std::string log = log_of(exp);
+    EXPECT_NE(log.find("global_step 8)"), std::string::npos) << log;
+    EXPECT_NE(log.find(flip ? "model/model.safetensors: checksum mismatch"
+                            : "optimizer/optimizer.json: size 10 bytes"),
+              std::string::npos)
+        << log;
+    EXPECT_TRUE(fs::is_directory(exp / (newest.filename().string() + ".damaged-1"))) << log;
+    EXPECT_TRUE(fs::exists(final_checkpoint(exp, 12) / "ckptio.manifest.json"));
+  }
+}
+
 // Negative or zero counts are usage errors: exit 2 and a short message naming the flag (not a
 // wrapped 2^64-1 for --keep, not CLI11's exit codes 105/109, not DBL_MAX printed in full).
 TEST(TorchDemo, BadCountsAreUsageErrors) {
