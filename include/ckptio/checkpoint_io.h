@@ -38,6 +38,7 @@
 
 #include <chrono>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -47,6 +48,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "ckptio/io.h"
@@ -121,8 +123,10 @@ struct SaveInfo {
 class SavePhaseHook {
  public:
   SavePhaseHook() = default;
+  SavePhaseHook(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
   template <class F>
-    requires std::invocable<F&, SavePhase, const SaveInfo&>
+    requires(std::invocable<F&, SavePhase, const SaveInfo&> &&
+             !std::same_as<std::remove_cvref_t<F>, SavePhaseHook>)
   SavePhaseHook(F f) : fn_(std::move(f)) {}  // NOLINT(google-explicit-constructor)
   template <class F>
     requires(std::invocable<F&, SavePhase> && !std::invocable<F&, SavePhase, const SaveInfo&>)
