@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -46,7 +47,7 @@ struct Flags {
   std::string out;
   int64_t steps = 200;
   int64_t ckpt_every = 25;
-  size_t keep = 3;
+  int64_t keep = 3;
   bool async = false;
   std::string snapshot = "copy";
   std::string resume = "none";
@@ -162,14 +163,15 @@ int64_t count_parameters(demo::Denoiser& model) {
   return n;
 }
 
-// SIGKILLs this process in the middle of the save it is armed for: shortly after the save starts
-// writing files, and at the latest when it is about to write the manifest (so the checkpoint is
-// never committed).
+// SIGKILLs this process in the middle of the save of step `step`: shortly after it starts writing
+// files, and at the latest when it is about to write the manifest (so the checkpoint is never
+// committed). It looks at which save a phase belongs to: with async saves, save(K) first waits for
+// save(K - every), whose last phases are reported from inside save(K).
 class SaveKiller {
  public:
-  void arm() { armed_ = true; }
-  void on_phase(ckptio::SavePhase phase) {
-    if (!armed_) return;
+  explicit SaveKiller(int64_t step) : step_(step) {}
+  void on_phase(ckptio::SavePhase phase, const ckptio::SaveInfo& save) const {
+    if (step_ <= 0 || save.global_step != step_) return;
     if (phase == ckptio::SavePhase::WriteFiles) {
       std::thread([] {
         std::this_thread::sleep_for(std::chrono::milliseconds(3));
@@ -181,7 +183,7 @@ class SaveKiller {
   }
 
  private:
-  std::atomic<bool> armed_{false};
+  int64_t step_;
 };
 
 int train(const Flags& f) {
@@ -201,13 +203,15 @@ int train(const Flags& f) {
   lt::ResumableSampler sampler(static_cast<uint64_t>(f.dataset_size), f.seed);
   const torch::Tensor data = make_dataset(f, 0);
 
-  SaveKiller killer;
+  const SaveKiller killer(f.kill_at_step);
   ckptio::CheckpointOptions options;
-  options.keep_n_latest = f.keep;
+  options.keep_n_latest = static_cast<size_t>(f.keep);
   options.async = f.async;
   options.snapshot = borrow ? ckptio::SnapshotMode::Borrow : ckptio::SnapshotMode::Copy;
   options.fsync = f.fsync;
-  options.on_phase = [&killer](ckptio::SavePhase phase) { killer.on_phase(phase); };
+  options.on_phase = [&killer](ckptio::SavePhase phase, const ckptio::SaveInfo& save) {
+    killer.on_phase(phase, save);
+  };
   ckptio::CheckpointIO ckpt(f.out, options);
 
   const char* mode = !f.async ? "sync" : borrow ? "async borrow" : "async copy";
@@ -262,7 +266,6 @@ int train(const Flags& f) {
     state.running.batch_size = f.batch_size;
     state.running.actual_update_step = global_step;
     state.extra = json{{"model", model_config_json(f.model)}, {"seed", f.seed}};
-    if (global_step == f.kill_at_step) killer.arm();
     const auto begin = Clock::now();
     last_saved = ckpt.save(state);
     const double blocking = ms_since(begin);
@@ -446,35 +449,53 @@ int infer(const Flags& f) {
   return 0;
 }
 
+// A whole-number flag of at least `min`. (CLI11's PositiveNumber and NonNegativeNumber print their
+// upper limit as DBL_MAX in full, and an unsigned flag silently wraps "-1" to 2^64-1.)
+CLI::Validator whole_number(int64_t min) {
+  const std::string rule = min > 0 ? "a positive whole number" : "a whole number, 0 or more";
+  return CLI::Validator(
+      [min, rule](std::string& value) -> std::string {
+        int64_t v = 0;
+        const char* end = value.data() + value.size();
+        const auto [ptr, ec] = std::from_chars(value.data(), end, v);
+        if (ec != std::errc() || ptr != end || v < min) return "must be " + rule + ", not " + value;
+        return {};
+      },
+      min > 0 ? "POSITIVE" : "NON-NEGATIVE");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags f;
   CLI::App app{"ckptio training demo: checkpoint, crash, resume bit-exactly, serve the EMA"};
   app.add_option("--out", f.out, "experiment folder (checkpoints go here)");
-  app.add_option("--steps", f.steps, "optimizer steps in total")->check(CLI::PositiveNumber);
+  app.add_option("--steps", f.steps, "optimizer steps in total")->check(whole_number(1));
   app.add_option("--ckpt-every", f.ckpt_every, "save every K steps (0: only at the end)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--keep", f.keep, "keep the N newest checkpoints (0: all)");
+      ->check(whole_number(0));
+  app.add_option("--keep", f.keep, "keep the N newest checkpoints (0: all)")
+      ->check(whole_number(0));
   app.add_flag("--async", f.async, "save in the background");
   app.add_option("--snapshot", f.snapshot, "async snapshot mode")
       ->check(CLI::IsMember({"copy", "borrow"}));
   app.add_option("--resume", f.resume, "auto (latest committed checkpoint), none, or a folder");
-  app.add_option("--seed", f.seed, "seed of the data, the model and the noise");
+  app.add_option("--seed", f.seed, "seed of the data, the model and the noise")
+      ->check(whole_number(0));
   app.add_option("--kill-at-step", f.kill_at_step,
-                 "SIGKILL this process in the middle of the save at step K");
-  app.add_option("--batch-size", f.batch_size)->check(CLI::PositiveNumber);
-  app.add_option("--dataset-size", f.dataset_size)->check(CLI::PositiveNumber);
+                 "SIGKILL this process in the middle of the save at step K")
+      ->check(whole_number(0));
+  app.add_option("--batch-size", f.batch_size)->check(whole_number(1));
+  app.add_option("--dataset-size", f.dataset_size)->check(whole_number(1));
   app.add_option("--lr", f.lr);
-  app.add_option("--warmup", f.warmup)->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup", f.warmup)->check(whole_number(0));
   app.add_option("--ema-decay", f.ema_decay);
   app.add_option("--threads", f.threads, "libtorch intra-op threads (fixed for reproducibility)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--dim", f.model.dim)->check(CLI::PositiveNumber);
-  app.add_option("--depth", f.model.depth)->check(CLI::PositiveNumber);
-  app.add_option("--heads", f.model.heads)->check(CLI::PositiveNumber);
-  app.add_option("--tokens", f.model.tokens)->check(CLI::PositiveNumber);
-  app.add_option("--channels", f.model.channels)->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
+  app.add_option("--dim", f.model.dim)->check(whole_number(1));
+  app.add_option("--depth", f.model.depth)->check(whole_number(1));
+  app.add_option("--heads", f.model.heads)->check(whole_number(1));
+  app.add_option("--tokens", f.model.tokens)->check(whole_number(1));
+  app.add_option("--channels", f.model.channels)->check(whole_number(1));
   bool no_fsync = false;
   app.add_flag("--no-fsync", no_fsync, "skip fsync (tests only: a crash may lose data)");
   app.add_option("--log", f.log, "append machine-readable event lines to this file");
@@ -484,7 +505,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help exits 0; every usage error exits 2 (CLI11's own codes are 100 and up).
+    return app.exit(e) == 0 ? 0 : 2;
   }
   f.fsync = !no_fsync;
   try {

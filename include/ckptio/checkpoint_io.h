@@ -17,7 +17,19 @@
 // final name without a valid manifest is never taken for a checkpoint of ours; temp folders left by
 // a crash are removed by the next successful save. Pruning happens only after a commit, renames a
 // victim to a temp name before deleting it (so a crash mid-delete leaves only temp debris), and
-// never removes the newest committed checkpoint.
+// never removes the newest committed checkpoint nor the one the save just committed.
+//
+// "Newest" means last committed: each manifest records a commit sequence number (one more than the
+// highest in the folder when it was written), and latest, list and pruning order by it, so a run
+// resumed from an older step that saves again supersedes the checkpoints it abandoned. Manifests
+// without the number (older ckptio) order before the ones with it, among themselves by step.
+//
+// A folder at the final name of a save that does not verify (a file missing, truncated or with a
+// wrong checksum, or no manifest) is not a checkpoint: the save renames it to
+// `epoch{E}-global_step{S}.damaged-<n>` with a warning and commits the new one. Such names are
+// never listed, chosen as latest or pruned; they wait for a person.
+//
+// The experiment folder may be a symbolic link to a folder; it is followed.
 //
 // Open-Sora / ColossalAI checkpoint folders (no manifest; model/ with a ColossalAI index, ema.pt or
 // ema.safetensors, optimizer/ and lr_scheduler/sampler pickles, running_states.json) load through
@@ -25,6 +37,8 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -34,6 +48,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "ckptio/io.h"
@@ -94,6 +109,36 @@ enum class SavePhase : uint8_t {
 };
 std::string_view save_phase_name(SavePhase phase);
 
+// Which save a phase report is about. With async saves, save() for step N first waits for the save
+// of step N-1, whose last phases are reported while the caller is already inside save(N): a hook
+// that acts on one save must look at this, not at "the save I started last".
+struct SaveInfo {
+  std::filesystem::path path;  // the final folder of the checkpoint
+  int64_t epoch = 0;
+  int64_t global_step = 0;
+};
+
+// The on_phase callback. Takes either `void(SavePhase, const SaveInfo&)` or, for hooks that do not
+// care which save it is, `void(SavePhase)`.
+class SavePhaseHook {
+ public:
+  SavePhaseHook() = default;
+  SavePhaseHook(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
+  template <class F>
+    requires(std::invocable<F&, SavePhase, const SaveInfo&> &&
+             !std::same_as<std::remove_cvref_t<F>, SavePhaseHook>)
+  SavePhaseHook(F f) : fn_(std::move(f)) {}  // NOLINT(google-explicit-constructor)
+  template <class F>
+    requires(std::invocable<F&, SavePhase> && !std::invocable<F&, SavePhase, const SaveInfo&>)
+  SavePhaseHook(F f)  // NOLINT(google-explicit-constructor)
+      : fn_([g = std::move(f)](SavePhase p, const SaveInfo&) mutable { g(p); }) {}
+  explicit operator bool() const { return static_cast<bool>(fn_); }
+  void operator()(SavePhase phase, const SaveInfo& save) const { fn_(phase, save); }
+
+ private:
+  std::function<void(SavePhase, const SaveInfo&)> fn_;
+};
+
 struct CheckpointOptions {
   size_t keep_n_latest = 0;             // 0 keeps every checkpoint
   bool async = false;                   // save() returns before the files are written
@@ -106,13 +151,20 @@ struct CheckpointOptions {
   // Warnings (damaged checkpoint skipped, debris removed); default prints "ckptio: warning: ..." to
   // stderr.
   std::function<void(const std::string&)> warn;
-  // Called from whichever thread does the work at the start of each phase.
-  std::function<void(SavePhase)> on_phase;
+  // Called from whichever thread does the work at the start of each phase, with the save it is
+  // about. An exception it throws before the commit fails the save; after the commit (Prune, Done)
+  // it is reported as a warning: the checkpoint is committed.
+  SavePhaseHook on_phase;
 };
 
 struct CheckpointSaveOptions {
-  // Replace a committed checkpoint at the same epoch/global_step (atomic exchange of the folders).
-  // Without it, saving an existing step is Error(AlreadyExists).
+  // Replace a committed checkpoint at the same epoch/global_step: an atomic exchange of the folders
+  // where the file system has RENAME_EXCHANGE; elsewhere the old folder is renamed aside, the new
+  // one renamed in, the folder fsynced, and only then the old one deleted (a failure before that
+  // puts the old one back; a crash in between leaves it as `.<name>.replaced-<random>`, which the
+  // next CheckpointIO save or load puts back when the final name is empty). Without it, saving a
+  // step whose committed checkpoint verifies is Error(AlreadyExists); one that does not verify is
+  // moved aside as damaged (see above).
   bool replace = false;
 };
 
@@ -135,7 +187,11 @@ struct CheckpointLoadOptions {
   // mismatch is Error(Mismatch/NotFound) listing every problem. Non-strict: they are reported in
   // LoadResult and everything that matches is loaded.
   bool strict = true;
-  // Before reading: check the manifest's sizes (always for "latest") and, with `full`, checksums.
+  // Sizes are checked before reading, and every file of a requested component is checked against
+  // its xxh3-128 from the manifest as it is brought into memory (one pass over the disk; the
+  // tensors are then copied from memory). A mismatch is Error(Corrupt) naming the file; "latest"
+  // then falls back to the previous checkpoint with a warning. Kept for compatibility: checksums
+  // are always checked, this flag changes nothing.
   bool verify_checksums = false;
 };
 
@@ -164,6 +220,7 @@ struct CheckpointEntry {
   int64_t epoch = 0;
   int64_t global_step = 0;
   uint64_t size_bytes = 0;    // sum of the regular files inside
+  uint64_t sequence = 0;      // commit sequence number from the manifest; 0 when it has none
   CheckpointState state = CheckpointState::Incomplete;
   bool is_temp = false;       // a leftover ".<name>.tmp-<random>" folder
   std::string problem;        // why it is damaged/incomplete, naming the file
@@ -189,12 +246,14 @@ std::string checkpoint_folder_name(int64_t epoch, int64_t global_step);
 std::optional<std::pair<int64_t, int64_t>> parse_checkpoint_folder_name(std::string_view name);
 
 // Every checkpoint-like folder in `experiment_dir` (final names and leftover temp folders), sorted
-// oldest first by (global_step, epoch). Checks sizes; checksums too with `full`. A missing
-// experiment folder gives an empty list.
+// oldest first in commit order: by (sequence, global_step, epoch), so final-name folders without a
+// sequence (foreign, incomplete, older manifests) come first, by step; temp folders come last. Checks sizes; checksums too with `full`.
+// A missing experiment folder gives an empty list. A folder that disappears while it is being
+// looked at (a concurrent prune) is left out, not reported as damaged.
 std::vector<CheckpointEntry> list_checkpoints(const std::filesystem::path& experiment_dir,
                                               bool full = false, io::Env* env = nullptr);
 
-// The newest committed checkpoint (highest (global_step, epoch)) whose manifest checks; damaged
+// The newest committed checkpoint (last in commit order, see list_checkpoints) whose manifest checks; damaged
 // newer ones are skipped and `warn` is told which file is damaged. nullopt when there is none.
 std::optional<CheckpointEntry> latest_checkpoint(
     const std::filesystem::path& experiment_dir, bool full = false, io::Env* env = nullptr,
@@ -212,8 +271,8 @@ VerifyReport verify_checkpoint(const std::filesystem::path& path, bool full,
 // it holds ckptio.manifest.json or running_states.json.
 bool is_checkpoint_folder(const std::filesystem::path& path, io::Env* env = nullptr);
 
-// Removes all but the newest `keep` committed checkpoints (keep >= 1 is enforced: the newest
-// committed one is never removed). Damaged, incomplete and foreign folders are left for a person to
+// Removes all but the newest `keep` committed checkpoints in commit order (keep >= 1 is enforced:
+// the newest committed one is never removed). Damaged, incomplete and foreign folders are left for a person to
 // look at; temp folders are left too, because another process may be saving into this folder
 // (CheckpointIO removes them after each of its own commits). Each victim is renamed to a temp name
 // before it is deleted. Returns the removed folders.
@@ -238,7 +297,8 @@ class CheckpointIO {
   const CheckpointOptions& options() const;
 
   // Saves `state` as `<exp>/epoch{running.epoch}-global_step{running.global_step}` and returns that
-  // path. First waits for the previous save and rethrows its error, if any (then nothing new is
+  // path. Error(IoError) when the background thread cannot be started (nothing is saved; the object
+  // stays usable). First waits for the previous save and rethrows its error, if any (then nothing new is
   // saved). Sync: returns once the checkpoint is committed and old ones are pruned. Async copy:
   // returns once the tensors are copied to the staging pool. Async borrow: returns at once; the
   // tensors must stay unchanged until wait(). Validation errors (bad tensor, existing step without
@@ -251,17 +311,23 @@ class CheckpointIO {
   // True while a background save runs.
   bool busy() const;
 
-  // Loads "latest" (the newest committed checkpoint whose sizes check; with
-  // options.verify_checksums its checksums too) or a folder path (absolute, or relative to the
-  // experiment folder) into `targets`. Waits for a save in flight first. Returns the running states
-  // and what did not match. Error(NotFound) when "latest" finds no checkpoint.
+  // Loads "latest" (the newest committed checkpoint whose sizes and checksums check: one whose
+  // checksum fails while loading is skipped with a warning naming the file, and the previous one is
+  // loaded) or a folder path (absolute, or relative to the experiment folder) into `targets`.
+  // Waits for a save in flight first. Returns the running states and what did not match.
+  // Error(NotFound) when "latest" finds no checkpoint. Checksums are checked before
+  // anything is written into `targets`.
   LoadResult load(std::string_view path_or_latest, const LoadTargets& targets,
                   const CheckpointLoadOptions& options = {});
 
+  // list, latest and verify may run while a background save is in flight; they wait only while it
+  // commits or prunes, so they never see a folder half renamed or half deleted.
   std::vector<CheckpointEntry> list(bool full = false) const;
   std::optional<CheckpointEntry> latest(bool full = false) const;
   // Waits for a save in flight, then prune_checkpoints(keep). (Saves prune by themselves when
-  // keep_n_latest > 0, after their commit, and also remove temp folders of crashed saves.)
+  // keep_n_latest > 0, after their commit, and also remove temp folders of crashed saves.) After a
+  // load, until this object commits a save, nothing at or before the loaded checkpoint in commit
+  // order is removed, and checkpoints the load found damaged are neither kept nor removed.
   std::vector<std::filesystem::path> prune(size_t keep);
   VerifyReport verify(const std::filesystem::path& path, bool full) const;
 

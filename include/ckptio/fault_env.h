@@ -65,6 +65,10 @@ class FaultInjectingEnv final : public Env {
   // crash_after(0).
   void crash_now();
   bool crashed() const;
+  // From now on exchange() fails as on a file system without RENAME_EXCHANGE: with `error` EINVAL
+  // or ENOSYS it throws Error(Unsupported) like the POSIX Env does (callers fall back to renames);
+  // other values fail like any injected fault. 0 lets exchange through again.
+  void refuse_exchange(int error = EINVAL);
   // Disarms every fault, short writes, EINTR and the crash; counters keep counting.
   void clear();
 

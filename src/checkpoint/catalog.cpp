@@ -44,6 +44,62 @@ size_t remove_temp_folders(io::Env& env, const fs::path& experiment_dir) {
   return removed;
 }
 
+size_t recover_replaced_folders(io::Env& env, const fs::path& experiment_dir,
+                                const std::function<void(const std::string&)>& warn) {
+  if (!stat_experiment_dir(env, experiment_dir).is_directory) return 0;
+  size_t restored = 0;
+  bool changed = false;
+  for (const std::string& name : env.list_dir(experiment_dir)) {
+    const auto target = replaced_folder_target(name);
+    if (!target) continue;
+    const fs::path aside = experiment_dir / name;
+    const fs::path final_path = experiment_dir / *target;
+    if (env.stat(final_path).exists) {
+      env.remove_all(aside);  // the replace that moved it aside committed its new checkpoint
+    } else {
+      env.rename(aside, final_path);
+      ++restored;
+      emit_warning(warn, "put back '" + final_path.string() +
+                             "': a replace of it was interrupted before the new one was in place");
+    }
+    changed = true;
+  }
+  if (changed) env.sync_dir(experiment_dir);
+  return restored;
+}
+
+uint64_t next_commit_sequence(io::Env& env, const fs::path& experiment_dir) {
+  uint64_t highest = 0;
+  if (!stat_experiment_dir(env, experiment_dir).is_directory) return 1;
+  for (const std::string& name : env.list_dir(experiment_dir)) {
+    if (!parse_checkpoint_folder_name(name)) continue;
+    try {
+      highest = std::max(highest, read_manifest(env, experiment_dir / name).sequence);
+    } catch (const Error&) {
+      // No manifest or a broken one: not a checkpoint, no place in the commit order.
+    }
+  }
+  return highest + 1;
+}
+
+fs::path free_damaged_path(io::Env& env, const fs::path& experiment_dir,
+                           const std::string& final_name) {
+  for (uint64_t n = 1;; ++n) {
+    const fs::path p = experiment_dir / damaged_folder_name(final_name, n);
+    if (!env.stat(p).exists) return p;
+  }
+}
+
+io::FileInfo stat_experiment_dir(io::Env& env, const fs::path& experiment_dir) {
+  io::FileInfo info = env.stat(experiment_dir);
+  if (info.is_symlink) {
+    // lstat of "<link>/." is the stat of the folder the link points to.
+    io::FileInfo target = env.stat(experiment_dir / ".");
+    if (target.exists) return target;
+  }
+  return info;
+}
+
 static uint64_t folder_bytes(io::Env& env, const fs::path& dir) {
   uint64_t total = 0;
   try {
@@ -69,6 +125,7 @@ static void classify(io::Env& env, CheckpointEntry& entry, bool full) {
   }
   try {
     const Manifest manifest = read_manifest(env, entry.path);
+    entry.sequence = manifest.sequence;
     if (manifest.epoch != entry.epoch || manifest.global_step != entry.global_step) {
       entry.state = CheckpointState::Damaged;
       entry.problem = std::string(kManifestName) + ": records epoch " +
@@ -96,7 +153,7 @@ std::vector<CheckpointEntry> list_checkpoints(const fs::path& experiment_dir, bo
                                               io::Env* env_ptr) {
   io::Env& env = env_or_posix(env_ptr);
   std::vector<CheckpointEntry> out;
-  const io::FileInfo dir_info = env.stat(experiment_dir);
+  const io::FileInfo dir_info = checkpoint::stat_experiment_dir(env, experiment_dir);
   if (!dir_info.exists) return out;
   if (!dir_info.is_directory) {
     throw Error(ErrorCode::InvalidArgument,
@@ -124,12 +181,16 @@ std::vector<CheckpointEntry> list_checkpoints(const fs::path& experiment_dir, bo
       entry.problem = "temp folder of an interrupted save or prune";
     } else {
       checkpoint::classify(env, entry, full);
+      // A prune renames a folder away before deleting it: if this one went while we looked,
+      // what we saw of it is not a checkpoint's state.
+      if (entry.state != CheckpointState::Committed && !env.stat(entry.path).exists) continue;
     }
     out.push_back(std::move(entry));
   }
   std::sort(out.begin(), out.end(), [](const CheckpointEntry& a, const CheckpointEntry& b) {
-    return std::tie(a.global_step, a.epoch, a.is_temp, a.name) <
-           std::tie(b.global_step, b.epoch, b.is_temp, b.name);
+    // Temp folders (saves in flight or crashed) last: they are not in the commit order yet.
+    return std::tie(a.is_temp, a.sequence, a.global_step, a.epoch, a.name) <
+           std::tie(b.is_temp, b.sequence, b.global_step, b.epoch, b.name);
   });
   return out;
 }
@@ -166,19 +227,51 @@ bool is_checkpoint_folder(const fs::path& path, io::Env* env_ptr) {
 
 std::vector<fs::path> prune_checkpoints(const fs::path& experiment_dir, size_t keep,
                                         io::Env* env_ptr) {
-  io::Env& env = env_or_posix(env_ptr);
+  return checkpoint::prune_with_rules(env_or_posix(env_ptr), experiment_dir, keep, {});
+}
+
+namespace checkpoint {
+
+std::vector<fs::path> prune_with_rules(io::Env& env, const fs::path& experiment_dir, size_t keep,
+                                       const PruneRules& rules) {
   keep = std::max<size_t>(keep, 1);
+  auto listed = [](const std::vector<std::string>& names, const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
   const std::vector<CheckpointEntry> entries = list_checkpoints(experiment_dir, false, &env);
+  // Newest first in commit order.
   std::vector<const CheckpointEntry*> committed;
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
-    if (!it->is_temp && it->state == CheckpointState::Committed) committed.push_back(&*it);
+    if (it->is_temp || it->state != CheckpointState::Committed) continue;
+    if (listed(rules.known_damaged, it->name)) continue;
+    committed.push_back(&*it);
+  }
+  // Index (newest first) from which on nothing may go: the resumed-from checkpoint and older.
+  size_t protected_from = committed.size();
+  if (rules.keep_up_to) {
+    for (size_t i = 0; i < committed.size(); ++i) {
+      if (committed[i]->name == *rules.keep_up_to) protected_from = i;
+    }
+  }
+  size_t kept = 0;
+  for (const CheckpointEntry* e : committed) {
+    if (listed(rules.never_remove, e->name)) ++kept;
   }
   std::vector<fs::path> removed;
-  for (size_t i = keep; i < committed.size(); ++i) {
-    checkpoint::remove_checkpoint_folder(env, committed[i]->path);
-    removed.push_back(committed[i]->path);
+  for (size_t i = 0; i < committed.size(); ++i) {
+    const CheckpointEntry& e = *committed[i];
+    if (listed(rules.never_remove, e.name)) continue;
+    if (kept < keep) {
+      ++kept;
+      continue;
+    }
+    if (i >= protected_from) continue;
+    remove_checkpoint_folder(env, e.path);
+    removed.push_back(e.path);
   }
   return removed;
 }
+
+}  // namespace checkpoint
 
 }  // namespace ckptio

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/io.h"
@@ -18,6 +20,37 @@ void remove_checkpoint_folder(io::Env& env, const std::filesystem::path& folder)
 // Removes every checkpoint temp folder in the experiment folder (debris of crashed saves and
 // interrupted prunes). Returns how many were removed.
 size_t remove_temp_folders(io::Env& env, const std::filesystem::path& experiment_dir);
+
+// Old checkpoints that a replace without RENAME_EXCHANGE moved aside (".<name>.replaced-<random>"):
+// each one whose final name is empty (a crash between the two renames) is renamed back, with a
+// warning; one whose final name holds the new checkpoint is removed. Returns how many were put
+// back.
+size_t recover_replaced_folders(io::Env& env, const std::filesystem::path& experiment_dir,
+                                const std::function<void(const std::string&)>& warn);
+
+// One more than the highest commit sequence number among the checkpoints of the folder.
+uint64_t next_commit_sequence(io::Env& env, const std::filesystem::path& experiment_dir);
+
+// Where a damaged folder at `final_name` is moved: the first free "<final_name>.damaged-<n>".
+std::filesystem::path free_damaged_path(io::Env& env, const std::filesystem::path& experiment_dir,
+                                        const std::string& final_name);
+
+// The experiment folder's FileInfo, following it when it is a symbolic link to a folder.
+io::FileInfo stat_experiment_dir(io::Env& env, const std::filesystem::path& experiment_dir);
+
+// What a run knows that the folder listing does not.
+struct PruneRules {
+  // Folder names never removed (the checkpoint a save just committed); they count as kept.
+  std::vector<std::string> never_remove;
+  // Folder names known to be damaged (a checksum failed while loading): neither kept nor removed.
+  std::vector<std::string> known_damaged;
+  // Nothing at or before this folder in commit order is removed (the checkpoint a run resumed
+  // from, until it commits a newer one).
+  std::optional<std::string> keep_up_to;
+};
+std::vector<std::filesystem::path> prune_with_rules(io::Env& env,
+                                                    const std::filesystem::path& experiment_dir,
+                                                    size_t keep, const PruneRules& rules);
 
 // Reports a warning through `warn`, or to stderr when it is empty.
 void emit_warning(const std::function<void(const std::string&)>& warn, const std::string& text);

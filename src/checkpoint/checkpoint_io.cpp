@@ -7,11 +7,14 @@
 #include <exception>
 #include <iostream>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 
 #include "checkpoint/catalog.h"
+#include "checkpoint/manifest.h"
 #include "checkpoint/save_job.h"
 #include "checkpoint/staging_pool.h"
+#include "checkpoint/thread_start.h"
 #include "ckptio/error.h"
 
 namespace ckptio {
@@ -25,12 +28,36 @@ struct CheckpointIO::Impl {
   io::Env* env = nullptr;
   uint64_t max_shard_bytes = 0;
   checkpoint::StagingPool pool;
+  std::mutex worker_mutex;  // guards `worker`: list() may run on another thread than save()
   std::thread worker;
   std::exception_ptr pending_error;
   std::atomic<bool> running{false};
+  // Held exclusively by a save while it renames or deletes folders; list/latest/verify hold it
+  // shared.
+  mutable std::shared_mutex catalog_mutex;
+  // The checkpoint this object loaded from its experiment folder, and whether a save committed
+  // since (pruning spares it and everything older until then).
+  std::optional<std::string> resumed_from;
+  std::atomic<bool> committed_since_resume{false};
+  // Checkpoints whose checksum failed while loading: not kept in place of good ones by pruning.
+  std::vector<std::string> known_damaged;
 
   void join() {
+    std::lock_guard lock(worker_mutex);
     if (worker.joinable()) worker.join();
+  }
+  checkpoint::PruneRules prune_rules() const {
+    checkpoint::PruneRules rules;
+    rules.known_damaged = known_damaged;
+    if (resumed_from && !committed_since_resume) rules.keep_up_to = resumed_from;
+    return rules;
+  }
+  void loaded(const fs::path& path) {
+    if (path.parent_path() == experiment_dir &&
+        parse_checkpoint_folder_name(path.filename().string())) {
+      resumed_from = path.filename().string();
+      committed_since_resume = false;
+    }
   }
   void rethrow_pending() {
     if (pending_error) {
@@ -157,12 +184,32 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
   job->keep_n_latest = o.keep_n_latest;
   job->warn = o.warn;
   job->on_phase = o.on_phase;
+  job->catalog_mutex = &im.catalog_mutex;
 
   const fs::path final_path = im.experiment_dir / job->final_name;
+  checkpoint::recover_replaced_folders(*im.env, im.experiment_dir, o.warn);
   if (!save_options.replace && im.env->stat(final_path).exists) {
-    throw Error(ErrorCode::AlreadyExists,
-                "checkpoint '" + final_path.string() + "' already exists (ask to replace it)");
+    // A folder there that does not verify is not a checkpoint: the save moves it aside.
+    std::string problem;
+    const io::FileInfo info = im.env->stat(final_path);
+    if (info.is_directory && !info.is_symlink) {
+      const VerifyReport report = verify_checkpoint(final_path, /*full=*/true, im.env);
+      if (report.has_manifest && !report.ok) {
+        for (const auto& p : report.problems) problem += (problem.empty() ? "" : "; ") + p;
+      } else if (!report.has_manifest && !is_checkpoint_folder(final_path, im.env)) {
+        problem = "no " + std::string(checkpoint::kManifestName);
+      }
+    }
+    if (problem.empty()) {
+      throw Error(ErrorCode::AlreadyExists,
+                  "checkpoint '" + final_path.string() + "' already exists (ask to replace it)");
+    }
+    job->set_aside_damaged = true;
+    job->damaged_problem = problem;
   }
+  // The folder at this name will be the new checkpoint.
+  std::erase(im.known_damaged, job->final_name);
+  job->prune_rules = im.prune_rules();
 
   SnapshotBuilder snap;
   if (state.model) {
@@ -201,10 +248,14 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
 
   if (!o.async) {
     job->keep_alive = std::move(snap.keep_alive);
-    return job->run();
+    fs::path done = job->run();
+    im.committed_since_resume = true;
+    return done;
   }
   if (o.snapshot == SnapshotMode::Copy) {
-    if (o.on_phase) o.on_phase(SavePhase::Snapshot);
+    if (o.on_phase) {
+      o.on_phase(SavePhase::Snapshot, SaveInfo{final_path, job->epoch, job->global_step});
+    }
     SnapshotBuilder::copy_into_pool(
         {job->model ? &*job->model : nullptr, job->ema ? &*job->ema : nullptr,
          job->optimizer_tensors ? &*job->optimizer_tensors : nullptr},
@@ -213,51 +264,85 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
     job->keep_alive = std::move(snap.keep_alive);
   }
   im.running = true;
-  im.worker = std::thread([&im, job] {
-    try {
-      job->run();
-    } catch (...) {
-      im.pending_error = std::current_exception();
-    }
+  std::thread worker;
+  try {
+    worker = checkpoint::start_thread([&im, job] {
+      try {
+        job->run();
+        im.committed_since_resume = true;
+      } catch (...) {
+        im.pending_error = std::current_exception();
+      }
+      im.running = false;
+    });
+  } catch (const Error& err) {
     im.running = false;
-  });
+    throw err.annotate("saving checkpoint '" + final_path.string() + "' in the background");
+  }
+  std::lock_guard lock(im.worker_mutex);
+  im.worker = std::move(worker);
   return final_path;
 }
 
 LoadResult CheckpointIO::load(std::string_view path_or_latest, const LoadTargets& targets,
                               const CheckpointLoadOptions& options) {
   // Reading while our own save writes would race with it; its error stays for wait()/save().
-  impl_->join();
-  fs::path path;
-  if (path_or_latest == "latest") {
-    auto entry = latest_checkpoint(impl_->experiment_dir, options.verify_checksums, impl_->env,
-                                   impl_->options.warn);
-    if (!entry) {
-      throw Error(ErrorCode::NotFound,
-                  "no committed checkpoint in '" + impl_->experiment_dir.string() + "'");
-    }
-    path = entry->path;
-  } else {
-    path = fs::path(path_or_latest);
-    if (path.is_relative() && !impl_->env->stat(path).exists) path = impl_->experiment_dir / path;
+  Impl& im = *impl_;
+  im.join();
+  checkpoint::recover_replaced_folders(*im.env, im.experiment_dir, im.options.warn);
+  if (path_or_latest != "latest") {
+    fs::path path = fs::path(path_or_latest);
+    if (path.is_relative() && !im.env->stat(path).exists) path = im.experiment_dir / path;
+    LoadResult result = load_checkpoint_folder(path, targets, options, im.env);
+    im.loaded(path);
+    return result;
   }
-  return load_checkpoint_folder(path, targets, options, impl_->env);
+  // Newest first in commit order; one that turns out damaged while loading gives way to the
+  // previous one.
+  const std::vector<CheckpointEntry> entries = list_checkpoints(im.experiment_dir, false, im.env);
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (it->is_temp || it->state == CheckpointState::Foreign) continue;
+    if (it->state != CheckpointState::Committed) {
+      checkpoint::emit_warning(im.options.warn, "skipping damaged checkpoint '" +
+                                                    it->path.string() + "': " + it->problem);
+      continue;
+    }
+    try {
+      LoadResult result = load_checkpoint_folder(it->path, targets, options, im.env);
+      im.loaded(it->path);
+      return result;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::Corrupt) throw;
+      checkpoint::emit_warning(im.options.warn, "skipping damaged checkpoint '" +
+                                                    it->path.string() + "': " + e.message());
+      if (std::find(im.known_damaged.begin(), im.known_damaged.end(), it->name) ==
+          im.known_damaged.end()) {
+        im.known_damaged.push_back(it->name);
+      }
+    }
+  }
+  throw Error(ErrorCode::NotFound,
+              "no committed checkpoint in '" + im.experiment_dir.string() + "'");
 }
 
 std::vector<CheckpointEntry> CheckpointIO::list(bool full) const {
+  std::shared_lock lock(impl_->catalog_mutex);
   return list_checkpoints(impl_->experiment_dir, full, impl_->env);
 }
 
 std::optional<CheckpointEntry> CheckpointIO::latest(bool full) const {
+  std::shared_lock lock(impl_->catalog_mutex);
   return latest_checkpoint(impl_->experiment_dir, full, impl_->env, impl_->options.warn);
 }
 
 std::vector<fs::path> CheckpointIO::prune(size_t keep) {
   impl_->join();
-  return prune_checkpoints(impl_->experiment_dir, keep, impl_->env);
+  return checkpoint::prune_with_rules(*impl_->env, impl_->experiment_dir, keep,
+                                      impl_->prune_rules());
 }
 
 VerifyReport CheckpointIO::verify(const fs::path& path, bool full) const {
+  std::shared_lock lock(impl_->catalog_mutex);
   fs::path p = path;
   if (p.is_relative() && !impl_->env->stat(p).exists) p = impl_->experiment_dir / p;
   return verify_checkpoint(p, full, impl_->env);

@@ -23,6 +23,7 @@ std::string manifest_to_json(const Manifest& manifest) {
               {"epoch", manifest.epoch},
               {"global_step", manifest.global_step},
               {"files", std::move(files)}};
+  if (manifest.sequence > 0) doc["sequence"] = manifest.sequence;
   return doc.dump(2) + "\n";
 }
 
@@ -77,6 +78,10 @@ Manifest parse_manifest(std::string_view text, std::string_view source) {
   }
   m.epoch = doc["epoch"].get<int64_t>();
   m.global_step = doc["global_step"].get<int64_t>();
+  if (doc.contains("sequence")) {
+    if (!doc["sequence"].is_number_unsigned()) throw fail("\"sequence\" is not a count");
+    m.sequence = doc["sequence"].get<uint64_t>();
+  }
   if (!doc.contains("files") || !doc["files"].is_object()) throw fail("\"files\" is missing");
   for (const auto& [rel, entry] : doc["files"].items()) {
     if (!valid_relative_path(rel)) throw fail("bad file name \"" + rel + "\"");

@@ -28,6 +28,9 @@ struct ManifestFile {
 struct Manifest {
   int64_t epoch = 0;
   int64_t global_step = 0;
+  // Commit order within the experiment folder (1, 2, ...); 0 when the manifest has none (written
+  // by an older ckptio).
+  uint64_t sequence = 0;
   std::map<std::string, ManifestFile> files;  // relative paths with '/', sorted
 };
 

@@ -71,5 +71,22 @@ std::optional<std::string> temp_folder_target(std::string_view name) {
   return target;
 }
 
+std::string replaced_folder_name(std::string_view final_name) {
+  return "." + std::string(final_name) + ".replaced-" + io::random_suffix();
+}
+
+std::optional<std::string> replaced_folder_target(std::string_view name) {
+  if (!name.starts_with('.')) return std::nullopt;
+  const size_t mark = name.rfind(".replaced-");
+  if (mark == std::string_view::npos || mark < 1) return std::nullopt;
+  std::string target(name.substr(1, mark - 1));
+  if (!parse_checkpoint_folder_name(target)) return std::nullopt;
+  return target;
+}
+
+std::string damaged_folder_name(std::string_view final_name, uint64_t n) {
+  return std::string(final_name) + ".damaged-" + std::to_string(n);
+}
+
 }  // namespace checkpoint
 }  // namespace ckptio

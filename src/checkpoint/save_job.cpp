@@ -1,5 +1,7 @@
 #include "checkpoint/save_job.h"
 
+#include <mutex>
+
 #include "checkpoint/catalog.h"
 #include "checkpoint/manifest.h"
 #include "checkpoint/naming.h"
@@ -39,60 +41,118 @@ std::string optimizer_to_json(const OptimizerState& state) {
   return doc.dump(2) + "\n";
 }
 
-// rename(2) cannot replace a non-empty folder; Env::exchange (RENAME_EXCHANGE) swaps the two
-// atomically, so a reader sees the old checkpoint or the new one, never neither. False when the
-// filesystem cannot.
-static bool exchange_folders(io::Env& env, const fs::path& a, const fs::path& b) {
+void SaveJob::phase(SavePhase p) const {
+  if (on_phase) on_phase(p, SaveInfo{experiment_dir / final_name, epoch, global_step});
+}
+
+void SaveJob::phase_after_commit(SavePhase p) const {
   try {
-    env.exchange(a, b);
-    return true;
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::Unsupported) return false;
+    phase(p);
+  } catch (const std::exception& err) {
+    emit_warning(warn, "the on_phase hook failed in phase " + std::string(save_phase_name(p)) +
+                           " of the committed checkpoint '" +
+                           (experiment_dir / final_name).string() + "': " + err.what());
+  } catch (...) {
+    emit_warning(warn, "the on_phase hook failed in phase " + std::string(save_phase_name(p)) +
+                           " of the committed checkpoint '" +
+                           (experiment_dir / final_name).string() + "'");
+  }
+}
+
+void SaveJob::sync_or_take_back(const fs::path& temp, const fs::path& final_path,
+                                const fs::path& aside) {
+  if (!settings.fsync) return;
+  try {
+    env->sync_dir(experiment_dir);
+  } catch (...) {
+    // The rename may not be durable and the save is reported as failed: take the new folder back
+    // (so that a retry of this step does not find it in the way) and put the old one back.
+    try {
+      env->rename(final_path, temp);
+      if (!aside.empty()) env->rename(aside, final_path);
+    } catch (...) {
+    }
     throw;
+  }
+}
+
+// Without RENAME_EXCHANGE: the old folder goes aside, the new one comes in, the folder is fsynced,
+// and only then is the old one deleted (or, when damaged, kept aside for a person). Until the new
+// one is durable, every failure puts the old one back.
+void SaveJob::replace_without_exchange(const fs::path& temp, const fs::path& final_path,
+                                       const fs::path& aside, bool old_is_damaged) {
+  io::Env& e = *env;
+  e.rename(final_path, aside);
+  try {
+    e.rename(temp, final_path);
+  } catch (...) {
+    try {
+      e.rename(aside, final_path);
+    } catch (...) {
+    }
+    throw;
+  }
+  sync_or_take_back(temp, final_path, aside);
+  if (old_is_damaged) {
+    emit_warning(warn, "'" + final_path.string() + "' did not verify (" + damaged_problem +
+                           "): moved it to '" + aside.filename().string() +
+                           "' and saved the new checkpoint in its place");
+    return;
+  }
+  try {
+    e.remove_all(aside);
+  } catch (const Error& err) {
+    // Committed and durable: the old version is debris the next save or load removes.
+    emit_warning(warn, "removing the replaced checkpoint '" + aside.string() + "': " +
+                           err.message());
   }
 }
 
 void SaveJob::commit(const fs::path& temp, const fs::path& final_path) {
   io::Env& e = *env;
   const io::FileInfo existing = e.stat(final_path);
-  if (existing.exists) {
-    if (!replace) {
-      throw Error(ErrorCode::AlreadyExists,
-                  "checkpoint '" + final_path.string() + "' already exists (ask to replace it)");
-    }
-    if (exchange_folders(e, temp, final_path)) {
-      // `temp` now holds the old checkpoint under a temp name: debris if we crash here.
-      if (settings.fsync) {
-        try {
-          e.sync_dir(experiment_dir);
-        } catch (...) {
-          try {
-            e.exchange(temp, final_path);  // the save failed: put the old checkpoint back
-          } catch (...) {
-          }
-          throw;
-        }
-      }
-      e.remove_all(temp);
-      return;
-    }
-    // No RENAME_EXCHANGE on this filesystem: move the old one aside first. A crash between the
-    // two renames leaves the old checkpoint under a temp name and no checkpoint at this step.
-    remove_checkpoint_folder(e, final_path);
+  if (!existing.exists) {
+    e.rename(temp, final_path);
+    sync_or_take_back(temp, final_path, {});
+    return;
   }
-  e.rename(temp, final_path);
+  if (set_aside_damaged) {
+    replace_without_exchange(temp, final_path, free_damaged_path(e, experiment_dir, final_name),
+                             /*old_is_damaged=*/true);
+    return;
+  }
+  if (!replace) {
+    throw Error(ErrorCode::AlreadyExists,
+                "checkpoint '" + final_path.string() + "' already exists (ask to replace it)");
+  }
+  // RENAME_EXCHANGE swaps the two atomically, so a reader sees the old checkpoint or the new one,
+  // never neither.
+  try {
+    e.exchange(temp, final_path);
+  } catch (const Error& err) {
+    if (err.code() != ErrorCode::Unsupported) throw;
+    replace_without_exchange(temp, final_path,
+                             experiment_dir / replaced_folder_name(final_name),
+                             /*old_is_damaged=*/false);
+    return;
+  }
+  // `temp` now holds the old checkpoint under a temp name: debris if we crash here.
   if (settings.fsync) {
     try {
       e.sync_dir(experiment_dir);
     } catch (...) {
-      // The rename may not be durable and the save is reported as failed: take the folder back
-      // so that a retry of this step does not find it in the way.
       try {
-        e.rename(final_path, temp);
+        e.exchange(temp, final_path);  // the save failed: put the old checkpoint back
       } catch (...) {
       }
       throw;
     }
+  }
+  try {
+    e.remove_all(temp);
+  } catch (const Error& err) {
+    emit_warning(warn, "removing the replaced checkpoint '" + temp.string() + "': " +
+                           err.message());
   }
 }
 
@@ -142,6 +202,7 @@ fs::path SaveJob::run() {
     }
 
     phase(SavePhase::WriteManifest);
+    manifest.sequence = next_commit_sequence(e, experiment_dir);
     WriteSettings manifest_settings = settings;
     manifest_settings.checksums = false;
     write_text_file(e, temp, std::string(kManifestName), manifest_to_json(manifest),
@@ -149,6 +210,8 @@ fs::path SaveJob::run() {
     if (settings.fsync) e.sync_dir(temp);
 
     phase(SavePhase::Commit);
+    std::unique_lock<std::shared_mutex> lock;
+    if (catalog_mutex) lock = std::unique_lock(*catalog_mutex);
     commit(temp, final_path);
   } catch (const Error& err) {
     try {
@@ -165,16 +228,24 @@ fs::path SaveJob::run() {
     throw;
   }
 
-  phase(SavePhase::Prune);
+  phase_after_commit(SavePhase::Prune);
   // The checkpoint is committed: failing to tidy up is worth a warning, not a failed save.
   try {
+    std::unique_lock<std::shared_mutex> lock;
+    if (catalog_mutex) lock = std::unique_lock(*catalog_mutex);
     remove_temp_folders(e, experiment_dir);
-    if (keep_n_latest > 0) prune_checkpoints(experiment_dir, keep_n_latest, &e);
+    recover_replaced_folders(e, experiment_dir, warn);
+    if (keep_n_latest > 0) {
+      PruneRules rules = prune_rules;
+      rules.never_remove.push_back(final_name);
+      rules.keep_up_to.reset();  // this save is newer than whatever the run resumed from
+      prune_with_rules(e, experiment_dir, keep_n_latest, rules);
+    }
   } catch (const Error& err) {
     emit_warning(warn, "pruning '" + experiment_dir.string() + "' after saving '" +
                            final_path.string() + "': " + err.message());
   }
-  phase(SavePhase::Done);
+  phase_after_commit(SavePhase::Done);
   return final_path;
 }
 

@@ -7,9 +7,11 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
+#include "checkpoint/catalog.h"
 #include "checkpoint/tensor_file_writer.h"
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/safetensors.h"
@@ -23,11 +25,21 @@ struct SaveJob {
   int64_t epoch = 0;
   int64_t global_step = 0;
   bool replace = false;
+  // The folder at the final name does not verify (`damaged_problem` says why): move it aside as
+  // "<name>.damaged-<n>" and commit in its place.
+  bool set_aside_damaged = false;
+  std::string damaged_problem;
   WriteSettings settings;
   uint64_t max_shard_bytes = 0;
   size_t keep_n_latest = 0;
   std::function<void(const std::string&)> warn;
-  std::function<void(SavePhase)> on_phase;
+  SavePhaseHook on_phase;
+  // Held exclusively while the job renames or deletes checkpoint folders, so that list/latest/verify
+  // of the same CheckpointIO (which hold it shared) never see a half-done commit or prune.
+  std::shared_mutex* catalog_mutex = nullptr;
+  // What the owning CheckpointIO knows about the folder (the job adds its own checkpoint to
+  // never_remove).
+  PruneRules prune_rules;
 
   std::optional<std::vector<NamedTensor>> model;
   std::optional<std::vector<NamedTensor>> ema;
@@ -43,10 +55,17 @@ struct SaveJob {
   std::filesystem::path run();
 
  private:
-  void phase(SavePhase p) const {
-    if (on_phase) on_phase(p);
-  }
+  void phase(SavePhase p) const;
+  // After the commit a throwing hook is only worth a warning.
+  void phase_after_commit(SavePhase p) const;
   void commit(const std::filesystem::path& temp, const std::filesystem::path& final_path);
+  void replace_without_exchange(const std::filesystem::path& temp,
+                                const std::filesystem::path& final_path,
+                                const std::filesystem::path& aside, bool old_is_damaged);
+  // fsync of the experiment folder after the new checkpoint was renamed in; on failure renames it
+  // back to `temp` (and `aside`, when given, back to the final name) and rethrows.
+  void sync_or_take_back(const std::filesystem::path& temp, const std::filesystem::path& final_path,
+                         const std::filesystem::path& aside);
 };
 
 // The JSON text of running_states.json.

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <thread>
 
+#include "checkpoint/thread_start.h"
 #include "ckptio/error.h"
 
 namespace ckptio::checkpoint {
@@ -58,7 +59,13 @@ void parallel_copy(std::span<const CopyTask> tasks, unsigned threads) {
   };
   std::vector<std::thread> helpers;
   helpers.reserve(threads - 1);
-  for (unsigned i = 1; i < threads; ++i) helpers.emplace_back(worker);
+  for (unsigned i = 1; i < threads; ++i) {
+    try {
+      helpers.push_back(start_thread(worker));
+    } catch (const Error&) {
+      break;  // no more threads to be had: the threads already started and this one do the rest
+    }
+  }
   worker();
   for (auto& h : helpers) h.join();
 }

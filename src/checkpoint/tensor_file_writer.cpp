@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "checkpoint/file_hash.h"
+#include "checkpoint/thread_start.h"
 #include "ckptio/error.h"
 
 namespace ckptio::checkpoint {
@@ -91,13 +92,19 @@ WrittenFile write_safetensors_file(io::Env& env, const fs::path& root, const std
 
   WrittenFile out{rel, layout.file_size, {}};
   // The checksum runs on another core over the same memory while this thread writes.
+  auto hash = [&pieces, &out] {
+    Xxh3Hasher hasher;
+    for (const auto& piece : pieces) hasher.update(piece);
+    out.xxh3_128 = hasher.hex();
+  };
   std::thread hasher_thread;
+  bool hash_here = false;
   if (settings.checksums) {
-    hasher_thread = std::thread([&pieces, &out] {
-      Xxh3Hasher hasher;
-      for (const auto& piece : pieces) hasher.update(piece);
-      out.xxh3_128 = hasher.hex();
-    });
+    try {
+      hasher_thread = start_thread(hash);
+    } catch (const Error&) {
+      hash_here = true;  // no thread to be had: hash in this one after writing
+    }
   }
   try {
     auto file = env.open_write(root / rel, io::OpenMode::CreateNew);
@@ -111,6 +118,7 @@ WrittenFile write_safetensors_file(io::Env& env, const fs::path& root, const std
     throw;
   }
   if (hasher_thread.joinable()) hasher_thread.join();
+  if (hash_here) hash();
   return out;
 }
 

@@ -25,6 +25,7 @@ struct FaultInjectingEnv::State {
   bool crashed = false;
   uint64_t fired = 0;
   uint64_t written = 0;
+  int refuse_exchange = 0;
 
   static bool mutating(FaultOp op) {
     return op != FaultOp::Open && op != FaultOp::Read;
@@ -216,6 +217,11 @@ bool FaultInjectingEnv::crashed() const {
   return state_->crashed;
 }
 
+void FaultInjectingEnv::refuse_exchange(int error) {
+  std::lock_guard lock(state_->mu);
+  state_->refuse_exchange = error;
+}
+
 void FaultInjectingEnv::clear() {
   std::lock_guard lock(state_->mu);
   state_->faults.clear();
@@ -271,6 +277,19 @@ void FaultInjectingEnv::rename(const fs::path& from, const fs::path& to) {
 }
 
 void FaultInjectingEnv::exchange(const fs::path& a, const fs::path& b) {
+  int refused = 0;
+  {
+    std::lock_guard lock(state_->mu);
+    refused = state_->refuse_exchange;
+  }
+  if (refused == EINVAL || refused == ENOSYS) {
+    throw Error(ErrorCode::Unsupported, "atomic exchange of '" + a.string() + "' and '" +
+                                            b.string() + "' is not supported here (refused)");
+  }
+  if (refused != 0) {
+    throw system_error(refused, "exchange '" + a.string() + "' and '" + b.string() +
+                                    "' (refused)");
+  }
   if (const int e = state_->check(FaultOp::Rename, b)) {
     throw system_error(e, "exchange '" + a.string() + "' and '" + b.string() +
                               "' (injected fault)");

@@ -59,11 +59,12 @@ CrashBoard* map_board(const fs::path& file, bool create) {
     o.async = std::string(mode) != "sync";
     o.snapshot = std::string(mode) == "borrow" ? SnapshotMode::Borrow : SnapshotMode::Copy;
     o.warn = [](const std::string&) {};
-    o.on_phase = [board](SavePhase p) {
+    // The step comes with the report: with async saves, Done of step N is reported from inside
+    // save(N + 1), after the child has already recorded N + 1 as issued.
+    o.on_phase = [board](SavePhase p, const SaveInfo& save) {
       if (p == SavePhase::Done) {
-        const int k = board->done_count.load();
-        board->last_committed.store(board->issued[k]);
-        board->done_count.store(k + 1);
+        board->last_committed.store(save.global_step);
+        board->done_count.fetch_add(1);
       }
       board->phase.store(static_cast<int>(p) + 1);
     };

@@ -217,5 +217,142 @@ TEST(CheckpointFaults, PowerCutAfterAnyNumberOfOperationsLeavesOldOrNew) {
   }
 }
 
+
+// A file system without RENAME_EXCHANGE: replacing a checkpoint renames the old one aside, the new
+// one in, fsyncs the folder and only then deletes the old one. Every failing rename or folder fsync
+// leaves the old checkpoint (or, once the new one is durable, the new one) at the final name.
+TEST(CheckpointFaults, ReplaceWithoutExchangeNeverLosesBothVersions) {
+  const TrainingState replacement = testing::make_training_state(11);
+  TrainingState s1b = replacement;
+  s1b.running = testing::make_training_state(1).running;
+  // How many renames and folder fsyncs such a replace makes.
+  auto calls_per_replace = [&](FaultOp op) {
+    testing::TempDir dir;
+    save_baseline(dir / "exp");
+    FaultInjectingEnv env;
+    env.refuse_exchange(EINVAL);
+    CheckpointIO io(dir / "exp", options_with(&env, false));
+    const uint64_t before = env.count(op);
+    io.save(s1b, CheckpointSaveOptions{.replace = true});
+    return env.count(op) - before;
+  };
+  for (FaultOp op : {FaultOp::Rename, FaultOp::SyncDir}) {
+    const uint64_t n = calls_per_replace(op);
+    ASSERT_GE(n, 2u);
+    for (uint64_t nth = 1; nth <= n; ++nth) {
+      SCOPED_TRACE(std::string(op == FaultOp::Rename ? "rename" : "fsync dir") + " call " +
+                   std::to_string(nth));
+      testing::TempDir dir;
+      const fs::path exp = dir / "exp";
+      save_baseline(exp);
+      FaultInjectingEnv env;
+      env.refuse_exchange(EINVAL);
+      env.inject(Fault{op, nth, EIO, "", false});
+      CheckpointIO io(exp, options_with(&env, false));
+      bool threw = false;
+      try {
+        io.save(s1b, CheckpointSaveOptions{.replace = true});
+      } catch (const Error& e) {
+        threw = true;
+        EXPECT_EQ(e.code(), ErrorCode::IoError) << e.what();
+      }
+      CheckpointIO check(exp, options_with(nullptr, false));
+      ASSERT_TRUE(fs::exists(exp / "epoch0-global_step1")) << "both versions lost";
+      EXPECT_TRUE(check.verify("epoch0-global_step1", true).ok);
+      testing::expect_checkpoint_equals(check, "epoch0-global_step1",
+                                        threw ? testing::make_training_state(1) : s1b);
+      CheckpointIO again(exp, options_with(nullptr, false));
+      again.save(testing::make_training_state(3));
+      expect_only_committed_folders(exp);
+    }
+  }
+}
+
+TEST(CheckpointFaults, ReplaceWithoutExchangeWarnsWhenTheOldVersionCannotBeDeleted) {
+  testing::TempDir dir;
+  const fs::path exp = dir / "exp";
+  save_baseline(exp);
+  FaultInjectingEnv env;
+  env.refuse_exchange(ENOSYS);
+  env.inject(Fault{FaultOp::Remove, 1, EIO, ".replaced-", false});
+  std::vector<std::string> warnings;
+  CheckpointOptions o = options_with(&env, false);
+  o.warn = [&](const std::string& w) { warnings.push_back(w); };
+  CheckpointIO io(exp, o);
+  TrainingState s1b = testing::make_training_state(11);
+  s1b.running = testing::make_training_state(1).running;
+  ASSERT_NO_THROW(io.save(s1b, CheckpointSaveOptions{.replace = true}));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("replaced"), std::string::npos) << warnings[0];
+  testing::expect_checkpoint_equals(io, "latest", s1b);
+  // The leftover goes with the next save.
+  io.save(testing::make_training_state(2));
+  expect_only_committed_folders(exp);
+  for (const auto& e : fs::directory_iterator(exp)) {
+    EXPECT_EQ(e.path().filename().string().find(".replaced-"), std::string::npos);
+  }
+}
+
+// A power cut at any point of such a replace: after the reboot, the next CheckpointIO finds the old
+// or the new checkpoint at the step.
+TEST(CheckpointFaults, PowerCutDuringAReplaceWithoutExchangeLeavesOldOrNew) {
+  TrainingState s1b = testing::make_training_state(11);
+  s1b.running = testing::make_training_state(1).running;
+  // The mutating operations of one such replace: an even spread of cut points over the writing,
+  // and every one of the last ones (the commit and the clean-up).
+  uint64_t total = 0;
+  {
+    testing::TempDir dir;
+    save_baseline(dir / "exp");
+    FaultInjectingEnv env;
+    env.refuse_exchange(EINVAL);
+    CheckpointIO io(dir / "exp", options_with(&env, false));
+    io.save(s1b, CheckpointSaveOptions{.replace = true});
+    for (FaultOp op : {FaultOp::Write, FaultOp::Truncate, FaultOp::Sync, FaultOp::Close,
+                       FaultOp::Rename, FaultOp::SyncDir, FaultOp::Remove, FaultOp::Mkdir}) {
+      total += env.count(op);
+    }
+  }
+  ASSERT_GT(total, 12u);
+  std::vector<uint64_t> cuts = sample_calls(total - 10, 12);
+  for (uint64_t k = total - 10; k <= total + 1; ++k) cuts.push_back(k);
+  for (uint64_t cut : cuts) {
+    const uint64_t ops = cut - 1;
+    SCOPED_TRACE("power cut after " + std::to_string(ops) + " of " + std::to_string(total));
+    testing::TempDir dir;
+    const fs::path exp = dir / "exp";
+    save_baseline(exp);
+    FaultInjectingEnv env;
+    env.refuse_exchange(EINVAL);
+    env.crash_after(ops);
+    bool saved = false;
+    {
+      CheckpointIO io(exp, options_with(&env, false));
+      try {
+        io.save(s1b, CheckpointSaveOptions{.replace = true});
+        saved = !env.crashed();
+      } catch (const Error&) {
+      }
+    }
+    // "Reboot": the next CheckpointIO (its load) puts back a folder moved aside.
+    CheckpointIO check(exp, options_with(nullptr, false));
+    TensorMap model;
+    const LoadResult r = check.load("latest", LoadTargets{.model = &model});
+    EXPECT_EQ(r.path.filename(), "epoch0-global_step1");
+    EXPECT_TRUE(check.verify("epoch0-global_step1", true).ok);
+    const bool is_new =
+        nlohmann::json::parse(testing::read_file(exp / "epoch0-global_step1/sampler.json")) ==
+        *s1b.sampler;
+    if (saved) {
+      EXPECT_TRUE(is_new);
+    }
+    testing::expect_checkpoint_equals(check, "epoch0-global_step1",
+                                      is_new ? s1b : testing::make_training_state(1));
+    if (ops == total) {
+      EXPECT_TRUE(saved);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ckptio

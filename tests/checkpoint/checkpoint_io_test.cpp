@@ -1,10 +1,15 @@
 // CheckpointIO round trips, layout, async modes, replace, pruning, latest fallback, strict loads.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <system_error>
 
+#include "checkpoint/catalog.h"
 #include "checkpoint/file_hash.h"
+#include "checkpoint/thread_start.h"
 #include "checkpoint/training_state_fixture.h"
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
@@ -241,10 +246,15 @@ TEST(CheckpointIO, FoldersWithoutManifestAreNotCheckpointsAndTempDebrisGoes) {
   fs::create_directories(dir / ".epoch0-global_step2.tmp-abc123/model");
   testing::write_file(dir / ".epoch0-global_step2.tmp-abc123/model/model.safetensors", "xx");
   fs::create_directories(dir / "epoch9-global_step99");
+  // Commit order: folders without a recorded commit first (by step), then ours, temp folders last.
   auto entries = io.list();
   ASSERT_EQ(entries.size(), 3u);
-  EXPECT_TRUE(entries[1].is_temp);
-  EXPECT_EQ(entries[1].state, CheckpointState::Incomplete);
+  EXPECT_EQ(entries[0].name, "epoch9-global_step99");
+  EXPECT_EQ(entries[0].state, CheckpointState::Incomplete);
+  EXPECT_EQ(entries[1].name, "epoch0-global_step1");
+  EXPECT_EQ(entries[1].state, CheckpointState::Committed);
+  EXPECT_EQ(entries[2].name, ".epoch0-global_step2.tmp-abc123");
+  EXPECT_TRUE(entries[2].is_temp);
   EXPECT_EQ(entries[2].state, CheckpointState::Incomplete);
   EXPECT_EQ(io.latest()->global_step, 1);
   EXPECT_EQ(code_of([&] { io.load("epoch9-global_step99", LoadTargets{}); }),
@@ -338,6 +348,324 @@ TEST(CheckpointIO, LatestOnAnEmptyExperimentIsNotFound) {
   EXPECT_FALSE(io.latest().has_value());
   EXPECT_TRUE(io.list().empty());
   EXPECT_EQ(code_of([&] { io.load("latest", LoadTargets{}); }), ErrorCode::NotFound);
+}
+
+std::vector<std::string> names_of(const std::vector<CheckpointEntry>& entries) {
+  std::vector<std::string> out;
+  for (const auto& e : entries) out.push_back(e.name);
+  return out;
+}
+
+void flip_a_bit(const fs::path& file) {
+  std::string bytes = testing::read_file(file);
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+  testing::write_file(file, bytes);
+}
+
+// With async saves, save(N) first waits for save(N-1), whose last phases are reported while the
+// caller is inside save(N): each report must say which save it is about.
+TEST(CheckpointIO, OnPhaseNamesTheSaveItReportsOn) {
+  TempDir dir;
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t issued = 0;  // the step the caller last passed to save()
+  struct Report {
+    SavePhase phase;
+    int64_t reported_step;
+    int64_t issued_then;
+    std::string path;
+  };
+  std::vector<Report> reports;
+  CheckpointOptions o = quiet_options();
+  o.async = true;
+  o.on_phase = [&](SavePhase p, const SaveInfo& save) {
+    std::unique_lock lock(mu);
+    // Hold the first save until the caller has issued the second one: the reports of its later
+    // phases then come while "the save I started last" is step 2.
+    if (save.global_step == 1 && p == SavePhase::WriteFiles) {
+      cv.wait(lock, [&] { return issued == 2; });
+    }
+    reports.push_back({p, save.global_step, issued, save.path.filename().string()});
+  };
+  CheckpointIO io(dir.path(), o);
+  {
+    std::lock_guard lock(mu);
+    issued = 1;
+  }
+  io.save(make_training_state(1));
+  {
+    std::lock_guard lock(mu);
+    issued = 2;
+  }
+  cv.notify_all();
+  io.save(make_training_state(2));
+  io.wait();
+  int late_reports_of_step1 = 0;
+  for (const Report& r : reports) {
+    EXPECT_EQ(r.path, "epoch0-global_step" + std::to_string(r.reported_step));
+    if (r.reported_step == 1 && r.issued_then == 2) ++late_reports_of_step1;
+  }
+  // WriteFiles (released by the second save), WriteManifest, Commit, Prune and Done of step 1.
+  EXPECT_EQ(late_reports_of_step1, 5);
+  ASSERT_EQ(reports.size(), 12u);  // snapshot + 5 phases, twice
+}
+
+// Train to 12, delete 8, resume from 4 and save 8 with keep_n_latest = 1: the new 8 is the newest
+// checkpoint (commit order, not step order) and the abandoned 12 is what goes.
+TEST(CheckpointIO, RetentionAndLatestFollowCommitOrderAfterResumingFromAnOlderStep) {
+  TempDir dir;
+  {
+    CheckpointIO first(dir.path(), quiet_options());
+    for (int64_t step : {4, 8, 12}) first.save(make_training_state(step));
+  }
+  fs::remove_all(dir / "epoch0-global_step8");
+  CheckpointOptions o = quiet_options();
+  o.keep_n_latest = 1;
+  CheckpointIO io(dir.path(), o);
+  TensorMap model;
+  io.load("epoch0-global_step4", LoadTargets{.model = &model});
+  const fs::path saved = io.save(make_training_state(8));
+  EXPECT_TRUE(fs::exists(saved / "ckptio.manifest.json"));
+  EXPECT_EQ(names_of(io.list()), std::vector<std::string>{"epoch0-global_step8"});
+  ASSERT_TRUE(io.latest().has_value());
+  EXPECT_EQ(io.latest()->global_step, 8);
+  expect_checkpoint_equals(io, "latest", make_training_state(8));
+}
+
+// Manifests written before the commit sequence existed load and order by step; a new save comes
+// after all of them.
+TEST(CheckpointIO, ManifestsWithoutASequenceOrderByStep) {
+  TempDir dir;
+  {
+    CheckpointIO first(dir.path(), quiet_options());
+    for (int64_t step : {1, 2, 3}) first.save(make_training_state(step));
+  }
+  for (int64_t step : {3, 1, 2}) {
+    const fs::path manifest = dir / ("epoch0-global_step" + std::to_string(step)) /
+                              "ckptio.manifest.json";
+    auto doc = nlohmann::json::parse(testing::read_file(manifest));
+    ASSERT_TRUE(doc.contains("sequence"));
+    doc.erase("sequence");
+    testing::write_file(manifest, doc.dump(2));
+  }
+  CheckpointIO io(dir.path(), quiet_options());
+  EXPECT_EQ(names_of(io.list()), (std::vector<std::string>{"epoch0-global_step1",
+                                                           "epoch0-global_step2",
+                                                           "epoch0-global_step3"}));
+  EXPECT_EQ(io.latest()->global_step, 3);
+  expect_checkpoint_equals(io, "latest", make_training_state(3));
+  fs::remove_all(dir / "epoch0-global_step2");
+  io.save(make_training_state(2));
+  EXPECT_EQ(io.latest()->global_step, 2);
+  EXPECT_EQ(io.list().back().sequence, 1u);
+}
+
+// outputs -> real/: listing, pruning, latest and resume follow the link.
+TEST(CheckpointIO, SymlinkedExperimentFolderIsFollowed) {
+  TempDir dir;
+  fs::create_directories(dir / "real");
+  fs::create_directory_symlink(dir / "real", dir / "outputs");
+  std::vector<std::string> warnings;
+  CheckpointOptions o = quiet_options();
+  o.keep_n_latest = 1;
+  o.warn = [&](const std::string& w) { warnings.push_back(w); };
+  CheckpointIO io(dir / "outputs", o);
+  for (int64_t step : {1, 2, 3}) io.save(make_training_state(step));
+  EXPECT_TRUE(warnings.empty()) << warnings.front();
+  EXPECT_EQ(names_of(list_checkpoints(dir / "outputs")),
+            std::vector<std::string>{"epoch0-global_step3"});
+  EXPECT_FALSE(fs::exists(dir / "real" / "epoch0-global_step1"));
+  ASSERT_TRUE(latest_checkpoint(dir / "outputs").has_value());
+  EXPECT_EQ(latest_checkpoint(dir / "outputs")->global_step, 3);
+  CheckpointIO resumed(dir / "outputs", quiet_options());
+  expect_checkpoint_equals(resumed, "latest", make_training_state(3));
+}
+
+// An Env that renames a checkpoint folder away (as a concurrent prune does) right when the lister
+// looks for its manifest.
+class VanishingEnv : public io::Env {
+ public:
+  explicit VanishingEnv(fs::path victim) : victim_(std::move(victim)) {}
+  std::unique_ptr<io::ReadableFile> open_read(const fs::path& p) override {
+    return base().open_read(p);
+  }
+  std::unique_ptr<io::WritableFile> open_write(const fs::path& p, io::OpenMode m) override {
+    return base().open_write(p, m);
+  }
+  std::shared_ptr<const io::MappedFile> map_read(const fs::path& p) override {
+    return base().map_read(p);
+  }
+  void rename(const fs::path& a, const fs::path& b) override { base().rename(a, b); }
+  void sync_dir(const fs::path& d) override { base().sync_dir(d); }
+  void remove(const fs::path& p) override { base().remove(p); }
+  void remove_all(const fs::path& p) override { base().remove_all(p); }
+  void create_dirs(const fs::path& p) override { base().create_dirs(p); }
+  std::vector<std::string> list_dir(const fs::path& d) override { return base().list_dir(d); }
+  io::FileInfo stat(const fs::path& p) override {
+    if (!vanished_ && p == victim_ / "ckptio.manifest.json") {
+      vanished_ = true;
+      base().rename(victim_, victim_.parent_path() / ".epoch0-global_step1.tmp-pruned");
+    }
+    return base().stat(p);
+  }
+
+ private:
+  static io::Env& base() { return io::Env::posix(); }
+  fs::path victim_;
+  bool vanished_ = false;
+};
+
+TEST(CheckpointIO, ListingDuringAPruneDoesNotReportTheVictimAsDamaged) {
+  TempDir dir;
+  {
+    CheckpointIO io(dir.path(), quiet_options());
+    io.save(make_training_state(1));
+    io.save(make_training_state(2));
+  }
+  VanishingEnv env(dir / "epoch0-global_step1");
+  const auto entries = list_checkpoints(dir.path(), false, &env);
+  for (const auto& e : entries) {
+    EXPECT_NE(e.name, "epoch0-global_step1") << checkpoint_state_name(e.state) << ": " << e.problem;
+  }
+  EXPECT_EQ(entries.back().name, "epoch0-global_step2");
+  EXPECT_EQ(entries.back().state, CheckpointState::Committed);
+}
+
+// list/latest/verify from another thread while a background save runs.
+TEST(CheckpointIO, ListLatestVerifyWhileABackgroundSavePrunes) {
+  TempDir dir;
+  CheckpointOptions o = quiet_options();
+  o.async = true;
+  o.keep_n_latest = 1;
+  CheckpointIO io(dir.path(), o);
+  io.save(make_training_state(1));
+  io.wait();
+  for (int64_t step = 2; step <= 6; ++step) {
+    io.save(make_training_state(step));
+    for (const auto& e : io.list()) {
+      if (!e.is_temp) {
+        EXPECT_EQ(e.state, CheckpointState::Committed) << e.name << ": " << e.problem;
+      }
+    }
+    const auto latest = io.latest();
+    ASSERT_TRUE(latest.has_value());
+    EXPECT_TRUE(latest->global_step == step || latest->global_step == step - 1);
+  }
+  io.wait();
+  EXPECT_EQ(names_of(io.list()), std::vector<std::string>{"epoch0-global_step6"});
+}
+
+TEST(CheckpointIO, OnPhaseThrowingAfterTheCommitIsOnlyAWarning) {
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async" : "sync");
+    TempDir dir;
+    std::vector<std::string> warnings;
+    CheckpointOptions o = quiet_options();
+    o.async = async;
+    o.warn = [&](const std::string& w) { warnings.push_back(w); };
+    o.on_phase = [](SavePhase p) {
+      if (p == SavePhase::Prune || p == SavePhase::Done) throw std::runtime_error("hook failed");
+    };
+    CheckpointIO io(dir.path(), o);
+    io.save(make_training_state(1));
+    io.wait();
+    EXPECT_EQ(warnings.size(), 2u);
+    EXPECT_NE(warnings.at(0).find("hook failed"), std::string::npos);
+    expect_checkpoint_equals(io, "latest", make_training_state(1));
+  }
+}
+
+TEST(CheckpointIO, FailingToStartAThreadIsAnErrorAndTheObjectStaysUsable) {
+  TempDir dir;
+  CheckpointOptions o = quiet_options();
+  o.async = true;
+  o.copy_threads = 4;
+  CheckpointIO io(dir.path(), o);
+  checkpoint::set_thread_factory_for_testing([](std::function<void()>) -> std::thread {
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                            "thread");
+  });
+  const TrainingState big = make_training_state(1, 80);  // several copy chunks
+  EXPECT_EQ(code_of([&] { io.save(big); }), ErrorCode::IoError);
+  EXPECT_FALSE(io.busy());
+  EXPECT_NO_THROW(io.wait());
+  EXPECT_TRUE(io.list().empty());
+  // A sync save needs no thread of its own; its checksum helper falls back to the caller's.
+  CheckpointOptions sync_options = quiet_options();
+  CheckpointIO sync_io(dir.path(), sync_options);
+  sync_io.save(make_training_state(2));
+  checkpoint::set_thread_factory_for_testing({});
+  EXPECT_TRUE(sync_io.verify("epoch0-global_step2", true).ok);
+  io.save(big);
+  io.wait();
+  expect_checkpoint_equals(io, "epoch0-global_step1", big);
+}
+
+// A checkpoint that does not verify is not a checkpoint: saving its step moves it aside (the run
+// that resumed from step 8 because step 9 was truncated can save step 9).
+TEST(CheckpointIO, SavingOverADamagedCheckpointMovesItAside) {
+  TempDir dir;
+  std::vector<std::string> warnings;
+  CheckpointOptions o = quiet_options();
+  o.warn = [&](const std::string& w) { warnings.push_back(w); };
+  o.keep_n_latest = 2;
+  CheckpointIO io(dir.path(), o);
+  for (int64_t step : {7, 8, 9}) io.save(make_training_state(step));
+  fs::resize_file(dir / "epoch0-global_step9/sampler.json", 3);
+  warnings.clear();
+  CheckpointIO resumed(dir.path(), o);
+  expect_checkpoint_equals(resumed, "latest", make_training_state(8));
+  const TrainingState s9 = make_training_state(9);
+  ASSERT_NO_THROW(resumed.save(s9));
+  EXPECT_TRUE(fs::is_directory(dir / "epoch0-global_step9.damaged-1"));
+  bool warned = false;
+  for (const auto& w : warnings) warned |= w.find("epoch0-global_step9.damaged-1") != std::string::npos;
+  EXPECT_TRUE(warned);
+  EXPECT_EQ(names_of(resumed.list()),
+            (std::vector<std::string>{"epoch0-global_step8", "epoch0-global_step9"}));
+  EXPECT_TRUE(resumed.verify("epoch0-global_step9", true).ok);
+  expect_checkpoint_equals(resumed, "latest", s9);
+  // Pruning leaves the damaged folder for a person.
+  resumed.prune(1);
+  EXPECT_TRUE(fs::is_directory(dir / "epoch0-global_step9.damaged-1"));
+  // A committed checkpoint that verifies still needs replace.
+  EXPECT_EQ(code_of([&] { resumed.save(s9); }), ErrorCode::AlreadyExists);
+}
+
+// A flipped bit keeps every size: the load's checksums catch it, "latest" falls back, and pruning
+// never removes the checkpoint the run resumed from before the run committed a newer one.
+TEST(CheckpointIO, LoadChecksChecksumsFallsBackAndPruningSparesTheResumedCheckpoint) {
+  TempDir dir;
+  {
+    CheckpointIO first(dir.path(), quiet_options());
+    for (int64_t step : {1, 2, 3}) first.save(make_training_state(step));
+  }
+  flip_a_bit(dir / "epoch0-global_step3/model/model.safetensors");
+  std::vector<std::string> warnings;
+  CheckpointOptions o = quiet_options();
+  o.keep_n_latest = 1;
+  o.warn = [&](const std::string& w) { warnings.push_back(w); };
+  CheckpointIO io(dir.path(), o);
+  // A path load without asking for checksums still checks them.
+  EXPECT_EQ(code_of([&] {
+              TensorMap m;
+              io.load("epoch0-global_step3", LoadTargets{.model = &m});
+            }),
+            ErrorCode::Corrupt);
+  expect_checkpoint_equals(io, "latest", make_training_state(2));
+  ASSERT_FALSE(warnings.empty());
+  EXPECT_NE(warnings.back().find("epoch0-global_step3"), std::string::npos) << warnings.back();
+  EXPECT_NE(warnings.back().find("model/model.safetensors: checksum mismatch"), std::string::npos)
+      << warnings.back();
+  // Before this run commits anything, the checkpoint it resumed from (and older ones) stay.
+  EXPECT_TRUE(io.prune(1).empty());
+  EXPECT_TRUE(fs::exists(dir / "epoch0-global_step2"));
+  EXPECT_TRUE(fs::exists(dir / "epoch0-global_step1"));
+  // Saving step 3 moves the flipped one aside; then retention applies as usual.
+  io.save(make_training_state(3));
+  EXPECT_TRUE(fs::is_directory(dir / "epoch0-global_step3.damaged-1"));
+  EXPECT_EQ(names_of(io.list()), std::vector<std::string>{"epoch0-global_step3"});
+  expect_checkpoint_equals(io, "latest", make_training_state(3));
 }
 
 TEST(CheckpointNames, ParseSizesAndFolderNames) {

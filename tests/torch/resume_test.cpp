@@ -139,6 +139,60 @@ TEST(TorchResume, AsyncBorrowSavesResumeBitExactly) {
   resume_is_bit_exact("--async --snapshot borrow");
 }
 
+// A damaged newest checkpoint (a truncated file, or a flipped bit that only checksums see) does not
+// block the run: --resume auto falls back to the one before, and saving the damaged step again moves
+// the damaged folder aside as epoch{E}-global_step12.damaged-1.
+TEST(TorchResume, DamagedNewestCheckpointIsSkippedAndSupersededOnResume) {
+  for (const bool flip : {false, true}) {
+    SCOPED_TRACE(flip ? "flipped bit" : "truncated file");
+    TempDir dir;
+    const fs::path exp = dir / "exp";
+    ASSERT_EQ(run_demo(exp, "").exit_code, 0) << log_of(exp);
+    const fs::path newest = final_checkpoint(exp, 12);
+    ASSERT_FALSE(newest.empty());
+    if (flip) {
+      const fs::path victim = newest / "model" / "model.safetensors";
+      std::string bytes = ckptio::testing::read_file(victim);
+      bytes[bytes.size() - 5] = static_cast<char>(bytes[bytes.size() - 5] ^ 0x01);
+      ckptio::testing::write_file(victim, bytes);
+    } else {
+      fs::resize_file(newest / "optimizer" / "optimizer.json", 10);
+    }
+    const RunResult resumed = run_demo(exp, "--resume auto");
+    ASSERT_EQ(resumed.exit_code, 0) << log_of(exp);
+    const std::string log = log_of(exp);
+    EXPECT_NE(log.find("global_step 8)"), std::string::npos) << log;
+    EXPECT_NE(log.find(flip ? "model/model.safetensors: checksum mismatch"
+                            : "optimizer/optimizer.json: size 10 bytes"),
+              std::string::npos)
+        << log;
+    EXPECT_TRUE(fs::is_directory(exp / (newest.filename().string() + ".damaged-1"))) << log;
+    EXPECT_TRUE(fs::exists(final_checkpoint(exp, 12) / "ckptio.manifest.json"));
+  }
+}
+
+// Negative or zero counts are usage errors: exit 2 and a short message naming the flag (not a
+// wrapped 2^64-1 for --keep, not CLI11's exit codes 105/109, not DBL_MAX printed in full).
+TEST(TorchDemo, BadCountsAreUsageErrors) {
+  TempDir dir;
+  for (const std::string flags : {"--keep -1", "--steps 0", "--ckpt-every -3", "--steps -5",
+                                  "--seed -1", "--keep x"}) {
+    SCOPED_TRACE(flags);
+    const fs::path log = dir / "usage.log";
+    const std::string cmd = std::string(CKPTIO_BIN_DIR) + "/train-demo --out " +
+                            (dir / "exp").string() + " " + flags + " > " + log.string() + " 2>&1";
+    const int status = std::system(cmd.c_str());
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 2);
+    const std::string text = ckptio::testing::read_file(log);
+    EXPECT_NE(text.find(flags.substr(0, flags.find(' '))), std::string::npos) << text;
+    EXPECT_NE(text.find("whole number"), std::string::npos) << text;
+    EXPECT_EQ(text.find("179769"), std::string::npos) << text;
+    EXPECT_LT(text.size(), 400u) << text;
+    EXPECT_FALSE(fs::exists(dir / "exp"));
+  }
+}
+
 // The comparison above can fail: a run with another seed differs in every state file, and the
 // demo's own --compare says so.
 TEST(TorchResume, DifferentRunsAreDetected) {
