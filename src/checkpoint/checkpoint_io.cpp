@@ -14,7 +14,7 @@
 #include "checkpoint/manifest.h"
 #include "checkpoint/save_job.h"
 #include "checkpoint/staging_pool.h"
-#include "checkpoint/thread_start.h"
+#include "core/thread_start.h"
 #include "ckptio/error.h"
 
 namespace ckptio {
@@ -266,7 +266,7 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
   im.running = true;
   std::thread worker;
   try {
-    worker = checkpoint::start_thread([&im, job] {
+    worker = start_thread([&im, job] {
       try {
         job->run();
         im.committed_since_resume = true;
@@ -274,7 +274,7 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
         im.pending_error = std::current_exception();
       }
       im.running = false;
-    });
+    }, "the background save thread");
   } catch (const Error& err) {
     im.running = false;
     throw err.annotate("saving checkpoint '" + final_path.string() + "' in the background");

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <thread>
 
-#include "checkpoint/thread_start.h"
+#include "core/thread_start.h"
 #include "ckptio/error.h"
 
 namespace ckptio::checkpoint {
@@ -61,7 +61,7 @@ void parallel_copy(std::span<const CopyTask> tasks, unsigned threads) {
   helpers.reserve(threads - 1);
   for (unsigned i = 1; i < threads; ++i) {
     try {
-      helpers.push_back(start_thread(worker));
+      helpers.push_back(start_thread(worker, "a staging copy thread"));
     } catch (const Error&) {
       break;  // no more threads to be had: the threads already started and this one do the rest
     }

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "checkpoint/file_hash.h"
-#include "checkpoint/thread_start.h"
+#include "core/thread_start.h"
 #include "ckptio/error.h"
 
 namespace ckptio::checkpoint {
@@ -101,7 +101,7 @@ WrittenFile write_safetensors_file(io::Env& env, const fs::path& root, const std
   bool hash_here = false;
   if (settings.checksums) {
     try {
-      hasher_thread = start_thread(hash);
+      hasher_thread = start_thread(hash, "a checksum thread");
     } catch (const Error&) {
       hash_here = true;  // no thread to be had: hash in this one after writing
     }

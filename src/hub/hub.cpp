@@ -18,7 +18,7 @@
 #include "hub/protocol.h"
 #include "hub/repo_cache.h"
 #include "hub/settings.h"
-#include "hub/thread_start.h"
+#include "core/thread_start.h"
 
 namespace ckptio::hub {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "checkpoint/catalog.h"
 #include "checkpoint/file_hash.h"
-#include "checkpoint/thread_start.h"
+#include "core/thread_start.h"
 #include "checkpoint/training_state_fixture.h"
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
@@ -581,7 +581,7 @@ TEST(CheckpointIO, FailingToStartAThreadIsAnErrorAndTheObjectStaysUsable) {
   o.async = true;
   o.copy_threads = 4;
   CheckpointIO io(dir.path(), o);
-  checkpoint::set_thread_factory_for_testing([](std::function<void()>) -> std::thread {
+  set_thread_factory_for_testing([](std::function<void()>) -> std::thread {
     throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
                             "thread");
   });
@@ -594,7 +594,7 @@ TEST(CheckpointIO, FailingToStartAThreadIsAnErrorAndTheObjectStaysUsable) {
   CheckpointOptions sync_options = quiet_options();
   CheckpointIO sync_io(dir.path(), sync_options);
   sync_io.save(make_training_state(2));
-  checkpoint::set_thread_factory_for_testing({});
+  set_thread_factory_for_testing({});
   EXPECT_TRUE(sync_io.verify("epoch0-global_step2", true).ok);
   io.save(big);
   io.wait();

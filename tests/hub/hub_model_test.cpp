@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <functional>
 #include <memory>
+#include <system_error>
+#include <thread>
 
 #include "ckptio/error.h"
 #include "ckptio/hub.h"
 #include "hub/fake_hub.h"
-#include "hub/thread_start.h"
+#include "core/thread_start.h"
 
 namespace ckptio::hub {
 namespace {
@@ -75,7 +78,15 @@ TEST_F(HubModel, ADownloadThreadThatCannotStartIsAnErrorNotACrash) {
   o.max_parallel_downloads = 3;  // two threads beside the caller's for the three shards
   for (int started_before : {0, 1}) {
     SCOPED_TRACE(started_before);
-    fail_thread_starts(started_before, 1);
+    // The first `started_before` threads start; the next one cannot.
+    auto starts = std::make_shared<int>(0);
+    set_thread_factory_for_testing([starts, started_before](std::function<void()> body) {
+      if ((*starts)++ >= started_before) {
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "thread");
+      }
+      return std::thread(std::move(body));
+    });
     try {
       download_model("org/sharded", "", o);
       ADD_FAILURE() << "no error";
@@ -84,7 +95,7 @@ TEST_F(HubModel, ADownloadThreadThatCannotStartIsAnErrorNotACrash) {
       EXPECT_NE(e.message().find("cannot start a download thread"), std::string::npos) << e.message();
     }
   }
-  fail_thread_starts(0, 0);
+  set_thread_factory_for_testing({});
   const fs::path dir = download_model("org/sharded", "", o);
   for (size_t i = 0; i < shards_.size(); ++i) EXPECT_TRUE(read_file(dir / shard_names_[i]) == shards_[i]) << i;
 }

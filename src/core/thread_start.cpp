@@ -1,10 +1,11 @@
-#include "checkpoint/thread_start.h"
+#include "core/thread_start.h"
 
+#include <string>
 #include <system_error>
 
 #include "ckptio/error.h"
 
-namespace ckptio::checkpoint {
+namespace ckptio {
 
 namespace {
 ThreadFactory& factory() {
@@ -13,15 +14,15 @@ ThreadFactory& factory() {
 }
 }  // namespace
 
-std::thread start_thread(std::function<void()> body) {
+std::thread start_thread(std::function<void()> body, std::string_view what) {
   try {
     if (factory()) return factory()(std::move(body));
     return std::thread(std::move(body));
   } catch (const std::system_error& e) {
-    throw Error(ErrorCode::IoError, std::string("cannot start a thread: ") + e.what());
+    throw system_error(e.code().value(), "cannot start " + std::string(what));
   }
 }
 
 void set_thread_factory_for_testing(ThreadFactory f) { factory() = std::move(f); }
 
-}  // namespace ckptio::checkpoint
+}  // namespace ckptio
