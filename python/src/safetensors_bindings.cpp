@@ -57,6 +57,8 @@ TensorDesc describe(const TensorInfo& info) {
 }
 
 // An open file; close() drops the reader (tensors already handed out keep their mapping alive).
+// Calls that release the GIL work on a copy of the reader (a shared handle), so that close() from
+// another thread cannot free it under them.
 class SafeFile {
  public:
   SafeFile(const std::filesystem::path& path, bool use_pread) {
@@ -64,7 +66,7 @@ class SafeFile {
     reader_.emplace(SafetensorsReader::open(path, use_pread ? ReadMode::Pread : ReadMode::Mmap));
   }
 
-  const SafetensorsReader& reader() const {
+  SafetensorsReader reader() const {
     if (!reader_) throw Error(ErrorCode::InvalidArgument, "the file is closed");
     return *reader_;
   }
@@ -74,23 +76,25 @@ class SafeFile {
 
   std::vector<TensorDesc> tensors() const {
     std::vector<TensorDesc> out;
-    for (const TensorInfo& info : reader().tensors()) out.push_back(describe(info));
+    SafetensorsReader r = reader();
+    for (const TensorInfo& info : r.tensors()) out.push_back(describe(info));
     return out;
   }
 
   TensorDesc info(const std::string& name) const { return describe(reader().info(name)); }
 
   nb::object tensor(const std::string& name) const {
+    SafetensorsReader r = reader();
     Tensor t;
     {
       nb::gil_scoped_release release;
-      t = reader().tensor(name);
+      t = r.tensor(name);
     }
     return raw_of(t);
   }
 
   void read_into(const std::string& name, RawInOut raw) const {
-    const SafetensorsReader& r = reader();
+    SafetensorsReader r = reader();
     nb::gil_scoped_release release;
     r.read_into(name, std::span<std::byte>(reinterpret_cast<std::byte*>(raw.data()), raw.size()));
   }
@@ -98,7 +102,7 @@ class SafeFile {
   // Fills each raw from its tensor with parallel preads (io::read_parallel), checking sizes first.
   void read_many_into(const std::vector<std::string>& names, std::vector<RawInOut> raws,
                       unsigned threads) const {
-    const SafetensorsReader& r = reader();
+    SafetensorsReader r = reader();
     if (names.size() != raws.size()) {
       throw Error(ErrorCode::InvalidArgument, "read_many_into: names and buffers differ in count");
     }
@@ -153,8 +157,9 @@ void bind_safetensors(nb::module_& m) {
       .def("tensors", &SafeFile::tensors, "(name, dtype, shape) of every tensor, in data order.")
       .def("info", &SafeFile::info, nb::arg("name"))
       .def("byte_range", [](const SafeFile& f, const std::string& name) {
-        const TensorInfo& info = f.reader().info(name);
-        uint64_t start = f.reader().header().data_start;
+        SafetensorsReader r = f.reader();
+        const TensorInfo& info = r.info(name);
+        uint64_t start = r.header().data_start;
         return std::make_pair(start + info.begin, start + info.end);
       }, nb::arg("name"), "[begin, end) of the tensor's bytes in the file (absolute offsets).")
       .def_prop_ro("file_size", [](const SafeFile& f) { return f.reader().file_size(); })

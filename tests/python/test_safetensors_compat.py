@@ -296,3 +296,15 @@ def test_misaligned_tensors_are_copied_not_viewed(tmp_path):
 def test_unknown_backend_raises(tmp_path):
     with pytest.raises(errors.InvalidArgumentError):
         cs.load_file(tmp_path / "x", backend="uring")
+
+
+def test_threads_share_one_open_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = random_state(11, count=16)
+    path = tmp_path / "a.safetensors"
+    cs.save_file(state, path)
+    with cs.safe_open(path, backend="pread") as f:
+        with ThreadPoolExecutor(4) as pool:
+            loaded = dict(zip(f.keys(), pool.map(f.get_tensor, f.keys())))
+    assert all(same_bits(loaded[k], state[k]) for k in state)
