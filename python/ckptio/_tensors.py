@@ -113,7 +113,7 @@ def safetensors_dtype(dtype: Any) -> str:
     """The safetensors name of a torch.dtype or numpy dtype."""
     if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
         try:
-            return _NUMPY_NAMES[np.dtype(dtype)]
+            return _NUMPY_NAMES[np.dtype(dtype).newbyteorder("=")]
         except KeyError:
             raise errors.UnsupportedError(
                 f"unsupported: numpy dtype {np.dtype(dtype)} has no safetensors dtype"

@@ -308,3 +308,10 @@ def test_threads_share_one_open_file(tmp_path):
         with ThreadPoolExecutor(4) as pool:
             loaded = dict(zip(f.keys(), pool.map(f.get_tensor, f.keys())))
     assert all(same_bits(loaded[k], state[k]) for k in state)
+
+
+def test_big_endian_arrays_are_written_little_endian_like_the_package():
+    arrays = {"x": np.arange(6, dtype=">i4").reshape(2, 3), "y": np.array([1.5], dtype=">f8")}
+    assert cn.save(arrays) == sn.save(arrays)
+    back = cn.load(cn.save(arrays))
+    assert back["x"].tolist() == arrays["x"].tolist() and back["y"].tolist() == [1.5]
