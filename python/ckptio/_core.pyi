@@ -43,6 +43,12 @@ class SafeFile:
 
     def info(self, name: str) -> tuple[str, str, list[int]]: ...
 
+    def byte_range(self, name: str) -> tuple[int, int]:
+        """[begin, end) of the tensor's bytes in the file (absolute offsets)."""
+
+    @property
+    def file_size(self) -> int: ...
+
     def has(self, name: str) -> bool: ...
 
     def tensor(self, name: str) -> NDArray[numpy.uint8]:
