@@ -4,7 +4,6 @@ import json
 import struct
 
 import numpy as np
-import pytest
 import torch
 
 from ckptio import _tensors
@@ -55,7 +54,3 @@ def header_of(data: bytes) -> dict:
     (n,) = struct.unpack("<Q", data[:8])
     return json.loads(data[8:8 + n])
 
-
-@pytest.fixture
-def helpers():
-    return __import__(__name__)
