@@ -18,3 +18,25 @@ def test_unknown_code_is_internal():
 def test_not_found_is_also_a_file_not_found_error():
     with pytest.raises(FileNotFoundError):
         raise errors.NotFoundError("not_found: x")
+
+
+def test_the_stub_declares_every_name_of_the_extension():
+    import ast
+    from pathlib import Path
+
+    stub = Path(ckptio.__file__).resolve().parent / "_core.pyi"
+    declared = set()
+    for node in ast.parse(stub.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            declared.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            declared |= {f"{node.name}.{m.name}" for m in node.body
+                         if isinstance(m, ast.FunctionDef)}
+    public = set()
+    for name in dir(_core):
+        if not name.startswith("_"):
+            public.add(name)
+            if isinstance(getattr(_core, name), type):
+                public |= {f"{name}.{m}" for m in vars(getattr(_core, name))
+                           if not m.startswith("_")}
+    assert public <= declared, f"regenerate python/ckptio/_core.pyi: {sorted(public - declared)}"
