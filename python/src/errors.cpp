@@ -25,7 +25,7 @@ void bind_errors(nb::module_& m) {
     } catch (const Error& e) {
       nb::gil_scoped_acquire gil;
       nb::object errors = nb::module_::import_("ckptio.errors");
-      nb::object cls = errors.attr("error_class")(std::string(error_code_name(e.code())));
+      nb::object cls = errors.attr("error_class")(nb::str(std::string(error_code_name(e.code())).c_str()));
       PyErr_SetObject(cls.ptr(), nb::str(e.what()).ptr());
     }
   });

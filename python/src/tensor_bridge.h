@@ -23,6 +23,9 @@ using RawIn = nanobind::ndarray<const uint8_t, nanobind::ndim<1>, nanobind::c_co
                                 nanobind::device::cpu>;
 // Raw bytes handed to Python; the array keeps the core's Tensor (heap or file mapping) alive.
 using RawOut = nanobind::ndarray<nanobind::numpy, uint8_t, nanobind::ndim<1>, nanobind::c_contig>;
+// The same for bytes of a read-only file mapping (numpy marks the array not writable).
+using RawOutReadOnly =
+    nanobind::ndarray<nanobind::numpy, const uint8_t, nanobind::ndim<1>, nanobind::c_contig>;
 // Writable raw bytes of memory Python owns (a torch.empty the core reads into).
 using RawInOut = nanobind::ndarray<uint8_t, nanobind::ndim<1>, nanobind::c_contig,
                                    nanobind::device::cpu>;
@@ -32,7 +35,8 @@ using RawInOut = nanobind::ndarray<uint8_t, nanobind::ndim<1>, nanobind::c_conti
 TensorView view_of(const std::string& name, const std::string& dtype, const Shape& shape,
                    const RawIn& raw);
 
-// The tensor's bytes as an array that owns a reference to the tensor (no copy).
-RawOut raw_of(const Tensor& tensor);
+// The tensor's bytes as a numpy uint8 array that owns a reference to the tensor (no copy): a
+// RawOut, or a RawOutReadOnly for a memory-mapped tensor.
+nanobind::object raw_of(const Tensor& tensor);
 
 }  // namespace ckptio::python
