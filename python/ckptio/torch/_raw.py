@@ -1,57 +1,20 @@
-"""torch.Tensor <-> (dtype name, shape, raw uint8 bytes), the form tensors take to cross into the core.
-
-Views only: a contiguous CPU tensor crosses without a copy, and tensors come back as views of the
-core's memory (a heap buffer or a file mapping the returned tensor keeps alive).
-"""
+"""Thin torch-only wrappers over ckptio._tensors (the bridge's Python side) for this package."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-import numpy as np
 import torch
 
-_TO_NAME = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-    torch.complex64: "C64",
-}
-for _attr, _name in (
-    ("uint16", "U16"),
-    ("uint32", "U32"),
-    ("uint64", "U64"),
-    ("float8_e4m3fn", "F8_E4M3"),
-    ("float8_e5m2", "F8_E5M2"),
-    ("float8_e4m3fnuz", "F8_E4M3FNUZ"),
-    ("float8_e5m2fnuz", "F8_E5M2FNUZ"),
-    ("float8_e8m0fnu", "F8_E8M0"),
-):
-    if hasattr(torch, _attr):
-        _TO_NAME[getattr(torch, _attr)] = _name
-_FROM_NAME = {name: dtype for dtype, name in _TO_NAME.items()}
+from ckptio import _tensors
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    try:
-        return _TO_NAME[dtype]
-    except KeyError:
-        raise TypeError(f"ckptio cannot store tensors of dtype {dtype}") from None
+    return _tensors.safetensors_dtype(dtype)
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    try:
-        return _FROM_NAME[name]
-    except KeyError:
-        raise TypeError(f"dtype {name} has no torch equivalent") from None
+    return _tensors.torch_dtype(name)
 
 
 def contiguous_cpu(t: torch.Tensor) -> torch.Tensor:
@@ -61,20 +24,17 @@ def contiguous_cpu(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def to_raw(t: torch.Tensor) -> tuple[str, list[int], np.ndarray]:
-    """(dtype, shape, bytes); the bytes alias `t` when it is a contiguous CPU tensor."""
-    c = contiguous_cpu(t)
-    return dtype_name(c.dtype), list(c.shape), c.reshape(-1).view(torch.uint8).numpy()
+def to_raw(t: torch.Tensor) -> tuple:
+    """(dtype, safetensors shape, uint8 view); the view aliases `t` when it is contiguous on the CPU
+    (otherwise it views a contiguous copy, which the caller keeps alive with the triple)."""
+    return _tensors.to_raw(t)
 
 
-def writable_raw(t: torch.Tensor) -> np.ndarray:
+def writable_raw(t: torch.Tensor) -> Any:
     """The bytes of a contiguous CPU tensor, writable, aliasing it."""
-    return t.detach().reshape(-1).view(torch.uint8).numpy()
+    return t.detach().reshape(-1).view(torch.uint8)
 
 
-def from_raw(dtype: str, shape: Any, raw: np.ndarray) -> torch.Tensor:
-    """A tensor viewing `raw` (no copy). Read-only mappings give tensors that must not be written."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch warns about non-writable arrays (file mappings)
-        flat = torch.from_numpy(raw)
-    return flat.view(torch_dtype(dtype)).reshape(list(shape))
+def from_raw(dtype: str, shape: Any, raw: Any) -> torch.Tensor:
+    """A tensor viewing `raw` (no copy); one over a read-only file mapping must not be written."""
+    return _tensors.from_raw(dtype, shape, raw, "pt")

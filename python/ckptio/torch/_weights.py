@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from ckptio import _core
-from ckptio.torch._raw import contiguous_cpu, dtype_name, from_raw, to_raw, torch_dtype, writable_raw
+from ckptio.torch._raw import contiguous_cpu, dtype_name, from_raw, to_raw, torch_dtype
 
 PathLike = Union[str, os.PathLike]
 
@@ -60,7 +60,8 @@ def load_checkpoint(
             staged = contiguous_cpu(dst).clone()
             copy_back.append((dst, staged))
             dst = staged
-        targets.append((str(name), dtype_name(dst.dtype), list(dst.shape), writable_raw(dst)))
+        name_, shape_, raw_ = to_raw(dst)
+        targets.append((str(name), name_, list(shape_), raw_))
     report = _core.checkpoint.load_into(os.fspath(source), targets, strict, rename, weights, allow_pickle)
     with torch.no_grad():
         for dst, staged in copy_back:
