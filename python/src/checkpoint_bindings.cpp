@@ -137,8 +137,22 @@ DType dtype_named(const std::string& name) {
 class PyCheckpointIO {
  public:
   PyCheckpointIO(const std::string& dir, size_t keep_n_latest, bool async, const std::string& snapshot,
-                 const std::string& max_shard_size, bool fsync) {
+                 const std::string& max_shard_size, bool fsync, nb::object on_phase) {
     CheckpointOptions options;
+    if (!on_phase.is_none()) {
+      // Called from whichever thread runs the phase; Python code needs the GIL there. The
+      // destructor and wait() release the GIL, so the save thread can always take it.
+      auto callback = std::make_shared<nb::object>(std::move(on_phase));
+      options.on_phase = [callback](SavePhase phase) {
+        nb::gil_scoped_acquire gil;
+        try {
+          (*callback)(std::string(save_phase_name(phase)));
+        } catch (nb::python_error& e) {
+          e.discard_as_unraisable("ckptio CheckpointIO on_phase");
+        }
+      };
+      on_phase_ = callback;
+    }
     options.keep_n_latest = keep_n_latest;
     options.async = async;
     options.snapshot = snapshot_mode(snapshot);
@@ -288,8 +302,17 @@ class PyCheckpointIO {
 
   std::string experiment_dir() const { return io_->experiment_dir().string(); }
 
+  ~PyCheckpointIO() {
+    // ~CheckpointIO waits for a save in flight, whose on_phase callback may need the GIL.
+    nb::gil_scoped_release release;
+    io_.reset();
+  }
+  PyCheckpointIO(const PyCheckpointIO&) = delete;
+  PyCheckpointIO& operator=(const PyCheckpointIO&) = delete;
+
  private:
   std::unique_ptr<CheckpointIO> io_;
+  std::shared_ptr<nb::object> on_phase_;
 };
 
 // --- torch files -------------------------------------------------------------------------------
@@ -468,9 +491,10 @@ void bind_checkpoint(nb::module_& parent) {
   nb::module_ m = parent.def_submodule("checkpoint", "CheckpointIO, load_checkpoint, torch files");
 
   nb::class_<PyCheckpointIO>(m, "CheckpointIO")
-      .def(nb::init<const std::string&, size_t, bool, const std::string&, const std::string&, bool>(),
+      .def(nb::init<const std::string&, size_t, bool, const std::string&, const std::string&, bool,
+                    nb::object>(),
            nb::arg("exp_dir"), nb::arg("keep_n_latest"), nb::arg("async_save"), nb::arg("snapshot"),
-           nb::arg("max_shard_size"), nb::arg("fsync"))
+           nb::arg("max_shard_size"), nb::arg("fsync"), nb::arg("on_phase").none())
       .def("save", &PyCheckpointIO::save, nb::arg("model").none(), nb::arg("ema").none(),
            nb::arg("optimizer_tensors").none(), nb::arg("optimizer_meta").none(),
            nb::arg("lr_scheduler").none(), nb::arg("sampler").none(), nb::arg("running"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -126,9 +126,14 @@ class CheckpointIO:
         snapshot: str = "copy",
         max_shard_size: Union[str, int] = "4GB",
         fsync: bool = True,
+        on_phase: Optional[Callable[[str], None]] = None,
     ) -> None:
+        """`fsync=False` is for tests and benchmarks only (a crash may then lose a "committed"
+        checkpoint). `on_phase(name)` is called at the start of each save phase ("snapshot",
+        "write_files", "write_manifest", "commit", "prune", "done"), from the thread doing it."""
         self._io = _core.checkpoint.CheckpointIO(
-            os.fspath(exp_dir), int(keep_n_latest), bool(async_save), snapshot, str(max_shard_size), fsync)
+            os.fspath(exp_dir), int(keep_n_latest), bool(async_save), snapshot, str(max_shard_size), fsync,
+            on_phase)
         self._borrowed: Optional[list] = None  # Python memory a borrow-mode save still reads
 
     @property
