@@ -137,12 +137,14 @@ def _torch_if_imported():
     return sys.modules.get("torch")
 
 
-def to_raw(tensor: Any) -> Tuple[str, Shape, Any]:
+def to_raw(tensor: Any, tensor_name: str = "") -> Tuple[str, Shape, Any]:
     """(dtype name, safetensors shape, 1-D uint8 view) of a contiguous CPU tensor or array.
 
     Views only: the raw array aliases the tensor's memory. A torch tensor on another device is
     copied to the CPU first (as the safetensors package does).
     """
+    if isinstance(tensor, np.generic):
+        tensor = np.asarray(tensor)
     if isinstance(tensor, np.ndarray):
         name = safetensors_dtype(tensor.dtype)
         if not tensor.flags.c_contiguous:
@@ -158,8 +160,14 @@ def to_raw(tensor: Any) -> Tuple[str, Shape, Any]:
         t = t.to("cpu")
     shape = tuple(t.shape)
     packing = _TORCH_PACKING.get(name)
-    if packing and shape:
+    if packing:
+        if not shape:
+            raise errors.InvalidArgumentError(
+                f"invalid_argument: {_which(tensor_name)}a 0-d {t.dtype} tensor holds {packing}"
+                f" {name} values, which a safetensors shape cannot describe")
         shape = shape[:-1] + (shape[-1] * packing,)
+    if t.numel() == 0:  # no bytes to alias, and an empty tensor's strides may not allow a view
+        return name, shape, torch.empty(0, dtype=torch.uint8)
     return name, shape, t.reshape(-1).view(torch.uint8)
 
 
