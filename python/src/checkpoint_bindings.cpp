@@ -1,4 +1,4 @@
-// ckptio._core.checkpoint: the C++ side of ckptio.torch (CheckpointIO, load_checkpoint, torch-file
+// ckptio._core's CheckpointIO, load_into/load_all, torch_load, save_sharded: the C++ side of ckptio.torch (CheckpointIO, load_checkpoint, torch-file
 // reading, sharded saves). Tensors cross as (name, dtype, shape, raw bytes) per tensor_bridge.h;
 // JSON components cross as text. Every call that reads or writes files releases the GIL.
 #include <nanobind/nanobind.h>
@@ -487,8 +487,7 @@ nb::dict save_sharded_py(const std::string& folder, const std::vector<TensorIn>&
 
 }  // namespace
 
-void bind_checkpoint(nb::module_& parent) {
-  nb::module_ m = parent.def_submodule("checkpoint", "CheckpointIO, load_checkpoint, torch files");
+void bind_checkpoint(nb::module_& m) {
 
   nb::class_<PyCheckpointIO>(m, "CheckpointIO")
       .def(nb::init<const std::string&, size_t, bool, const std::string&, const std::string&, bool,

@@ -131,7 +131,7 @@ class CheckpointIO:
         """`fsync=False` is for tests and benchmarks only (a crash may then lose a "committed"
         checkpoint). `on_phase(name)` is called at the start of each save phase ("snapshot",
         "write_files", "write_manifest", "commit", "prune", "done"), from the thread doing it."""
-        self._io = _core.checkpoint.CheckpointIO(
+        self._io = _core.CheckpointIO(
             os.fspath(exp_dir), int(keep_n_latest), bool(async_save), snapshot, str(max_shard_size), fsync,
             on_phase)
         self._borrowed: Optional[list] = None  # Python memory a borrow-mode save still reads

@@ -45,7 +45,7 @@ def load_checkpoint(
     """
     rename = _rename_pairs(rename_keys)
     if model is None:
-        tensors, _ = _core.checkpoint.load_all(
+        tensors, _ = _core.load_all(
             os.fspath(source), rename, None if dtype is None else dtype_name(dtype), weights, allow_pickle)
         return {name: from_raw(dt, shape, raw) for name, dt, shape, raw in tensors}
     if dtype is not None and isinstance(model, torch.nn.Module):
@@ -62,7 +62,7 @@ def load_checkpoint(
             dst = staged
         name_, shape_, raw_ = to_raw(dst)
         targets.append((str(name), name_, list(shape_), raw_))
-    report = _core.checkpoint.load_into(os.fspath(source), targets, strict, rename, weights, allow_pickle)
+    report = _core.load_into(os.fspath(source), targets, strict, rename, weights, allow_pickle)
     with torch.no_grad():
         for dst, staged in copy_back:
             dst.copy_(staged)
@@ -70,7 +70,7 @@ def load_checkpoint(
 
 
 def _rebuild(value: Any, storages: list) -> Any:
-    if isinstance(value, _core.checkpoint.TorchTensorRef):
+    if isinstance(value, _core.TorchTensorRef):
         base = storages[value.storage]
         if torch_dtype(value.dtype) != base.dtype:
             base = base.view(torch_dtype(value.dtype))
@@ -96,7 +96,7 @@ def torch_load(path: PathLike, key: Optional[str] = None) -> Any:
     tuple, torch.device and dtypes as strings). `key` picks a sub-object by dotted path
     ("state_dict", "optimizer.state.0.exp_avg").
     """
-    root, storages = _core.checkpoint.torch_load(os.fspath(path), key or "")
+    root, storages = _core.torch_load(os.fspath(path), key or "")
     flat = [from_raw(dtype, [numel], raw) for dtype, numel, raw in storages]
     return _rebuild(root, flat)
 
@@ -118,5 +118,5 @@ def save_sharded(
     if isinstance(state_dict, torch.nn.Module):
         state_dict = state_dict.state_dict()
     tensors = [(str(name), *to_raw(t)) for name, t in state_dict.items()]
-    return _core.checkpoint.save_sharded(
+    return _core.save_sharded(
         os.fspath(folder), tensors, str(max_shard_size), base_name, dict(metadata or {}), fsync)
