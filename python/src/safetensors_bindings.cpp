@@ -6,6 +6,7 @@
 #include <nanobind/stl/filesystem.h>
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
@@ -151,6 +152,12 @@ void bind_safetensors(nb::module_& m) {
       .def("metadata", [](const SafeFile& f) { return f.reader().metadata(); })
       .def("tensors", &SafeFile::tensors, "(name, dtype, shape) of every tensor, in data order.")
       .def("info", &SafeFile::info, nb::arg("name"))
+      .def("byte_range", [](const SafeFile& f, const std::string& name) {
+        const TensorInfo& info = f.reader().info(name);
+        uint64_t start = f.reader().header().data_start;
+        return std::make_pair(start + info.begin, start + info.end);
+      }, nb::arg("name"), "[begin, end) of the tensor's bytes in the file (absolute offsets).")
+      .def_prop_ro("file_size", [](const SafeFile& f) { return f.reader().file_size(); })
       .def("has", [](const SafeFile& f, const std::string& name) {
         return f.reader().find(name) != nullptr;
       }, nb::arg("name"))

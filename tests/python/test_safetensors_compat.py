@@ -255,3 +255,44 @@ def test_zero_dim_f4_cannot_be_saved():
         st.save({"a": t})
     with pytest.raises(errors.InvalidArgumentError, match="tensor 'a'"):
         cs.save({"a": t})
+
+
+@pytest.mark.parametrize("backend", ["mmap", "pread"])
+def test_both_backends_read_every_dtype_and_writes_never_reach_the_file(backend, tmp_path):
+    state = random_state(7, count=12)
+    path = tmp_path / "a.safetensors"
+    st.save_file(state, path)
+    before = path.read_bytes()
+    for loaded in (cs.load_file(path, backend=backend),
+                   cs.safe_open(path, backend=backend).get_tensors()):
+        assert all(same_bits(loaded[k], state[k]) for k in state)
+        for t in loaded.values():
+            t.reshape(-1).view(torch.uint8).fill_(7)
+    with cs.safe_open(path, backend=backend) as f:
+        for k in f.keys():
+            f.get_tensor(k).reshape(-1).view(torch.uint8).fill_(9)
+    assert path.read_bytes() == before
+    numpy_state = {"x": np.arange(5, dtype=np.int16)}
+    cn.save_file(numpy_state, path)
+    loaded = cn.load_file(path, backend=backend)
+    loaded["x"][:] = 3
+    assert cn.load_file(path, backend=backend)["x"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_misaligned_tensors_are_copied_not_viewed(tmp_path):
+    import json
+    import struct
+
+    header = json.dumps({"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
+                         "b": {"dtype": "F32", "shape": [1], "data_offsets": [1, 5]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x07"
+                     + struct.pack("<f", 1.5))
+    assert cs.load_file(path)["b"].tolist() == [1.5]
+    assert cn.load_file(path)["b"].tolist() == [1.5]
+
+
+def test_unknown_backend_raises(tmp_path):
+    with pytest.raises(errors.InvalidArgumentError):
+        cs.load_file(tmp_path / "x", backend="uring")

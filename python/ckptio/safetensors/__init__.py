@@ -32,9 +32,13 @@ __all__ = [
 
 
 def save_file(tensors: Dict[str, "torch.Tensor"], filename: PathLike,
-              metadata: Optional[Dict[str, str]] = None) -> None:
-    """Writes ``tensors`` to ``filename`` (crash-safe: it appears complete or not at all)."""
-    _common.write_file(_flatten(tensors), filename, metadata)
+              metadata: Optional[Dict[str, str]] = None, *, sync: bool = True) -> None:
+    """Writes ``tensors`` to ``filename`` (crash-safe: it appears complete or not at all).
+
+    ``sync=False`` skips the fsyncs (as the safetensors package does): faster, but after a power
+    loss the file may be missing or incomplete. A crash of the process alone never leaves a partial
+    file under its name."""
+    _common.write_file(_flatten(tensors), filename, metadata, sync)
 
 
 def save(tensors: Dict[str, "torch.Tensor"], metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -42,9 +46,15 @@ def save(tensors: Dict[str, "torch.Tensor"], metadata: Optional[Dict[str, str]] 
     return _common.serialize(_flatten(tensors), metadata)
 
 
-def load_file(filename: PathLike, device: Union[str, int, Any] = "cpu") -> Dict[str, "torch.Tensor"]:
-    """Every tensor of the file, in file order, in new memory (then moved to ``device``)."""
-    return _common.load_file(filename, "pt", device)
+def load_file(filename: PathLike, device: Union[str, int, Any] = "cpu", *,
+              backend: str = "mmap") -> Dict[str, "torch.Tensor"]:
+    """Every tensor of the file, in file order (then moved to ``device``).
+
+    ``backend="mmap"``: the tensors view a private copy-on-write mapping of the file, read lazily
+    from the page cache (writing to them never changes the file), as the safetensors package.
+    ``backend="pread"``: the bytes are read up front with parallel preads into new memory.
+    """
+    return _common.load_file(filename, "pt", device, backend)
 
 
 def load(data: bytes) -> Dict[str, "torch.Tensor"]:
@@ -75,10 +85,11 @@ def save_model(model: "torch.nn.Module", filename: PathLike,
 
 
 def load_model(model: "torch.nn.Module", filename: PathLike, strict: bool = True,
-               device: Union[str, int, Any] = "cpu") -> Tuple[List[str], List[str]]:
+               device: Union[str, int, Any] = "cpu", *,
+               backend: str = "mmap") -> Tuple[List[str], List[str]]:
     """Loads a file into ``model``; names the file lacks because they shared storage with a kept
     name are not missing. Returns ``(missing, unexpected)``; raises RuntimeError when strict."""
-    state_dict = load_file(filename, device=device)
+    state_dict = load_file(filename, device=device, backend=backend)
     model_state_dict = model.state_dict()
     to_removes = _remove_duplicate_names(model_state_dict, preferred_names=state_dict.keys())
     missing, unexpected = model.load_state_dict(state_dict, strict=False)

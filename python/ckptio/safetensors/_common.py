@@ -29,8 +29,8 @@ def flatten(tensors: Dict[str, Any]) -> List[Tuple[str, str, Tuple[int, ...], An
 
 
 def write_file(flat: List[Tuple[str, str, Tuple[int, ...], Any]], filename: PathLike,
-               metadata: Optional[Dict[str, str]]) -> None:
-    _core.save_file(os.fspath(filename), flat, metadata, True)
+               metadata: Optional[Dict[str, str]], sync: bool) -> None:
+    _core.save_file(os.fspath(filename), flat, metadata, sync)
 
 
 def serialize(flat: List[Tuple[str, str, Tuple[int, ...], Any]],
@@ -62,19 +62,22 @@ class safe_open:  # noqa: N801 (the safetensors package's name)
     """
 
     def __init__(self, filename: PathLike, framework: str = "pt",
-                 device: Union[str, int, Any] = "cpu") -> None:
+                 device: Union[str, int, Any] = "cpu", *, backend: str = "mmap") -> None:
         self._framework = framework_of(framework)
         if self._framework == "np" and device not in ("cpu", None):
             raise errors.InvalidArgumentError(
                 f"invalid_argument: numpy tensors live on the cpu, not on {device!r}")
         self._device = device
+        self._backend = backend_of(backend)
         self._file = _core.SafeFile(os.fspath(filename))
+        self._mapping: Any = None
 
     def __enter__(self) -> "safe_open":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self._file.close()
+        self._mapping = None
 
     def metadata(self) -> Optional[Dict[str, str]]:
         return self._file.metadata()
@@ -88,14 +91,19 @@ class safe_open:  # noqa: N801 (the safetensors package's name)
         return [name for name, _, _ in self._file.tensors()]
 
     def get_tensor(self, name: str) -> Any:
+        if self._backend == "mmap":
+            if self._mapping is None:
+                self._mapping = map_copy_on_write(self._file)
+            return _to_device(mapped_tensor(self._file, self._mapping, name, self._framework),
+                              self._device)
         _, dtype, shape = self._file.info(name)
         tensor, raw = _tensors.empty(dtype, shape, self._framework, name)
         self._file.read_into(name, raw)
         return _to_device(tensor, self._device)
 
     def get_tensors(self) -> Dict[str, Any]:
-        """Every tensor, in file order, read with parallel preads into fresh memory."""
-        return read_all(self._file, self._framework, self._device)
+        """Every tensor, in file order."""
+        return read_all(self._file, self._framework, self._device, self._backend)
 
     def get_slice(self, name: str) -> "SafeSlice":
         _, dtype, shape = self._file.info(name)
@@ -130,26 +138,74 @@ class SafeSlice:
         return np.array(part, copy=True, order="C")
 
 
-def read_all(file: Any, framework: str, device: Any = "cpu") -> Dict[str, Any]:
-    described = file.tensors()  # in data order, as the safetensors package returns them
-    names: List[str] = []
-    raws: List[Any] = []
-    result: Dict[str, Any] = {}
-    for name, dtype, shape in described:
+def backend_of(backend: str) -> str:
+    if backend not in ("mmap", "pread"):
+        raise errors.InvalidArgumentError(
+            f"invalid_argument: backend {backend!r}: \"mmap\" or \"pread\"")
+    return backend
+
+
+def map_copy_on_write(file: Any) -> Any:
+    """The file as a private writable mapping (a uint8 numpy array): tensors that view it are
+    read lazily from the page cache, and writes to them copy the page instead of reaching the
+    file (as the safetensors package maps files)."""
+    import mmap
+
+    import numpy as np
+
+    with open(file.path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size != file.file_size:
+            raise errors.CorruptError(
+                f"corrupt: '{file.path}': the file changed size while being opened"
+                f" ({file.file_size} then {size} bytes)")
+        mapping = mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE,
+                            prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    return np.frombuffer(mapping, dtype=np.uint8)
+
+
+def mapped_tensor(file: Any, mapping: Any, name: str, framework: str) -> Any:
+    _, dtype, shape = file.info(name)
+    begin, end = file.byte_range(name)
+    item_bytes = max(_core.dtype_bits(dtype) // 8, 1)
+    if begin % item_bytes:  # a misaligned tensor (not from the reference writer): copy it
         tensor, raw = _tensors.empty(dtype, shape, framework, name)
-        result[name] = tensor
-        names.append(name)
-        raws.append(raw)
-    file.read_many_into(names, raws)
+        if framework == "pt":
+            import torch
+
+            raw.copy_(torch.from_numpy(mapping[begin:end]))
+        else:
+            raw[:] = mapping[begin:end]
+        return tensor
+    return _tensors.from_raw(dtype, shape, mapping[begin:end], framework, name)
+
+
+def read_all(file: Any, framework: str, device: Any = "cpu", backend: str = "mmap") -> Dict[str, Any]:
+    described = file.tensors()  # in data order, as the safetensors package returns them
+    result: Dict[str, Any] = {}
+    if backend == "mmap":
+        mapping = map_copy_on_write(file)
+        for name, _, _ in described:
+            result[name] = mapped_tensor(file, mapping, name, framework)
+    else:
+        names: List[str] = []
+        raws: List[Any] = []
+        for name, dtype, shape in described:
+            tensor, raw = _tensors.empty(dtype, shape, framework, name)
+            result[name] = tensor
+            names.append(name)
+            raws.append(raw)
+        file.read_many_into(names, raws)
     if device not in ("cpu", None):
         result = {name: _to_device(t, device) for name, t in result.items()}
     return result
 
 
-def load_file(filename: PathLike, framework: str, device: Any = "cpu") -> Dict[str, Any]:
+def load_file(filename: PathLike, framework: str, device: Any = "cpu",
+              backend: str = "mmap") -> Dict[str, Any]:
+    backend = backend_of(backend)
     file = _core.SafeFile(os.fspath(filename))
     try:
-        return read_all(file, framework, device)
+        return read_all(file, framework, device, backend)
     finally:
         file.close()
-
