@@ -184,3 +184,14 @@ def test_nothing_is_pickled(tmp_path: Path) -> None:
                                                 epoch=0, step=1, global_step=1))
     suffixes = {p.suffix for p in path.rglob("*") if p.is_file()}
     assert suffixes <= {".safetensors", ".json"}
+
+
+def test_optimizer_of_another_type_is_a_mismatch(tmp_path: Path) -> None:
+    model, optimizer, scheduler = make()
+    train(model, optimizer, scheduler, copy.deepcopy(model.state_dict()), 1, 0)
+    io = ct.CheckpointIO(tmp_path)
+    io.save(optimizer=optimizer, epoch=0, step=1, global_step=1)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(errors.MismatchError, match="AdamW.*SGD"):
+        io.load(optimizer=sgd)
+    assert sgd.param_groups[0]["lr"] == 0.1 and not sgd.state

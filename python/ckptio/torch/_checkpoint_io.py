@@ -70,6 +70,10 @@ def _optimizer_in(optimizer: Any) -> tuple[list, str]:
 def _optimizer_out(optimizer: Any, loaded: tuple) -> None:
     tensors, meta_text = loaded
     meta = _json.loads(meta_text)
+    saved_type, own_type = meta.get("type"), type(optimizer).__name__
+    if saved_type not in (None, "dict", own_type):
+        # torch's load_state_dict would take e.g. AdamW's state into SGD without a word.
+        raise MismatchError(f"mismatch: the checkpoint holds {saved_type} state, the optimizer is {own_type}")
     state: dict[int, dict[str, Any]] = {}
     for param, values in meta.get("state", {}).items():
         entry = state.setdefault(int(param), {})
