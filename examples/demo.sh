@@ -103,3 +103,14 @@ echo "    $bin/ckptio inspect $final_run/model"
 echo "    $bin/ckptio verify --full $final_run"
 echo
 echo "  the whole story took $(( $(date +%s) - started )) s"
+
+# The same story in Python with ckptio.torch.CheckpointIO (examples/python/train.py), when the
+# Python package is built (it is by `make release` when the .venv has nanobind).
+if [ -x .venv/bin/python ] && compgen -G "build/release/python/ckptio/_core*.so" >/dev/null; then
+  say "Python: the same story with ckptio.torch.CheckpointIO (examples/python/train.py)"
+  PYTHONPATH=build/release/python .venv/bin/python examples/python/train.py --workdir "$work/python" \
+    | grep -v '^  step '
+else
+  echo
+  echo "  (the Python example needs .venv and build/release/python: make deps release)"
+fi
