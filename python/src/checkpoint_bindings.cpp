@@ -426,7 +426,7 @@ nb::dict report_out(const LoadReport& r) {
 
 nb::dict load_into(const std::string& source, const std::vector<TargetIn>& targets, bool strict,
                    const std::vector<std::pair<std::string, std::string>>& rename,
-                   const std::string& weights, bool allow_pickle) {
+                   const std::string& weights, bool allow_pickle, bool allow_narrowing) {
   std::vector<LoadTarget> out;
   out.reserve(targets.size());
   for (const auto& [name, dtype, shape, raw] : targets) {
@@ -434,7 +434,8 @@ nb::dict load_into(const std::string& source, const std::vector<TargetIn>& targe
                              std::span<std::byte>(reinterpret_cast<std::byte*>(raw.data()),
                                                   static_cast<size_t>(raw.size()))});
   }
-  const LoadOptions options = load_options(strict, rename, weights, allow_pickle);
+  LoadOptions options = load_options(strict, rename, weights, allow_pickle);
+  options.allow_narrowing = allow_narrowing;
   LoadReport report;
   {
     nb::gil_scoped_release release;
@@ -520,7 +521,8 @@ void bind_checkpoint(nb::module_& m) {
 
   m.def("torch_load", &torch_load, nb::arg("path"), nb::arg("key"));
   m.def("load_into", &load_into, nb::arg("source"), nb::arg("targets"), nb::arg("strict"),
-        nb::arg("rename_keys"), nb::arg("weights"), nb::arg("allow_pickle"));
+        nb::arg("rename_keys"), nb::arg("weights"), nb::arg("allow_pickle"),
+        nb::arg("allow_narrowing"));
   m.def("load_all", &load_all, nb::arg("source"), nb::arg("rename_keys"), nb::arg("dtype").none(),
         nb::arg("weights"), nb::arg("allow_pickle"));
   m.def("save_sharded", &save_sharded_py, nb::arg("folder"), nb::arg("tensors"),

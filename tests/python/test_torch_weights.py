@@ -58,3 +58,19 @@ def test_non_contiguous_targets_are_filled(tmp_path: Path) -> None:
     target = {"w": torch.zeros(3, 2).t()}
     ct.load_checkpoint(target, tmp_path)
     assert torch.equal(target["w"], w)
+
+
+def test_narrowing_needs_consent_and_overflow_is_refused(tmp_path: Path) -> None:
+    w = torch.tensor([1.0, 1.0 + 2.0**-12, 3.0e38])  # rounds in BF16; 3e38 overflows F16
+    ct.save_sharded({"w": w[:2], "big": w}, tmp_path)
+    bf16 = {"w": torch.zeros(2, dtype=torch.bfloat16), "big": torch.zeros(3, dtype=torch.bfloat16)}
+    with pytest.raises(errors.MismatchError, match="would round"):
+        ct.load_checkpoint(bf16, tmp_path)
+    ct.load_checkpoint(bf16, tmp_path, allow_narrowing=True)
+    assert torch.equal(bf16["w"], w[:2].to(torch.bfloat16))
+    f16 = {"w": torch.zeros(2, dtype=torch.float16), "big": torch.zeros(3, dtype=torch.float16)}
+    with pytest.raises(errors.MismatchError, match="big"):
+        ct.load_checkpoint(f16, tmp_path, allow_narrowing=True)
+    widened = {"w": torch.zeros(2, dtype=torch.float64), "big": torch.zeros(3, dtype=torch.float64)}
+    ct.load_checkpoint(widened, tmp_path)
+    assert torch.equal(widened["big"], w.double())

@@ -31,6 +31,7 @@ def load_checkpoint(
     *,
     weights: str = "auto",
     allow_pickle: bool = True,
+    allow_narrowing: bool = False,
 ):
     """Loads weights from `source` into `model` (an nn.Module or a state dict of tensors) in place.
 
@@ -38,7 +39,10 @@ def load_checkpoint(
     checkpoint folder (ckptio's or Open-Sora's; `weights` picks "ema", "model" or "auto": EMA when
     present), or a Hugging Face Hub spec ("org/name", "org/name/file.safetensors"). `rename_keys`
     rewrites checkpoint-name prefixes before matching. `dtype` first casts the model's floating
-    tensors; checkpoint tensors of another float dtype are converted as they are read. Returns
+    tensors; checkpoint tensors of another float dtype are converted as they are read. Without
+    `dtype`, a tensor is converted only when no value changes (F16 -> F32, say): loading F32 weights
+    into a BF16 model needs `allow_narrowing=True` (asking for `dtype` is that consent too); a
+    finite value that would overflow the target is a MismatchError either way. Returns
     (missing_keys, unexpected_keys) like load_state_dict; strict=True raises
     ckptio.errors.MismatchError listing every problem before any weight is written. With
     model=None, returns the checkpoint's tensors as a dict (converted to `dtype` when given).
@@ -62,7 +66,8 @@ def load_checkpoint(
             dst = staged
         name_, shape_, raw_ = to_raw(dst)
         targets.append((str(name), name_, list(shape_), raw_))
-    report = _core.load_into(os.fspath(source), targets, strict, rename, weights, allow_pickle)
+    report = _core.load_into(os.fspath(source), targets, strict, rename, weights, allow_pickle,
+                             allow_narrowing or dtype is not None)
     with torch.no_grad():
         for dst, staged in copy_back:
             dst.copy_(staged)
