@@ -47,6 +47,10 @@ class Error : public std::runtime_error {
   std::string full_;
 };
 
+// `s` with control characters replaced by \xNN, so that names from files cannot drive a terminal
+// and a message stays on one line (the CLI and the Python exceptions print errors through it).
+std::string printable(std::string_view s);
+
 // Error for a failed system call: maps errno to a code (ENOSPC/EDQUOT -> NoSpace, ENOENT ->
 // NotFound, EEXIST -> AlreadyExists, else IoError) and appends strerror.
 Error system_error(int errno_value, std::string_view what);

@@ -6,7 +6,6 @@
 
 #include "bindings.h"
 #include "ckptio/error.h"
-#include "source_kind.h"  // cli::printable, shared with the CLI so that messages read the same
 
 namespace nb = nanobind;
 
@@ -30,7 +29,7 @@ void bind_errors(nb::module_& m) {
           errors.attr("error_class")(nb::str(std::string(error_code_name(e.code())).c_str()));
       // The CLI's line: "<code>: <message>", control characters as \xNN; names from files may
       // hold bytes that are not UTF-8, which Python shows escaped rather than failing to decode.
-      std::string line = std::string(error_code_name(e.code())) + ": " + cli::printable(e.message());
+      std::string line = std::string(error_code_name(e.code())) + ": " + printable(e.message());
       nb::object text = nb::steal(PyUnicode_DecodeUTF8(line.data(), static_cast<Py_ssize_t>(line.size()),
                                                        "backslashreplace"));
       PyErr_SetObject(cls.ptr(), text.ptr());

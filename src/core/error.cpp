@@ -1,6 +1,7 @@
 #include "ckptio/error.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 namespace ckptio {
@@ -49,6 +50,21 @@ Error system_error(int errno_value, std::string_view what) {
   msg += ": ";
   msg += std::strerror(errno_value);
   return Error(code, std::move(msg));
+}
+
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
 }
 
 }  // namespace ckptio

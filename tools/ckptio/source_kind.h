@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <string_view>
 
+#include "ckptio/error.h"
+
 namespace ckptio::cli {
 
 enum class SourceKind {
@@ -19,7 +21,6 @@ enum class SourceKind {
 SourceKind detect_source_kind(const std::filesystem::path& path);
 std::string_view source_kind_name(SourceKind kind);
 
-// Replaces control characters with \xNN so that names from files cannot drive the terminal.
-std::string printable(std::string_view s);
+using ckptio::printable;
 
 }  // namespace ckptio::cli
