@@ -6,7 +6,7 @@ FUZZ_SECONDS ?= 30
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps release asan fuzz-build demo test test-release test-asan test-python test-install fuzz bench clean
+.PHONY: all deps release asan fuzz-build demo test test-release test-asan test-python test-install test-pip fuzz bench clean
 
 all: release
 
@@ -36,7 +36,7 @@ test-asan: asan
 
 # The Python package from the release tree (build/release/python), with the pinned .venv.
 test-python: release
-	PYTHONPATH=build/release/python .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
+	PYTHONPATH=build/release/python .venv/bin/python -m pytest -q -p no:cacheprovider tests/python $(PYTEST_ARGS)
 
 fuzz: fuzz-build
 	@scripts/run-fuzzers $(FUZZ_SECONDS)
@@ -52,7 +52,11 @@ test-install: release
 	  examples/consumer/main.cpp $$(PKG_CONFIG_PATH=$(CURDIR)/build/install/lib/pkgconfig pkg-config --cflags --libs ckptio)
 	@build/consumer/consumer-pc build/consumer/out-pc
 
-test: test-release test-python test-install test-asan fuzz
+# pip wheel + a fresh venv, the way a user installs the package (scripts/check-pip-install).
+test-pip: release
+	@scripts/check-pip-install
+
+test: test-release test-python test-install test-pip test-asan fuzz
 
 # BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build. Reports
 # go to BENCH_OUT (<program>.{json,md}), charts beside them when matplotlib is installed.
