@@ -67,6 +67,11 @@ bench: release
 	@for b in ckptio-bench-safetensors ckptio-bench ckptio-bench-torch ckptio-bench-sharded ckptio-bench-checkpoint; do \
 	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b --out $(BENCH_OUT) $(BENCH_ARGS) || exit 1; fi; \
 	done
+	@mkdir -p $(BENCH_OUT)/python
+	@for p in safetensors checkpoint; do echo "== bench/python/bench_$$p.py"; \
+	  PYTHONPATH=build/release/python .venv/bin/python bench/python/bench_$$p.py \
+	    $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) --out $(BENCH_OUT)/python/$$p.json || exit 1; \
+	done
 	@$(BENCH_PYTHON) bench/plot_results.py $(BENCH_OUT) || echo "(charts skipped)"
 
 clean:
