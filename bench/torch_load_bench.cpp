@@ -85,11 +85,11 @@ double ckptio_owned(const fs::path& path, bool verify_crc, size_t* count) {
   const auto start = Clock::now();
   std::vector<Tensor> owned;
   {
-    torch::TorchLoadOptions options;
+    pt::TorchLoadOptions options;
     options.verify_crc = verify_crc;
     options.owned = true;
-    const torch::TorchFile file = torch::load_torch_file(path, options);
-    for (const auto& [name, t] : torch::flatten_tensors(file.root)) owned.push_back(t.contiguous());
+    const pt::TorchFile file = pt::load_torch_file(path, options);
+    for (const auto& [name, t] : pt::flatten_tensors(file.root)) owned.push_back(t.contiguous());
   }
   const double t = seconds_since(start);
   *count = owned.size();
@@ -102,11 +102,11 @@ double ckptio_owned(const fs::path& path, bool verify_crc, size_t* count) {
 // Zero-copy: views into the mapping, one byte per page touched (what a consumer pays at least).
 double ckptio_mapped_touch(const fs::path& path) {
   const auto start = Clock::now();
-  torch::TorchLoadOptions options;
+  pt::TorchLoadOptions options;
   options.verify_crc = false;
-  const torch::TorchFile file = torch::load_torch_file(path, options);
+  const pt::TorchFile file = pt::load_torch_file(path, options);
   uint64_t sum = 0;
-  for (const auto& [name, t] : torch::flatten_tensors(file.root)) {
+  for (const auto& [name, t] : pt::flatten_tensors(file.root)) {
     const Tensor view = t.contiguous();
     const auto bytes = view.bytes();
     for (size_t i = 0; i < bytes.size(); i += 4096) sum += static_cast<uint64_t>(bytes[i]);

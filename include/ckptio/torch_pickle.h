@@ -29,7 +29,7 @@
 #include "ckptio/io.h"
 #include "ckptio/tensor.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 // One torch storage: a flat run of `numel` elements of `dtype`. `bytes` lies in the memory map of
 // the file when the layout allows it (zip, native byte order), else in an owned heap buffer;
@@ -247,4 +247,4 @@ TorchConvertReport convert_torch_to_safetensors(const std::filesystem::path& src
                                                 const std::filesystem::path& dst,
                                                 const TorchConvertOptions& options = {});
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

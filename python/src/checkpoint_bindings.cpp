@@ -331,12 +331,12 @@ struct TorchTensorRef {
 
 class TreeConverter {
  public:
-  explicit TreeConverter(const torch::TorchFile& file) {
+  explicit TreeConverter(const pt::TorchFile& file) {
     for (size_t i = 0; i < file.storages.size(); ++i) index_[file.storages[i].get()] = i;
   }
 
-  nb::object operator()(const torch::Value& v) const {
-    using Kind = torch::Value::Kind;
+  nb::object operator()(const pt::Value& v) const {
+    using Kind = pt::Value::Kind;
     switch (v.kind()) {
       case Kind::None: return nb::none();
       case Kind::Bool: return nb::bool_(v.as_bool());
@@ -360,7 +360,7 @@ class TreeConverter {
         return out;
       }
       case Kind::Tensor: {
-        const torch::TorchTensor& t = v.as_tensor();
+        const pt::TorchTensor& t = v.as_tensor();
         TorchTensorRef ref;
         ref.storage = index_.at(t.storage.get());
         ref.dtype = std::string(dtype_name(t.dtype));
@@ -376,16 +376,16 @@ class TreeConverter {
   }
 
  private:
-  std::map<const torch::TorchStorage*, size_t> index_;
+  std::map<const pt::TorchStorage*, size_t> index_;
 };
 
 nb::tuple torch_load(const std::string& path, const std::string& key) {
-  torch::TorchLoadOptions options;
+  pt::TorchLoadOptions options;
   options.owned = true;  // writable heap memory, like torch.load's tensors
-  std::optional<torch::TorchFile> file;
+  std::optional<pt::TorchFile> file;
   {
     nb::gil_scoped_release release;
-    file = torch::load_torch_file(path, options);
+    file = pt::load_torch_file(path, options);
   }
   nb::list storages;
   for (const auto& s : file->storages) {
@@ -393,7 +393,7 @@ nb::tuple torch_load(const std::string& path, const std::string& key) {
                                       s, Tensor::Storage::Heap);
     storages.append(nb::make_tuple(std::string(dtype_name(s->dtype)), s->numel, raw_of(bytes)));
   }
-  const torch::Value& root = key.empty() ? file->root : torch::select_path(file->root, key);
+  const pt::Value& root = key.empty() ? file->root : pt::select_path(file->root, key);
   return nb::make_tuple(TreeConverter(*file)(root), storages);
 }
 

@@ -31,10 +31,10 @@ json read_json_file(io::Env& env, const fs::path& path) {
 }
 
 json torch_file_to_json(io::Env& env, const fs::path& path) {
-  torch::TorchLoadOptions options;
+  pt::TorchLoadOptions options;
   options.env = &env;
-  const torch::TorchFile file = torch::load_torch_file(path, options);
-  return json::parse(torch::value_to_json(file.root));
+  const pt::TorchFile file = pt::load_torch_file(path, options);
+  return json::parse(pt::value_to_json(file.root));
 }
 
 bool exists(io::Env& env, const fs::path& p) { return env.stat(p).exists; }
@@ -131,34 +131,34 @@ OptimizerSource open_colossalai_optimizer(io::Env& env, const fs::path& dir) {
       shards.push_back(file.get<std::string>());
     }
   }
-  torch::TorchLoadOptions options;
+  pt::TorchLoadOptions options;
   options.env = &env;
   json state_meta = json::object();
   for (const std::string& shard : shards) {
     const fs::path shard_path = dir / shard;
-    const torch::TorchFile file = torch::load_torch_file(shard_path, options);
-    const torch::Value* root = &file.root;
-    if (const torch::Value* state = root->find("state"); state != nullptr && state->is_dict()) {
+    const pt::TorchFile file = pt::load_torch_file(shard_path, options);
+    const pt::Value* root = &file.root;
+    if (const pt::Value* state = root->find("state"); state != nullptr && state->is_dict()) {
       root = state;
     }
     if (!root->is_dict()) {
       throw Error(ErrorCode::Corrupt, "'" + shard_path.string() + "' is not a dict of states");
     }
     for (const auto& [param_key, param_state] : root->dict_items()) {
-      const std::string param = torch::Value::key_to_string(param_key);
+      const std::string param = pt::Value::key_to_string(param_key);
       if (!param_state.is_dict()) {
         throw Error(ErrorCode::Corrupt,
                     "'" + shard_path.string() + "': state of parameter " + param + " is not a dict");
       }
       for (const auto& [k, v] : param_state.dict_items()) {
-        const std::string key = torch::Value::key_to_string(k);
+        const std::string key = pt::Value::key_to_string(k);
         if (v.is_tensor()) {
           const std::string name = "state." + param + "." + key;
           const Tensor t = v.as_tensor().contiguous();
           out.tensors.merge(checkpoint::source_from_tensors(TensorMap{{name, t}}));
           out.split[name] = {param, key};
         } else {
-          state_meta[param][key] = json::parse(torch::value_to_json(v));
+          state_meta[param][key] = json::parse(pt::value_to_json(v));
         }
       }
     }

@@ -67,9 +67,9 @@ SourceMap source_from_tensors(const TensorMap& tensors) {
 }
 
 SourceMap open_torch_source(io::Env& env, const fs::path& file, const std::string& key) {
-  torch::TorchLoadOptions options;
+  pt::TorchLoadOptions options;
   options.env = &env;
-  return source_from_tensors(torch::load_torch_state_dict(file, key, options));
+  return source_from_tensors(pt::load_torch_state_dict(file, key, options));
 }
 
 void fill_tensor_map(const SourceMap& source, TensorMap& target, const std::string& component,

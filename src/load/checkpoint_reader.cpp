@@ -112,13 +112,13 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         // The tensors under options.torch_key, flattened to dotted names; the other leaves go
         // into the metadata.
         [&] {
-          torch::TorchLoadOptions to;
+          pt::TorchLoadOptions to;
           to.env = &env;
           to.verify_crc = options.verify_torch_crc;
-          const torch::TorchFile file = torch::load_torch_file(impl->source.path, to);
-          const torch::Value& value = torch::select_path(file.root, options.torch_key);
+          const pt::TorchFile file = pt::load_torch_file(impl->source.path, to);
+          const pt::Value& value = pt::select_path(file.root, options.torch_key);
           const std::string& key = options.torch_key;
-          const auto add = [&](const std::string& name, const torch::TorchTensor& t) {
+          const auto add = [&](const std::string& name, const pt::TorchTensor& t) {
             // Only the POSIX Env's maps are known to be private read-only file mappings; another
             // Env may hand out heap memory, where MADV_DONTNEED would zero the bytes.
             if (&env == &io::Env::posix() && t.storage && t.storage->zero_copy && t.is_contiguous()) {
@@ -134,14 +134,14 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
           if (!value.is_dict() && !value.is_sequence()) {
             throw Error(ErrorCode::InvalidArgument,
                         (key.empty() ? std::string("the file") : "key '" + key + "'") + " holds a " +
-                            std::string(torch::kind_name(value.kind())) + ", not tensors");
+                            std::string(pt::kind_name(value.kind())) + ", not tensors");
           }
           Metadata metadata;
-          for (const torch::FlatEntry& e : torch::flatten(value)) {
+          for (const pt::FlatEntry& e : pt::flatten(value)) {
             if (e.value->is_tensor()) {
               add(e.name, e.value->as_tensor());
             } else {
-              metadata.emplace(e.name, torch::value_to_json(*e.value));
+              metadata.emplace(e.name, pt::value_to_json(*e.value));
             }
           }
           if (impl->torch_tensors.empty() && !key.empty()) {

@@ -116,22 +116,22 @@ void check_zip_crcs_streaming(io::Env& env, const fs::path& path) {
   std::array<std::byte, 4> head{};
   if (file->size() < head.size()) return;
   file->read_exact(0, head);
-  if (!torch::starts_like_zip(head)) return;  // legacy files are checked when read (whole)
-  std::vector<torch::ZipEntry> entries;
+  if (!pt::starts_like_zip(head)) return;  // legacy files are checked when read (whole)
+  std::vector<pt::ZipEntry> entries;
   {
     // The central directory is parsed on a mapping that only lives for the parse.
     const auto mapping = env.map_read(path);
-    entries = torch::ZipArchive::parse(mapping->bytes(), path.string()).entries();
+    entries = pt::ZipArchive::parse(mapping->bytes(), path.string()).entries();
   }
   const auto buffer = std::make_unique_for_overwrite<std::byte[]>(kCompareChunk);
-  for (const torch::ZipEntry& e : entries) {
+  for (const pt::ZipEntry& e : entries) {
     if (e.method != 0) continue;  // the torch reader refuses compressed records with a message
     uint32_t crc = 0;
     for (uint64_t done = 0; done < e.size;) {
       const uint64_t n = std::min(kCompareChunk, e.size - done);
       const std::span<std::byte> chunk(buffer.get(), static_cast<size_t>(n));
       file->read_exact(e.data_offset + done, chunk);
-      crc = torch::zip_crc32(crc, chunk);
+      crc = pt::zip_crc32(crc, chunk);
       done += n;
     }
     if (crc != e.crc32) {

@@ -11,7 +11,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace ckptio;
-  using namespace ckptio::torch;
+  using namespace ckptio::pt;
   const auto bytes = std::as_bytes(std::span(data, size));
   try {
     const ZipArchive zip = ZipArchive::parse(bytes, "fuzz");

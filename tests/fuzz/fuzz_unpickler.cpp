@@ -11,7 +11,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace ckptio;
-  using namespace ckptio::torch;
+  using namespace ckptio::pt;
   static const std::byte backing[256] = {};
   const StorageResolver resolve = [](const StorageRef& ref) -> std::shared_ptr<const TorchStorage> {
     auto s = std::make_shared<TorchStorage>();

@@ -45,25 +45,25 @@ int convert_torch_dedupe(const ConvertArgs& args, const std::filesystem::path& s
   {
     // The same refusal as the general converter: a key must select tensors, and a lone tensor has
     // nothing to dedupe (the general converter names it by its key).
-    torch::TorchLoadOptions lo;
+    pt::TorchLoadOptions lo;
     lo.verify_crc = false;  // the converter checks every record
-    const torch::TorchFile f = torch::load_torch_file(src, lo);
-    const torch::Value& v = torch::select_path(f.root, args.key);
+    const pt::TorchFile f = pt::load_torch_file(src, lo);
+    const pt::Value& v = pt::select_path(f.root, args.key);
     if (v.is_tensor()) {
       throw Error(ErrorCode::InvalidArgument, "key '" + args.key +
                                                   "' selects a single tensor: convert it without "
                                                   "--dedupe-shared");
     }
-    if ((!v.is_dict() && !v.is_sequence()) || torch::flatten_tensors(v).empty()) {
+    if ((!v.is_dict() && !v.is_sequence()) || pt::flatten_tensors(v).empty()) {
       throw Error(ErrorCode::InvalidArgument,
                   (args.key.empty() ? std::string("the file") : "key '" + args.key + "'") +
                       " holds no tensor");
     }
   }
-  torch::TorchConvertOptions options;
+  pt::TorchConvertOptions options;
   options.key = args.key;
   options.dedupe_shared = true;
-  const auto report = torch::convert_torch_to_safetensors(src, args.dst, options);
+  const auto report = pt::convert_torch_to_safetensors(src, args.dst, options);
   fmt::print("converted {} -> {}: {} tensors ({} bytes), {} metadata values, {} aliases; "
              "read back and verified bit for bit\n",
              printable(args.src), printable(args.dst), report.tensors_written, report.data_bytes,

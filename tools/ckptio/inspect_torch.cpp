@@ -12,8 +12,8 @@ namespace ckptio::cli {
 
 namespace {
 
-using torch::TorchTensor;
-using torch::Value;
+using pt::TorchTensor;
+using pt::Value;
 
 // Scalar-only sequences this short print on one line; longer ones (e.g. param id lists) too,
 // cut at this many characters.
@@ -26,7 +26,7 @@ bool all_scalars(const Value& v) {
   return true;
 }
 
-std::string tensor_line(const TorchTensor& t, const std::map<const torch::TorchStorage*, size_t>& users) {
+std::string tensor_line(const TorchTensor& t, const std::map<const pt::TorchStorage*, size_t>& users) {
   std::string s = fmt::format("tensor {} {}", dtype_name(t.dtype), shape_to_string(t.sizes));
   if (!t.is_contiguous()) s += fmt::format(" stride {}", shape_to_string(t.strides));
   if (t.storage_offset != 0) s += fmt::format(" offset {}", t.storage_offset);
@@ -39,7 +39,7 @@ std::string tensor_line(const TorchTensor& t, const std::map<const torch::TorchS
 }
 
 void print_tree(const Value& v, const std::string& label, int indent,
-                const std::map<const torch::TorchStorage*, size_t>& users) {
+                const std::map<const pt::TorchStorage*, size_t>& users) {
   const std::string pad(static_cast<size_t>(indent) * 2, ' ');
   const std::string head = pad + printable(label) + (label.empty() ? "" : ": ");
   if (v.is_tensor()) {
@@ -48,10 +48,10 @@ void print_tree(const Value& v, const std::string& label, int indent,
     fmt::print("{}dict ({} items)\n", head, v.dict_items().size());
     for (const auto& [k, child] : v.dict_items()) print_tree(child, Value::key_to_string(k), indent + 1, users);
   } else if (v.is_sequence() && !v.items().empty() && !all_scalars(v)) {
-    fmt::print("{}{} ({} items)\n", head, torch::kind_name(v.kind()), v.items().size());
+    fmt::print("{}{} ({} items)\n", head, pt::kind_name(v.kind()), v.items().size());
     for (size_t i = 0; i < v.items().size(); ++i) print_tree(v.items()[i], std::to_string(i), indent + 1, users);
   } else {
-    std::string text = torch::value_to_json(v);
+    std::string text = pt::value_to_json(v);
     if (text.size() > kInlineWidth) text = text.substr(0, kInlineWidth) + fmt::format("... ({} items)", v.is_sequence() ? v.items().size() : 0);
     fmt::print("{}{}{}\n", head, printable(text),
                v.kind() == Value::Kind::Tuple ? " (tuple)" : v.kind() == Value::Kind::Bytes ? " (bytes)" : "");
@@ -61,9 +61,9 @@ void print_tree(const Value& v, const std::string& label, int indent,
 }  // namespace
 
 int inspect_torch(const std::filesystem::path& path, bool json) {
-  const torch::TorchFile file = torch::load_torch_file(path);
-  const auto leaves = torch::flatten(file.root);
-  std::map<const torch::TorchStorage*, size_t> users;
+  const pt::TorchFile file = pt::load_torch_file(path);
+  const auto leaves = pt::flatten(file.root);
+  std::map<const pt::TorchStorage*, size_t> users;
   uint64_t tensor_bytes = 0;
   size_t tensors = 0;
   for (const auto& leaf : leaves) {
@@ -74,7 +74,7 @@ int inspect_torch(const std::filesystem::path& path, bool json) {
   }
   uint64_t storage_bytes = 0;
   for (const auto& s : file.storages) storage_bytes += s->bytes.size();
-  const char* format = file.format == torch::TorchFormat::Zip ? "torch-zip" : "torch-legacy";
+  const char* format = file.format == pt::TorchFormat::Zip ? "torch-zip" : "torch-legacy";
   if (json) {
     nlohmann::ordered_json out;
     out["format"] = format;
@@ -82,7 +82,7 @@ int inspect_torch(const std::filesystem::path& path, bool json) {
     out["version"] = file.version;
     out["byteorder"] = file.big_endian ? "big" : "little";
     out["file_size"] = file.file_size;
-    out["tree"] = nlohmann::ordered_json::parse(torch::value_to_json(file.root));
+    out["tree"] = nlohmann::ordered_json::parse(pt::value_to_json(file.root));
     out["tensors"] = nlohmann::ordered_json::array();
     for (const auto& leaf : leaves) {
       if (!leaf.value->is_tensor()) continue;
@@ -108,7 +108,7 @@ int inspect_torch(const std::filesystem::path& path, bool json) {
     return 0;
   }
   fmt::print("file: {}\nformat: {}", printable(path.string()), format);
-  if (file.format == torch::TorchFormat::Zip) {
+  if (file.format == pt::TorchFormat::Zip) {
     fmt::print(" (folder '{}', version {})", printable(file.archive_prefix), file.version);
   }
   fmt::print(", {} byte order, {} bytes\n", file.big_endian ? "big" : "little", file.file_size);

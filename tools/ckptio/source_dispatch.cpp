@@ -23,14 +23,14 @@ namespace {
 
 // Full structural parse plus the CRC-32 of every zip record.
 int verify_torch(const fs::path& path) {
-  torch::TorchLoadOptions options;
+  pt::TorchLoadOptions options;
   options.verify_crc = true;
-  const torch::TorchFile f = torch::load_torch_file(path, options);
-  const size_t tensors = torch::flatten_tensors(f.root).size();
+  const pt::TorchFile f = pt::load_torch_file(path, options);
+  const size_t tensors = pt::flatten_tensors(f.root).size();
   fmt::print("{}: ok, {} ({} tensors, {} storages, {} bytes){}\n", printable(path.string()),
-             f.format == torch::TorchFormat::Zip ? "torch zip archive" : "legacy torch.save stream",
+             f.format == pt::TorchFormat::Zip ? "torch zip archive" : "legacy torch.save stream",
              tensors, f.storages.size(), f.file_size,
-             f.format == torch::TorchFormat::Zip ? "; every record's CRC-32 matches"
+             f.format == pt::TorchFormat::Zip ? "; every record's CRC-32 matches"
                                                  : "; the legacy format has no checksums");
   return 0;
 }

@@ -168,9 +168,9 @@ struct ShardedReader::Impl {
     try {
       if (index.flavour == IndexFlavour::TorchBin) {
 #if CKPTIO_HAVE_TORCHFILE
-        torch::TorchLoadOptions to;
+        pt::TorchLoadOptions to;
         to.env = env;
-        opened->torch_tensors = torch::load_torch_state_dict(path, "", to);
+        opened->torch_tensors = pt::load_torch_state_dict(path, "", to);
 #else
         throw Error(ErrorCode::Unsupported, "'" + path.string() +
                                                 "': this build has no torch pickle reader");

@@ -4,7 +4,7 @@
 #include <string>
 #include <unordered_map>
 
-namespace ckptio::torch::pickle {
+namespace ckptio::pt::pickle {
 
 namespace {
 
@@ -403,4 +403,4 @@ void ObjectBuilder::check_build(uint32_t target) const {
   }
 }
 
-}  // namespace ckptio::torch::pickle
+}  // namespace ckptio::pt::pickle

@@ -9,7 +9,7 @@
 
 #include "format/torch/pickle_objects.h"
 
-namespace ckptio::torch::pickle {
+namespace ckptio::pt::pickle {
 
 // The name torch gives a dtype ("float32").
 std::string torch_dtype_name(DType dtype);
@@ -38,4 +38,4 @@ class ObjectBuilder : protected PickleObjects {
   const StorageResolver& resolve_;
 };
 
-}  // namespace ckptio::torch::pickle
+}  // namespace ckptio::pt::pickle

@@ -7,7 +7,7 @@
 #include "ckptio/safetensors.h"
 #include "ckptio/torch_pickle.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 namespace {
 
@@ -113,4 +113,4 @@ TorchConvertReport convert_torch_to_safetensors(const std::filesystem::path& src
   return report;
 }
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -16,7 +16,7 @@
 #include "ckptio/torch_pickle.h"
 #include "format/torch/unpickler.h"
 
-namespace ckptio::torch::pickle {
+namespace ckptio::pt::pickle {
 
 enum class K : uint8_t { None, Bool, Int, Float, Str, Bytes, List, Tuple, Dict, Set, Tensor, Storage, Global };
 
@@ -229,4 +229,4 @@ class PickleObjects {
   uint64_t expanded_bytes_ = 0;  // excess of expanded views over their storages
 };
 
-}  // namespace ckptio::torch::pickle
+}  // namespace ckptio::pt::pickle

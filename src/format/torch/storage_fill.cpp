@@ -12,7 +12,7 @@
 #include "ckptio/parallel_reader.h"
 #include "format/torch/zip_crc32.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 namespace {
 
@@ -126,4 +126,4 @@ void fill_storages(std::vector<PendingStorage>& pending, bool big_endian, bool o
   }
 }
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -11,7 +11,7 @@
 
 #include "ckptio/torch_pickle.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 struct PendingStorage {
   std::shared_ptr<TorchStorage> storage;  // bytes/owner/zero_copy are set by fill_storages
@@ -28,4 +28,4 @@ struct PendingStorage {
 void fill_storages(std::vector<PendingStorage>& pending, bool big_endian, bool owned,
                    unsigned threads);
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

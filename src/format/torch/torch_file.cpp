@@ -9,7 +9,7 @@
 #include "format/torch/unpickler.h"
 #include "format/torch/zip_reader.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 namespace {
 
@@ -350,4 +350,4 @@ std::map<std::string, Tensor> load_torch_state_dict(const std::filesystem::path&
   return out;
 }
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -15,7 +15,7 @@
 #include "ckptio/error.h"
 #include "format/torch/allow_list.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 namespace {
 
@@ -505,4 +505,4 @@ UnpickleResult unpickle(std::span<const std::byte> data, size_t start, std::stri
   return Unpickler(data, start, source, resolve, options).run();
 }
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

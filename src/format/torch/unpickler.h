@@ -12,7 +12,7 @@
 
 #include "ckptio/torch_pickle.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 // The persistent id torch writes for a storage:
 // ('storage', storage_type, key, location, numel[, view_metadata]).
@@ -56,4 +56,4 @@ struct UnpickleResult {
 UnpickleResult unpickle(std::span<const std::byte> data, size_t start, std::string_view source,
                         const StorageResolver& resolve, const UnpickleOptions& options = {});
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -7,7 +7,7 @@
 #include "ckptio/error.h"
 #include "ckptio/torch_pickle.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 std::string_view kind_name(Value::Kind kind) {
   switch (kind) {
@@ -369,4 +369,4 @@ std::string value_to_json(const Value& value) {
   return to_json(value, 0).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -9,11 +9,11 @@
 #include <cstdint>
 #include <span>
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 // zlib's conventions: start from 0, pass the previous result to continue over the next bytes.
 inline uint32_t zip_crc32(uint32_t crc, std::span<const std::byte> bytes) {
   return crc32_gzip_refl(crc, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
 }
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

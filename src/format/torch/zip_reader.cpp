@@ -6,7 +6,7 @@
 #include "ckptio/error.h"
 #include "format/torch/zip_crc32.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 namespace {
 
@@ -258,4 +258,4 @@ void ZipArchive::verify_crc(const ZipEntry& entry) const {
   }
 }
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

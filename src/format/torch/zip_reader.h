@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 
 struct ZipEntry {
   std::string name;
@@ -48,4 +48,4 @@ class ZipArchive {
 // True when the buffer starts with a zip local file header or end-of-central-directory record.
 bool starts_like_zip(std::span<const std::byte> head);
 
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -64,26 +64,26 @@ inline nlohmann::json read_manifest(const fs::path& dir, const std::string& name
 
 // Compares every leaf of `root` with what PyTorch had in memory: names, dtypes, shapes, bytes (bit
 // for bit), storage offsets and strides, storage sharing, parameter flags, non-tensor values.
-inline void expect_matches_manifest(const torch::Value& root, const fs::path& dir,
+inline void expect_matches_manifest(const pt::Value& root, const fs::path& dir,
                                     const std::string& name) {
   const nlohmann::json manifest = read_manifest(dir, name);
   const std::string blob = read_file(dir / (name + ".bytes"));
-  const auto leaves = torch::flatten(root);
+  const auto leaves = pt::flatten(root);
   ASSERT_EQ(leaves.size(), manifest.size()) << name;
-  std::map<std::string, const torch::Value*> by_name;
+  std::map<std::string, const pt::Value*> by_name;
   for (const auto& leaf : leaves) by_name[leaf.name] = leaf.value;
   for (const auto& entry : manifest) {
     const std::string leaf_name = entry["name"];
     SCOPED_TRACE(name + ": " + leaf_name);
     ASSERT_TRUE(by_name.count(leaf_name)) << "missing leaf";
-    const torch::Value& v = *by_name[leaf_name];
+    const pt::Value& v = *by_name[leaf_name];
     if (entry["kind"] == "value") {
       ASSERT_FALSE(v.is_tensor());
-      EXPECT_EQ(nlohmann::json::parse(torch::value_to_json(v)), entry["json"]);
+      EXPECT_EQ(nlohmann::json::parse(pt::value_to_json(v)), entry["json"]);
       continue;
     }
     ASSERT_TRUE(v.is_tensor());
-    const torch::TorchTensor& t = v.as_tensor();
+    const pt::TorchTensor& t = v.as_tensor();
     EXPECT_EQ(dtype_name(t.dtype), entry["dtype"].get<std::string>());
     EXPECT_EQ(t.sizes, entry["shape"].get<std::vector<int64_t>>());
     EXPECT_EQ(t.strides, entry["stride"].get<std::vector<int64_t>>());

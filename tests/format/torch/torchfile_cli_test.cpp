@@ -7,7 +7,7 @@
 #include "format/torch/torch_fixtures.h"
 #include "support/cli_run.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 namespace {
 
 namespace fs = std::filesystem;
@@ -106,4 +106,4 @@ TEST(TorchCli, ConvertWithKeyAndDedupe) {
 }
 
 }  // namespace
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -10,7 +10,7 @@
 #include "ckptio/torch_pickle.h"
 #include "format/torch/torch_fixtures.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 namespace {
 
 namespace fs = std::filesystem;
@@ -146,4 +146,4 @@ print("python verified")
 }
 
 }  // namespace
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -7,7 +7,7 @@
 #include "ckptio/torch_pickle.h"
 #include "format/torch/torch_fixtures.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 namespace {
 
 namespace fs = std::filesystem;
@@ -177,4 +177,4 @@ TEST(TorchFileHostile, NotATorchFile) {
 }
 
 }  // namespace
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -7,7 +7,7 @@
 #include "ckptio/torch_pickle.h"
 #include "format/torch/torch_fixtures.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 namespace {
 
 using ckptio::testing::expect_matches_manifest;
@@ -140,4 +140,4 @@ TEST(TorchFileRead, InMemoryParseMatchesFileLoad) {
 }
 
 }  // namespace
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -17,7 +17,7 @@
 #include "ckptio/error.h"
 #include "format/torch/unpickler.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 namespace {
 
 std::string operator""_b(const char* s, size_t n) { return std::string(s, n); }
@@ -302,4 +302,4 @@ TEST(UnpicklerBombs, WalkersRefuseTreesBuiltHigherThanTheyAccept) {
 }
 
 }  // namespace
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt

@@ -7,7 +7,7 @@
 
 #include "ckptio/error.h"
 
-namespace ckptio::torch {
+namespace ckptio::pt {
 namespace {
 
 // Byte-string literals that may contain NUL.
@@ -180,4 +180,4 @@ TEST(Unpickler, AllowedGlobalsBuildData) {
 }
 
 }  // namespace
-}  // namespace ckptio::torch
+}  // namespace ckptio::pt
