@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "ckptio/io.h"
+#include "ckptio/load.h"
 
 namespace ckptio::hub {
 
@@ -117,5 +118,16 @@ fs::path download_model(std::string_view repo_id, std::string_view subfolder,
 // otherwise downloads as needed and throws like download_file. options.revision wins over the
 // spec's "@revision".
 std::optional<fs::path> resolve_hub_source(std::string_view spec, const HubOptions& options = {});
+
+// What load_checkpoint, CheckpointReader::open, convert_checkpoint and diff_checkpoints use for
+// "hf://org/name[@revision][/path]" sources when it is set as SourceOptions::hub (they never
+// reach the network otherwise):
+//   ckptio::LoadOptions o;
+//   o.source.hub = ckptio::hub::resolver();
+//   auto ck = ckptio::load_checkpoint("hf://org/name", o);
+// The spec resolves like resolve_hub_source (cache, endpoint, token and offline mode from
+// `options`, then the environment), and symlinked shards may resolve inside the repo's cache
+// folder. `options.env` empty: the loader's Env.
+HubResolver resolver(const HubOptions& options = {});
 
 }  // namespace ckptio::hub

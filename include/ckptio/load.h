@@ -15,11 +15,16 @@
 //             without its index).
 // A folder that holds safetensors weights never falls back to a pickle: if the safetensors files
 // are broken the load fails.
+//   hf://org/name[@revision][/path]: a Hugging Face Hub source, made local by
+//             SourceOptions::hub (ckptio::hub::resolver() from ckptio/hub.h, library ckptio::hub).
+//             Nothing else reaches the network: a plain path that does not exist is
+//             Error(NotFound), and this library (ckptio::load) has no network code at all.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -60,6 +65,15 @@ enum class FileFormat : uint8_t { Safetensors, TorchZip, TorchLegacy, TorchTar, 
 std::string_view file_format_name(FileFormat format);
 FileFormat detect_file_format(const io::ReadableFile& file);
 
+// A Hub source made local: the file or folder in the cache, and the folder its symlinks may
+// resolve into (the repo's cache folder: snapshot files are symlinks into its blobs/).
+struct HubLocalSource {
+  std::filesystem::path path;
+  std::filesystem::path allowed_root;
+};
+// Turns "hf://org/name[@revision][/path]" into local files (downloading as needed) or throws.
+using HubResolver = std::function<HubLocalSource(const std::string& spec, io::Env& env)>;
+
 struct SourceOptions {
   WeightsChoice weights = WeightsChoice::Auto;
   // When false, a source that resolves to a torch pickle is Error(Unsafe) instead of being read.
@@ -74,6 +88,9 @@ struct SourceOptions {
   // See ShardedReadOptions::allowed_root.
   std::filesystem::path allowed_root;
   io::Env* env = nullptr;  // nullptr: Env::posix()
+  // How an "hf://" source becomes local files: ckptio::hub::resolver() (ckptio/hub.h). Empty: an
+  // hf:// source is Error(Unsupported) and no request is made.
+  HubResolver hub;
 };
 
 // A path resolved to one concrete source.
@@ -81,12 +98,15 @@ struct ResolvedSource {
   SourceKind kind = SourceKind::SafetensorsFile;
   std::filesystem::path path;  // the file, or the index file of a sharded folder
   std::string how;             // why this was picked ("ema of training checkpoint", ...)
+  // Where the shards' symlinks may resolve: SourceOptions::allowed_root, or for a Hub source the
+  // repo's cache folder.
+  std::filesystem::path allowed_root = {};
 };
 
 // The one step that turns what the user typed into a concrete source (rules at the top of this
 // file). Throws Error(NotFound) listing what was looked for when nothing matches, Error(Corrupt)
 // when a folder is ambiguous (several index files), Error(Unsafe) for a pickle with
-// allow_pickle=false.
+// allow_pickle=false, Error(Unsupported) for an hf:// source without SourceOptions::hub.
 ResolvedSource resolve_checkpoint_source(const std::filesystem::path& path,
                                          const SourceOptions& options = {});
 

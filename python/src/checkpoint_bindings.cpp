@@ -19,6 +19,7 @@
 #include "bindings.h"
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
+#include "ckptio/hub.h"
 #include "ckptio/load.h"
 #include "ckptio/sharded.h"
 #include "ckptio/torch_pickle.h"
@@ -406,6 +407,8 @@ LoadOptions load_options(bool strict, const std::vector<std::pair<std::string, s
   options.rename_keys = rename;
   options.source.weights = weights_choice(weights);
   options.source.allow_pickle = allow_pickle;
+  // "hf://org/name" reaches the Hub; a plain path never does.
+  options.source.hub = hub::resolver();
   return options;
 }
 

@@ -9,7 +9,6 @@
 
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
-#include "ckptio/hub.h"
 #include "ckptio/load.h"
 #include "ckptio/torch_pickle.h"
 #include "format/sharded/chunked_copy.h"
@@ -30,47 +29,11 @@ struct CheckpointReader::Impl {
 
 CheckpointReader::CheckpointReader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-namespace {
-
-struct LocalSource {
-  std::filesystem::path path;
-  std::filesystem::path allowed_root;
-};
-
-// The seed's load_from_hf_hub: a path that does not exist here but reads as a Hugging Face Hub
-// source ("org/name", "org/name/model.safetensors", "org/name@rev/...") is fetched into, or found
-// in, the shared HF cache (cache, endpoint, token and offline mode come from the environment).
-// Snapshot files are symlinks into the repo's blobs/, so symlinked shards may resolve anywhere in
-// the repo's cache folder.
-LocalSource local_source(const std::filesystem::path& path, const SourceOptions& options,
-                         io::Env& env) {
-  const std::string spec = path.string();
-  // A path whose folder exists here is local (CKPT/ema names a component, not a Hub repo).
-  const bool local_parent = !path.parent_path().empty() && env.stat(path.parent_path()).exists;
-  if (env.stat(path).exists || local_parent || !hub::looks_like_hub_spec(spec)) {
-    return {path, options.allowed_root};
-  }
-  hub::HubOptions hub_options;
-  hub_options.env = &env;
-  try {
-    LocalSource local{*hub::resolve_hub_source(spec, hub_options), options.allowed_root};
-    if (local.allowed_root.empty()) {
-      local.allowed_root = hub::repo_cache_dir(hub::parse_hub_spec(spec)->repo_id, hub_options);
-    }
-    return local;
-  } catch (const Error& e) {
-    throw e.annotate("'" + spec + "' does not exist locally; as a Hugging Face Hub source");
-  }
-}
-
-}  // namespace
-
 CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
                                         const SourceOptions& options, ReadMode mode) {
   auto impl = std::make_shared<Impl>();
   io::Env& env = options.env ? *options.env : io::Env::posix();
-  const LocalSource local = local_source(path, options, env);
-  impl->source = resolve_checkpoint_source(local.path, options);
+  impl->source = resolve_checkpoint_source(path, options);
   const std::string where = "loading '" + impl->source.path.string() + "'";
   try {
     switch (impl->source.kind) {
@@ -84,7 +47,7 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
       case SourceKind::ShardedFolder: {
         ShardedReadOptions so;
         so.mode = mode;
-        so.allowed_root = local.allowed_root;
+        so.allowed_root = impl->source.allowed_root;
         so.env = &env;
         impl->sharded = ShardedReader::open(impl->source.path, so);
         for (const auto& t : impl->sharded->tensors()) {

@@ -22,10 +22,10 @@ struct Probe {
   bool exists(const fs::path& p) const { return env.stat(p).exists; }
   bool is_dir(const fs::path& p) const {
     const io::FileInfo i = env.stat(p);
-    if (i.is_symlink) {
-      std::error_code ec;
-      return fs::is_directory(p, ec);
-    }
+    // Env::stat does not follow a final symlink (Hub snapshots are symlinks); "link/." is followed
+    // by path resolution and names a directory only when the link's target is one. (An Env
+    // method that follows links would say this directly.)
+    if (i.is_symlink) return env.stat(p / ".").is_directory;
     return i.exists && i.is_directory;
   }
 };
@@ -253,8 +253,10 @@ std::string_view source_kind_name(SourceKind kind) {
   return "unknown";
 }
 
-ResolvedSource resolve_checkpoint_source(const fs::path& path, const SourceOptions& options) {
-  io::Env& env = options.env ? *options.env : io::Env::posix();
+namespace {
+
+// Everything but hf://: files and folders on this machine (through the Env).
+ResolvedSource resolve_local(const fs::path& path, const SourceOptions& options, io::Env& env) {
   const io::FileInfo info = env.stat(path);
   const std::string leaf = path.filename().string();
   const bool component = leaf == "model" || leaf == "ema" || leaf == "optimizer";
@@ -275,11 +277,53 @@ ResolvedSource resolve_checkpoint_source(const fs::path& path, const SourceOptio
                                          ".safetensors, " + leaf + ".pt)");
   }
   if (!info.exists) {
-    // (A Hub repo id such as "org/name" would be resolved here.)
-    throw Error(ErrorCode::NotFound, "checkpoint '" + path.string() + "' does not exist");
+    // Never a Hub request: "org/name" that is not here is a typo as likely as a repo id.
+    throw Error(ErrorCode::NotFound, "checkpoint '" + path.string() +
+                                         "' does not exist (a Hugging Face Hub source is written "
+                                         "hf://org/name)");
   }
   if (Probe{env}.is_dir(path)) return resolve_folder(path, options, env, 0);
   return resolve_file(path, options, env);
+}
+
+// hf:// reaches the Hub only through the resolver the caller passed: this library has no network
+// code of its own.
+ResolvedSource resolve_hub(const std::string& spec, const SourceOptions& options, io::Env& env) {
+  if (!options.hub) {
+    throw Error(ErrorCode::Unsupported,
+                "'" + spec + "' is a Hugging Face Hub source and no Hub resolver was given "
+                "(SourceOptions::hub = ckptio::hub::resolver(), from ckptio/hub.h)");
+  }
+  HubLocalSource local;
+  try {
+    local = options.hub(spec, env);
+  } catch (const Error& e) {
+    throw e.annotate("'" + spec + "'");
+  }
+  ResolvedSource r;
+  try {
+    r = resolve_local(local.path, options, env);
+  } catch (const Error& e) {
+    throw e.annotate("'" + spec + "'");
+  }
+  r.how += " from " + spec;
+  if (r.allowed_root.empty()) r.allowed_root = local.allowed_root;
+  return r;
+}
+
+}  // namespace
+
+ResolvedSource resolve_checkpoint_source(const fs::path& path, const SourceOptions& options) {
+  io::Env& env = options.env ? *options.env : io::Env::posix();
+  const std::string spec = path.string();
+  ResolvedSource r;
+  if (spec.starts_with("hf://")) {
+    r = resolve_hub(spec, options, env);
+  } else {
+    r = resolve_local(path, options, env);
+  }
+  if (!options.allowed_root.empty()) r.allowed_root = options.allowed_root;
+  return r;
 }
 
 }  // namespace ckptio

@@ -37,8 +37,10 @@ def load_checkpoint(
 
     `source`: a .safetensors / .pt / .bin file, a sharded folder or its index, a training
     checkpoint folder (ckptio's or Open-Sora's; `weights` picks "ema", "model" or "auto": EMA when
-    present), or a Hugging Face Hub spec ("org/name", "org/name/file.safetensors"). `rename_keys`
-    rewrites checkpoint-name prefixes before matching. `dtype` first casts the model's floating
+    present), or a Hugging Face Hub source written "hf://org/name[@revision][/path]" (through the
+    huggingface_hub cache; only this form reaches the network: a plain path that does not exist is
+    ckptio.errors.NotFoundError, a FileNotFoundError). `rename_keys` rewrites checkpoint-name
+    prefixes before matching. `dtype` first casts the model's floating
     tensors; checkpoint tensors of another float dtype are converted as they are read. Without
     `dtype`, a tensor is converted only when no value changes (F16 -> F32, say): loading F32 weights
     into a BF16 model needs `allow_narrowing=True` (asking for `dtype` is that consent too); a

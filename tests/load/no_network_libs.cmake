@@ -1,0 +1,15 @@
+# cmake -DPROGRAM=<file> -P no_network_libs.cmake: fails when PROGRAM's dynamic section names
+# libcurl or OpenSSL (libssl, libcrypto) among the libraries it needs.
+execute_process(COMMAND readelf -d "${PROGRAM}" OUTPUT_VARIABLE dynamic RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "readelf -d ${PROGRAM} failed (${rc})")
+endif()
+string(REGEX MATCHALL "\\(NEEDED\\)[^\n]*" needed "${dynamic}")
+if(NOT needed)
+  message(FATAL_ERROR "no NEEDED entries in ${PROGRAM}: is it a dynamic executable?")
+endif()
+if(needed MATCHES "libcurl|libssl|libcrypto")
+  string(REPLACE ";" "\n" needed "${needed}")
+  message(FATAL_ERROR "${PROGRAM} links network libraries:\n${needed}")
+endif()
+message(STATUS "${PROGRAM} needs no network library")
