@@ -3,10 +3,10 @@
 // has not been built (it links every area).
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <memory>
 
 #include "hub/fake_hub.h"
+#include "support/cli_run.h"
 
 namespace ckptio::hub {
 namespace {
@@ -14,23 +14,20 @@ namespace {
 namespace fs = std::filesystem;
 
 using ckptio::testing::CleanHubEnv;
+using ckptio::testing::CliResult;
 using ckptio::testing::commit_id;
 using ckptio::testing::FakeHub;
 using ckptio::testing::random_bytes;
 using ckptio::testing::read_file;
+using ckptio::testing::run_ckptio_line;
 using ckptio::testing::TempDir;
-
-struct CliResult {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
 
 class HubCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    cli_ = std::string(CKPTIO_BIN_DIR) + "/ckptio";
-    if (!fs::exists(cli_)) GTEST_SKIP() << "the ckptio CLI is not built";
+    if (!fs::exists(fs::path(CKPTIO_BIN_DIR) / "ckptio")) {
+      GTEST_SKIP() << "the ckptio CLI is not built";
+    }
     clean_env_ = std::make_unique<CleanHubEnv>(tmp_ / "home");
     hub_ = std::make_unique<FakeHub>(tmp_ / "server");
     weights_ = random_bytes(50'000, 7);
@@ -43,15 +40,11 @@ class HubCli : public ::testing::Test {
   }
 
   CliResult run(const std::string& args) {
-    const std::string cmd = "HF_ENDPOINT=" + hub_->endpoint() + " HF_HUB_CACHE=" +
-                            (tmp_ / "cache").string() + " " + cli_ + " " + args + " >" +
-                            (tmp_ / "out").string() + " 2>" + (tmp_ / "err").string();
-    const int rc = std::system(cmd.c_str());
-    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_file(tmp_ / "out"), read_file(tmp_ / "err")};
+    return run_ckptio_line(args, {"HF_ENDPOINT=" + hub_->endpoint(),
+                                  "HF_HUB_CACHE=" + (tmp_ / "cache").string()});
   }
 
   TempDir tmp_;
-  std::string cli_;
   std::unique_ptr<CleanHubEnv> clean_env_;
   std::unique_ptr<FakeHub> hub_;
   std::string c1_ = commit_id("cli1");
@@ -62,17 +55,17 @@ class HubCli : public ::testing::Test {
 TEST_F(HubCli, DownloadPrintsPaths) {
   const fs::path snap = tmp_ / "cache" / "models--org--model" / "snapshots";
   CliResult r = run("download org/model");
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, (snap / c1_).string() + "\n");
   EXPECT_EQ(r.err, "");  // stderr is not a terminal: no progress bar
   EXPECT_EQ(read_file(snap / c1_ / "model.safetensors"), weights_);
 
   r = run("download org/model config.json --revision v2 --quiet");
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, (snap / c2_ / "config.json").string() + "\n");
 
   r = run("download org/model config.json model.safetensors --local-dir " + (tmp_ / "local").string());
-  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, (tmp_ / "local" / "config.json").string() + "\n" +
                        (tmp_ / "local" / "model.safetensors").string() + "\n");
   EXPECT_EQ(read_file(tmp_ / "local" / "model.safetensors"), weights_);
@@ -80,18 +73,18 @@ TEST_F(HubCli, DownloadPrintsPaths) {
 
 TEST_F(HubCli, OfflineAndErrors) {
   CliResult r = run("download org/model config.json --offline");
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("ckptio: error: not_found: offline mode"), std::string::npos) << r.err;
-  ASSERT_EQ(run("download org/model config.json").status, 0);
+  ASSERT_EQ(run("download org/model config.json").exit_code, 0);
   r = run("download org/model config.json --offline");
-  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   r = run("download org/absent");
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("repository org/absent not found"), std::string::npos) << r.err;
   r = run("download /not/a/repo");
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("invalid_argument"), std::string::npos) << r.err;
-  EXPECT_EQ(run("download").status, 2);
+  EXPECT_EQ(run("download").exit_code, 2);
 }
 
 }  // namespace
