@@ -28,17 +28,50 @@ install(FILES "${CMAKE_CURRENT_BINARY_DIR}/ckptioConfig.cmake"
         DESTINATION "${ckptio_cmake_dir}")
 
 # pkg-config: the libraries are static, so the link line lists every area (dependents first) and
-# the shared libraries they use go under Requires, not Requires.private.
-set(ckptio_pc_libs "")
-foreach(lib ckptio_load ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torchfile
-            ckptio_safetensors ckptio_io ckptio_core)
-  if(TARGET ${lib})
-    string(APPEND ckptio_pc_libs " -l${lib}")
-  endif()
-endforeach()
-set(ckptio_pc_requires "nlohmann_json libxxhash libisal simdjson zlib libcurl libcrypto")
+# the shared libraries they use go under Requires, not Requires.private. ckptio-load is the loaders
+# alone: no Hub client, so neither libcurl nor libcrypto.
+set(ckptio_pc_order ckptio_load ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torchfile
+                    ckptio_safetensors ckptio_io ckptio_core)
+set(ckptio_pc_requires_all "nlohmann_json libxxhash libisal simdjson zlib")
 if(ckptio_have_liburing)
-  string(APPEND ckptio_pc_requires " liburing")
+  string(APPEND ckptio_pc_requires_all " liburing")
 endif()
-configure_file("${PROJECT_SOURCE_DIR}/cmake/ckptio.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/ckptio.pc" @ONLY)
-install(FILES "${CMAKE_CURRENT_BINARY_DIR}/ckptio.pc" DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+
+# The ckptio_* libraries `target` links, itself included.
+function(ckptio_area_closure target out)
+  set(seen "")
+  set(todo ${target})
+  while(todo)
+    list(POP_FRONT todo t)
+    if(NOT TARGET ${t} OR t IN_LIST seen OR NOT t MATCHES "^ckptio_")
+      continue()
+    endif()
+    list(APPEND seen ${t})
+    get_target_property(deps ${t} INTERFACE_LINK_LIBRARIES)
+    if(deps)
+      list(APPEND todo ${deps})
+    endif()
+  endwhile()
+  set(${out} ${seen} PARENT_SCOPE)
+endfunction()
+
+function(ckptio_pkg_config file name description areas requires)
+  set(ckptio_pc_name "${name}")
+  set(ckptio_pc_description "${description}")
+  set(ckptio_pc_requires "${requires}")
+  set(ckptio_pc_libs "")
+  foreach(lib IN LISTS ckptio_pc_order)
+    if(TARGET ${lib} AND lib IN_LIST areas)
+      string(APPEND ckptio_pc_libs " -l${lib}")
+    endif()
+  endforeach()
+  configure_file("${PROJECT_SOURCE_DIR}/cmake/ckptio.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/${file}" @ONLY)
+  install(FILES "${CMAKE_CURRENT_BINARY_DIR}/${file}" DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+endfunction()
+
+ckptio_pkg_config(ckptio.pc ckptio "Save and load checkpoints and weights of large neural networks"
+                  "${ckptio_pc_order}" "${ckptio_pc_requires_all} libcurl libcrypto")
+ckptio_area_closure(ckptio_load ckptio_load_areas)
+ckptio_pkg_config(ckptio-load.pc ckptio-load
+                  "Load checkpoints and weights of large neural networks from local files"
+                  "${ckptio_load_areas}" "${ckptio_pc_requires_all}")
