@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import ckptio.torch as ct
+from ckptio import errors
 from _tools import REPO, run, tool
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -79,12 +80,39 @@ def test_ckptio_finds_offline_what_huggingface_hub_downloaded(tmp_path: Path, hu
     out = run(tool("ckptio"), "download", "-q", "org/tiny", "model.safetensors", env=env).stdout
     assert Path(out.strip().splitlines()[-1]).read_bytes() == (state / "model.safetensors").read_bytes()
 
-    # load_checkpoint takes the Hub spec and reads the cached snapshot.
+    # load_checkpoint takes the hf:// source and reads the cached snapshot.
+    use_env(monkeypatch, env)
+    model = torch.nn.Module()
+    model.layer = torch.nn.Linear(4, 3)
+    assert ct.load_checkpoint(model, "hf://org/tiny").missing_keys == []
+    assert torch.equal(model.layer.weight, torch.arange(12.0).reshape(3, 4))
+
+
+def use_env(monkeypatch, env: dict) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in set(os.environ) - set(env):
         monkeypatch.delenv(key)
-    model = torch.nn.Module()
-    model.layer = torch.nn.Linear(4, 3)
-    assert ct.load_checkpoint(model, "org/tiny").missing_keys == []
-    assert torch.equal(model.layer.weight, torch.arange(12.0).reshape(3, 4))
+
+
+def test_load_checkpoint_downloads_hf_sources(tmp_path: Path, hub, monkeypatch) -> None:
+    endpoint, state = hub
+    use_env(monkeypatch, hub_env(tmp_path / "cache", endpoint, offline=False))
+    tensors = ct.load_checkpoint(None, "hf://org/tiny/model.safetensors")
+    assert torch.equal(tensors["layer.weight"], torch.arange(12.0).reshape(3, 4))
+    assert (state / "requests.log").exists()
+    assert (tmp_path / "cache" / "models--org--tiny" / "snapshots" / COMMIT / "model.safetensors").exists()
+
+
+def test_plain_paths_never_reach_the_hub(tmp_path: Path, hub, monkeypatch) -> None:
+    endpoint, state = hub
+    use_env(monkeypatch, hub_env(tmp_path / "cache", endpoint, offline=False))
+    monkeypatch.chdir(tmp_path)
+    model = torch.nn.Linear(4, 3)
+    for source in ("org/tiny", "org/tiny/model.safetensors"):
+        with pytest.raises(errors.NotFoundError, match="hf://"):
+            ct.load_checkpoint(model, source)
+        with pytest.raises(FileNotFoundError):
+            ct.load_checkpoint(None, source)
+    assert not (state / "requests.log").exists()
+    assert not (tmp_path / "cache").exists()
