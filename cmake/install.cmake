@@ -36,7 +36,7 @@ foreach(lib ckptio_load ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torch
     string(APPEND ckptio_pc_libs " -l${lib}")
   endif()
 endforeach()
-set(ckptio_pc_requires "nlohmann_json libxxhash libisal simdjson zlib libcurl libcrypto")
+set(ckptio_pc_requires "libxxhash libisal simdjson zlib libcurl libcrypto")
 if(ckptio_have_liburing)
   string(APPEND ckptio_pc_requires " liburing")
 endif()
