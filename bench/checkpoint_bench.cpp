@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     WorkDir work(opt.dir, "ckptio-bench-checkpoint-");
     TrainingState state;
     state.model = make_state(opt.quick ? 256 * kMiB : 2 * kGiB);
-    state.extra = {{"bench", true}};
+    state.extra = R"({"bench": true})";
     uint64_t total = 0;
     std::vector<std::span<const std::byte>> sources;
     for (const auto& [n, t] : *state.model) {

@@ -8,6 +8,10 @@ function(ckptio_library name)
   # Installed as ckptio::<area> (ckptio_load -> ckptio::load); ckptio::ckptio is every area.
   string(REGEX REPLACE "^ckptio_" "" export_name "${name}")
   set_target_properties(${name} PROPERTIES EXPORT_NAME "${export_name}")
+  # nlohmann_json is header-only and no public header includes it: users of the installed static
+  # libraries need nothing of it, so it stays out of the exported link interface.
+  list(TRANSFORM ARG_PRIVATE_DEPS REPLACE "^nlohmann_json::nlohmann_json$"
+       "$<BUILD_INTERFACE:nlohmann_json::nlohmann_json>")
   target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
 endfunction()
 

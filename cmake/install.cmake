@@ -32,7 +32,7 @@ install(FILES "${CMAKE_CURRENT_BINARY_DIR}/ckptioConfig.cmake"
 # alone: no Hub client, so neither libcurl nor libcrypto.
 set(ckptio_pc_order ckptio_load ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torchfile
                     ckptio_safetensors ckptio_io ckptio_core)
-set(ckptio_pc_requires_all "nlohmann_json libxxhash libisal simdjson zlib")
+set(ckptio_pc_requires_all "libxxhash libisal simdjson zlib")
 if(ckptio_have_liburing)
   string(APPEND ckptio_pc_requires_all " liburing")
 endif()

@@ -12,6 +12,7 @@
 // is not a terminal).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -200,7 +201,7 @@ int train(const Flags& f) {
   torch::optim::AdamW optimizer(model->parameters(),
                                 torch::optim::AdamWOptions(f.lr).weight_decay(0.01));
   lt::WarmupCosineLR scheduler(optimizer, {f.warmup, f.steps, f.lr * 0.1});
-  lt::ResumableSampler sampler(static_cast<uint64_t>(f.dataset_size), f.seed);
+  ckptio::ResumableSampler sampler(static_cast<uint64_t>(f.dataset_size), f.seed);
   const torch::Tensor data = make_dataset(f, 0);
 
   const SaveKiller killer(f.kill_at_step);
@@ -227,14 +228,15 @@ int train(const Flags& f) {
       ckptio::TensorMap model_targets = lt::module_targets(*model);
       ckptio::TensorMap ema_targets = ema.targets();
       ckptio::OptimizerState optimizer_state;
-      json scheduler_state, sampler_state;
+      std::string scheduler_state, sampler_state;
       ckptio::LoadTargets targets{&model_targets, &ema_targets, &optimizer_state,
                                   &scheduler_state, &sampler_state};
       const auto result = ckpt.load(f.resume == "auto" ? "latest" : f.resume, targets);
-      if (result.extra.value("model", json()) != model_config_json(f.model)) {
+      const json trained_with = json::parse(result.extra).value("model", json());
+      if (trained_with != model_config_json(f.model)) {
         throw ckptio::Error(ckptio::ErrorCode::Mismatch,
                             fmt::format("{} was trained with model {}, not {}",
-                                        result.path.string(), result.extra.value("model", json()).dump(),
+                                        result.path.string(), trained_with.dump(),
                                         model_config_json(f.model).dump()));
       }
       lt::load_optimizer_state(optimizer, optimizer_state);
@@ -265,7 +267,7 @@ int train(const Flags& f) {
     state.running.global_step = global_step;
     state.running.batch_size = f.batch_size;
     state.running.actual_update_step = global_step;
-    state.extra = json{{"model", model_config_json(f.model)}, {"seed", f.seed}};
+    state.extra = json{{"model", model_config_json(f.model)}, {"seed", f.seed}}.dump();
     const auto begin = Clock::now();
     last_saved = ckpt.save(state);
     const double blocking = ms_since(begin);
@@ -319,7 +321,7 @@ int train(const Flags& f) {
 struct Loaded {
   ckptio::TensorMap model, ema;
   ckptio::OptimizerState optimizer;
-  json lr_scheduler, sampler;
+  std::string lr_scheduler, sampler;  // JSON text
   ckptio::RunningStates running;
 };
 
@@ -360,7 +362,9 @@ int compare(const fs::path& a_path, const fs::path& b_path) {
                   total, diff.front().c_str());
     }
   };
-  auto report_json = [&same](const std::string& what, const json& x, const json& y) {
+  auto report_json = [&same](const std::string& what, const std::string& x_text,
+                             const std::string& y_text) {
+    const json x = json::parse(x_text), y = json::parse(y_text);
     const bool eq = x == y;
     same = same && eq;
     std::printf("  %-13s %s\n", what.c_str(), eq ? "identical" : "DIFFERENT");

@@ -44,7 +44,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,9 +51,14 @@
 #include <vector>
 
 #include "ckptio/io.h"
+#include "ckptio/mismatch.h"
 #include "ckptio/tensor.h"
 
 namespace ckptio {
+
+// Values that are not tensors (optimizer hyperparameters, LR scheduler and sampler states, free-form
+// extras) are JSON text: any JSON value, written as given (pretty-printed) and read back as text.
+// Text that is not JSON is Error(InvalidArgument) from save().
 
 // Name -> tensor, sorted by name. Tensors share their bytes when copied (see Tensor).
 using TensorMap = std::map<std::string, Tensor>;
@@ -65,8 +69,8 @@ using TensorMap = std::map<std::string, Tensor>;
 struct OptimizerState {
   // param -> key -> tensor. Keys must not contain '.' (the file name is "state.<param>.<key>").
   std::map<std::string, TensorMap> tensors;
-  // param_groups, hyperparameters, scalar step counters, non-tensor per-parameter state: any JSON.
-  nlohmann::json meta = nlohmann::json::object();
+  // param_groups, hyperparameters, scalar step counters, non-tensor per-parameter state: JSON text.
+  std::string meta = "{}";
 };
 
 // Where training resumes. Written to running_states.json with the same keys as Open-Sora.
@@ -83,10 +87,10 @@ struct TrainingState {
   std::optional<TensorMap> model;
   std::optional<TensorMap> ema;
   std::optional<OptimizerState> optimizer;
-  std::optional<nlohmann::json> lr_scheduler;
-  std::optional<nlohmann::json> sampler;
+  std::optional<std::string> lr_scheduler;  // JSON text
+  std::optional<std::string> sampler;       // JSON text (e.g. ResumableSampler::state())
   RunningStates running;
-  nlohmann::json extra = nlohmann::json::object();  // free-form, stored in running_states.json
+  std::string extra = "{}";  // free-form JSON text, stored in running_states.json
 };
 
 enum class SnapshotMode : uint8_t {
@@ -178,8 +182,8 @@ struct LoadTargets {
   TensorMap* model = nullptr;
   TensorMap* ema = nullptr;
   OptimizerState* optimizer = nullptr;
-  nlohmann::json* lr_scheduler = nullptr;
-  nlohmann::json* sampler = nullptr;
+  std::string* lr_scheduler = nullptr;  // receives the JSON text
+  std::string* sampler = nullptr;
 };
 
 struct CheckpointLoadOptions {
@@ -193,16 +197,18 @@ struct CheckpointLoadOptions {
   // then falls back to the previous checkpoint with a warning. Kept for compatibility: checksums
   // are always checked, this flag changes nothing.
   bool verify_checksums = false;
+  // load_checkpoint_folder only (CheckpointIO::load uses CheckpointOptions::env).
+  io::Env* env = nullptr;  // nullptr: io::Env::posix()
 };
 
-struct LoadResult {
+// What a load read and, in the MismatchReport lists, what did not match, each name prefixed by its
+// component: missing "model:layer.weight", unexpected "optimizer:state.0.exp_avg", mismatched
+// "model:w shape [2, 3] in the checkpoint, [3, 2] in the target".
+struct LoadResult : MismatchReport {
   std::filesystem::path path;  // the checkpoint folder that was read
   RunningStates running;
-  nlohmann::json extra = nlohmann::json::object();
+  std::string extra = "{}";  // JSON text of running_states.json's "extra"
   std::vector<std::string> missing_components;  // requested but absent ("ema", "sampler", ...)
-  std::vector<std::string> missing_keys;        // "model:layer.weight", "optimizer:state.0.exp_avg"
-  std::vector<std::string> unexpected_keys;
-  std::vector<std::string> mismatched_keys;     // with shapes: "model:w [2, 3] vs [3, 2]"
   std::vector<std::string> warnings;
 };
 
@@ -226,19 +232,29 @@ struct CheckpointEntry {
   std::string problem;        // why it is damaged/incomplete, naming the file
 };
 
+// How much of a checkpoint's content a check reads.
+enum class VerifyDepth : uint8_t {
+  Sizes,  // every file present with the size the manifest lists (reads no data)
+  Full,   // also each file's xxh3-128 checksum (reads every byte)
+};
+
+// Options of the functions that look at checkpoint folders without loading them.
+struct CheckpointFolderOptions {
+  VerifyDepth depth = VerifyDepth::Sizes;
+  io::Env* env = nullptr;  // nullptr: io::Env::posix()
+  // latest_checkpoint: told which damaged newer checkpoint it skipped, naming the file.
+  std::function<void(const std::string&)> warn = nullptr;
+};
+
 struct VerifyReport {
   std::filesystem::path path;
   bool ok = false;
   bool has_manifest = false;
-  bool checksums_checked = false;  // false when `full` was not asked or the manifest has none
+  bool checksums_checked = false;  // false at VerifyDepth::Sizes or when the manifest has none
   uint64_t files = 0;
   uint64_t bytes = 0;
   std::vector<std::string> problems;  // each names the file: "model/model.safetensors: checksum ..."
 };
-
-// Parses "4GB" (10^9), "500MB", "2GiB" (2^30), "1.5GB", "123" (bytes): parse_size of sharded.h.
-// Error(InvalidArgument).
-uint64_t parse_byte_size(std::string_view text);
 
 // "epoch{E}-global_step{S}".
 std::string checkpoint_folder_name(int64_t epoch, int64_t global_step);
@@ -247,29 +263,30 @@ std::optional<std::pair<int64_t, int64_t>> parse_checkpoint_folder_name(std::str
 
 // Every checkpoint-like folder in `experiment_dir` (final names and leftover temp folders), sorted
 // oldest first in commit order: by (sequence, global_step, epoch), so final-name folders without a
-// sequence (foreign, incomplete, older manifests) come first, by step; temp folders come last. Checks sizes; checksums too with `full`.
+// sequence (foreign, incomplete, older manifests) come first, by step; temp folders come last.
+// Checks sizes; checksums too at VerifyDepth::Full.
 // A missing experiment folder gives an empty list. A folder that disappears while it is being
 // looked at (a concurrent prune) is left out, not reported as damaged.
-std::vector<CheckpointEntry> list_checkpoints(const std::filesystem::path& experiment_dir,
-                                              bool full = false, io::Env* env = nullptr);
+[[nodiscard]] std::vector<CheckpointEntry> list_checkpoints(
+    const std::filesystem::path& experiment_dir, const CheckpointFolderOptions& options = {});
 
 // The newest committed checkpoint (last in commit order, see list_checkpoints) whose manifest checks; damaged
 // newer ones are skipped and `warn` is told which file is damaged. nullopt when there is none.
-std::optional<CheckpointEntry> latest_checkpoint(
-    const std::filesystem::path& experiment_dir, bool full = false, io::Env* env = nullptr,
-    const std::function<void(const std::string&)>& warn = {});
+[[nodiscard]] std::optional<CheckpointEntry> latest_checkpoint(
+    const std::filesystem::path& experiment_dir, const CheckpointFolderOptions& options = {});
 
 // Checks a checkpoint folder against its manifest: every listed file exists as a regular file
-// inside the folder with the listed size (and checksum with `full`), no unlisted file besides the
+// inside the folder with the listed size (and checksum at VerifyDepth::Full), no unlisted file besides the
 // manifest. A folder without a manifest is reported (not ok) unless it is a foreign (Open-Sora)
 // checkpoint, which is checked for readability of its parts instead. Never throws for bad content;
 // throws Error(NotFound) when `path` is not a folder.
-VerifyReport verify_checkpoint(const std::filesystem::path& path, bool full,
-                               io::Env* env = nullptr);
+[[nodiscard]] VerifyReport verify_checkpoint(const std::filesystem::path& path,
+                                             const CheckpointFolderOptions& options = {});
 
 // True when `path` is a folder that looks like a training checkpoint (ours or Open-Sora's):
 // it holds ckptio.manifest.json or running_states.json.
-bool is_checkpoint_folder(const std::filesystem::path& path, io::Env* env = nullptr);
+[[nodiscard]] bool is_checkpoint_folder(const std::filesystem::path& path,
+                                        const CheckpointFolderOptions& options = {});
 
 // Removes all but the newest `keep` committed checkpoints in commit order (keep >= 1 is enforced:
 // the newest committed one is never removed). Damaged, incomplete and foreign folders are left for a person to
@@ -277,11 +294,13 @@ bool is_checkpoint_folder(const std::filesystem::path& path, io::Env* env = null
 // (CheckpointIO removes them after each of its own commits). Each victim is renamed to a temp name
 // before it is deleted. Returns the removed folders.
 std::vector<std::filesystem::path> prune_checkpoints(const std::filesystem::path& experiment_dir,
-                                                     size_t keep, io::Env* env = nullptr);
+                                                     size_t keep,
+                                                     const CheckpointFolderOptions& options = {});
 
 // Reads a checkpoint folder (ours or Open-Sora's) into `targets`; see CheckpointIO::load.
-LoadResult load_checkpoint_folder(const std::filesystem::path& path, const LoadTargets& targets,
-                                  const CheckpointLoadOptions& options = {}, io::Env* env = nullptr);
+[[nodiscard]] LoadResult load_checkpoint_folder(const std::filesystem::path& path,
+                                                const LoadTargets& targets,
+                                                const CheckpointLoadOptions& options = {});
 
 class CheckpointIO {
  public:
@@ -317,19 +336,20 @@ class CheckpointIO {
   // Waits for a save in flight first. Returns the running states and what did not match.
   // Error(NotFound) when "latest" finds no checkpoint. Checksums are checked before
   // anything is written into `targets`.
-  LoadResult load(std::string_view path_or_latest, const LoadTargets& targets,
-                  const CheckpointLoadOptions& options = {});
+  [[nodiscard]] LoadResult load(std::string_view path_or_latest, const LoadTargets& targets,
+                                const CheckpointLoadOptions& options = {});
 
   // list, latest and verify may run while a background save is in flight; they wait only while it
   // commits or prunes, so they never see a folder half renamed or half deleted.
-  std::vector<CheckpointEntry> list(bool full = false) const;
-  std::optional<CheckpointEntry> latest(bool full = false) const;
+  [[nodiscard]] std::vector<CheckpointEntry> list(VerifyDepth depth = VerifyDepth::Sizes) const;
+  [[nodiscard]] std::optional<CheckpointEntry> latest(VerifyDepth depth = VerifyDepth::Sizes) const;
   // Waits for a save in flight, then prune_checkpoints(keep). (Saves prune by themselves when
   // keep_n_latest > 0, after their commit, and also remove temp folders of crashed saves.) After a
   // load, until this object commits a save, nothing at or before the loaded checkpoint in commit
   // order is removed, and checkpoints the load found damaged are neither kept nor removed.
   std::vector<std::filesystem::path> prune(size_t keep);
-  VerifyReport verify(const std::filesystem::path& path, bool full) const;
+  [[nodiscard]] VerifyReport verify(const std::filesystem::path& path,
+                                    VerifyDepth depth = VerifyDepth::Sizes) const;
 
  private:
   struct Impl;

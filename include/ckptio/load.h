@@ -36,6 +36,7 @@
 
 #include "ckptio/dtype.h"
 #include "ckptio/io.h"
+#include "ckptio/mismatch.h"
 #include "ckptio/safetensors.h"
 #include "ckptio/sharded.h"
 #include "ckptio/tensor.h"
@@ -107,7 +108,7 @@ struct ResolvedSource {
 // file). Throws Error(NotFound) listing what was looked for when nothing matches, Error(Corrupt)
 // when a folder is ambiguous (several index files), Error(Unsafe) for a pickle with
 // allow_pickle=false, Error(Unsupported) for an hf:// source without SourceOptions::hub.
-ResolvedSource resolve_checkpoint_source(const std::filesystem::path& path,
+[[nodiscard]] ResolvedSource resolve_checkpoint_source(const std::filesystem::path& path,
                                          const SourceOptions& options = {});
 
 struct SourceTensorInfo {
@@ -184,16 +185,14 @@ struct LoadOptions {
   SourceOptions source;
 };
 
-struct LoadReport {
+// The MismatchReport lists: missing targets with no source tensor, unexpected source tensors
+// (renamed) with no target, mismatched "name: source BF16 [2, 3] vs target F32 [3, 2]".
+struct LoadReport : MismatchReport {
   ResolvedSource source;
   std::vector<std::string> loaded;      // target (renamed) names that were filled
-  std::vector<std::string> missing;     // targets with no source tensor
-  std::vector<std::string> unexpected;  // source tensors (renamed) with no target
-  std::vector<std::string> mismatched;  // "name: source BF16 [2, 3] vs target F32 [3, 2]"
   std::vector<std::string> converted;   // names whose dtype was converted
   uint64_t bytes_read = 0;              // source bytes read or mapped
   std::chrono::nanoseconds elapsed{0};
-  bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
   // One line per list, for logs: "loaded 120 tensors (1.2 GB) in 0.4 s; 2 missing: a, b".
   std::string summary() const;
 };
@@ -202,8 +201,9 @@ struct LoadReport {
 // names or a buffer of the wrong size, Error(InvalidArgument) when rename_keys maps two source
 // names to one, Error(Mismatch) in strict mode as above, and the readers' errors annotated with
 // the source path.
-LoadReport load_checkpoint(const std::filesystem::path& source, std::span<const LoadTarget> targets,
-                           const LoadOptions& options = {});
+[[nodiscard]] LoadReport load_checkpoint(const std::filesystem::path& source,
+                                         std::span<const LoadTarget> targets,
+                                         const LoadOptions& options = {});
 
 struct LoadedCheckpoint {
   std::map<std::string, Tensor> tensors;  // renamed names; zero-copy views where possible
@@ -211,8 +211,8 @@ struct LoadedCheckpoint {
 };
 
 // No target: every tensor of the source, by (renamed) name.
-LoadedCheckpoint load_checkpoint(const std::filesystem::path& source,
-                                 const LoadOptions& options = {});
+[[nodiscard]] LoadedCheckpoint load_checkpoint(const std::filesystem::path& source,
+                                               const LoadOptions& options = {});
 
 // --- convert -----------------------------------------------------------------------------------
 
@@ -280,7 +280,8 @@ struct DiffReport {
 };
 
 // Compares names, dtypes, shapes and values of two readable sources.
-DiffReport diff_checkpoints(const std::filesystem::path& a, const std::filesystem::path& b,
-                            const DiffOptions& options = {});
+[[nodiscard]] DiffReport diff_checkpoints(const std::filesystem::path& a,
+                                          const std::filesystem::path& b,
+                                          const DiffOptions& options = {});
 
 }  // namespace ckptio

@@ -1,15 +1,15 @@
 // ResumableSampler: the order in which a training loop visits its dataset, deterministic and
-// resumable from its state (the `sampler` component of a checkpoint). It needs no libtorch; it is
-// built as part of ckptio_torch, next to the other training-loop adapters (include/ckptio/torch.h).
+// resumable from its state (the `sampler` component of a checkpoint). It needs no libtorch: it is
+// part of the checkpoint library (ckptio_checkpoint).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-namespace ckptio::libtorch {
+namespace ckptio {
 
 // A deterministic, resumable sampler over [0, dataset_size): a fresh permutation per epoch drawn
 // from (seed, epoch) with a fully specified generator (mt19937_64 + rejection sampling, so the
@@ -30,10 +30,11 @@ class ResumableSampler {
   // Jumps to the start of `epoch`.
   void set_epoch(uint64_t epoch);
 
-  nlohmann::json state() const;
-  // Error(Mismatch) when the dataset size differs; Error(Corrupt) for a malformed state or a
-  // position past the end.
-  void load_state(const nlohmann::json& state);
+  // The state as JSON text (what TrainingState::sampler holds).
+  std::string state() const;
+  // Error(Mismatch) when the dataset size differs; Error(Corrupt) for malformed JSON, a malformed
+  // state or a position past the end.
+  void load_state(std::string_view state_json);
 
   // The permutation of one epoch (identity when not shuffling).
   std::vector<int64_t> epoch_order(uint64_t epoch) const;
@@ -47,4 +48,9 @@ class ResumableSampler {
   std::vector<int64_t> order_;
 };
 
-}  // namespace ckptio::libtorch
+namespace libtorch {
+// Its former home, next to the libtorch adapters.
+using ckptio::ResumableSampler;
+}  // namespace libtorch
+
+}  // namespace ckptio

@@ -228,7 +228,7 @@ struct ShardedVerifyReport {
   size_t tensors = 0;
   std::vector<std::string> warnings;
 };
-ShardedVerifyReport verify_sharded(const std::filesystem::path& path,
-                                   const ShardedReadOptions& options = {});
+[[nodiscard]] ShardedVerifyReport verify_sharded(const std::filesystem::path& path,
+                                                 const ShardedReadOptions& options = {});
 
 }  // namespace ckptio

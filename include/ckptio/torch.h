@@ -9,9 +9,9 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
@@ -19,6 +19,7 @@
 
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/dtype.h"
+#include "ckptio/mismatch.h"
 #include "ckptio/sampler.h"
 #include "ckptio/tensor.h"
 
@@ -57,27 +58,19 @@ TensorMap module_state(const torch::nn::Module& module, SnapshotMode mode);
 TensorMap module_targets(torch::nn::Module& module);
 
 // Every difference between a module's tensors and a state: names only in the module (missing),
-// names only in the state (unexpected), and names whose shape or dtype differ.
-struct StateMismatch {
-  std::vector<std::string> missing;
-  std::vector<std::string> unexpected;
-  std::vector<std::string> wrong_shape;  // "name: checkpoint [2, 3], model [3, 3]"
-  std::vector<std::string> wrong_dtype;  // "name: checkpoint F16, model F32"
-
-  bool empty() const;
-  size_t count() const;
-  // One line per problem, each prefixed by its kind; empty when there is none.
-  std::string describe() const;
-};
-
-StateMismatch compare_module_state(const torch::nn::Module& module, const TensorMap& state);
+// names only in the state (unexpected), and names whose shape or dtype differ (mismatched,
+// "name: checkpoint F16 [2, 3], model F32 [3, 3]").
+[[nodiscard]] MismatchReport compare_module_state(const torch::nn::Module& module,
+                                                  const TensorMap& state);
+// Its former name.
+using StateMismatch = MismatchReport;
 
 // Copies `state` into the module's parameters and buffers (without recording autograd history).
 // strict: any difference throws Error(Mismatch) listing every one (nothing is copied then).
 // Not strict: copies the tensors whose names and shapes match, converting dtypes, and returns what
 // was skipped or converted.
-StateMismatch load_module_state(torch::nn::Module& module, const TensorMap& state,
-                                bool strict = true);
+[[nodiscard]] MismatchReport load_module_state(torch::nn::Module& module, const TensorMap& state,
+                                               bool strict = true);
 
 // An exponential moving average of a module's parameters (the `ema` component): Open-Sora's
 // update_ema, ema = decay * ema + (1 - decay) * param; buffers are copied as they are.
@@ -94,7 +87,7 @@ class Ema {
   // Writable views for load_checkpoint into the EMA.
   TensorMap targets();
   // Same rules as load_module_state.
-  StateMismatch load_state(const TensorMap& state, bool strict = true);
+  [[nodiscard]] MismatchReport load_state(const TensorMap& state, bool strict = true);
   // Copies the EMA weights into a module of the same architecture (strict), e.g. for inference.
   void copy_to(torch::nn::Module& module) const;
 
@@ -145,8 +138,8 @@ class WarmupCosineLR : public torch::optim::LRScheduler {
   // {"type": "WarmupCosineLR", "last_epoch": n, "base_lrs": [..], "warmup_steps", "total_steps",
   //  "min_lr"}. load_state takes everything from the state (like Python) and applies its LR;
   // Error(Mismatch) for another type or a different number of groups.
-  nlohmann::json state() const;
-  void load_state(const nlohmann::json& state);
+  std::string state() const;  // JSON text
+  void load_state(std::string_view state_json);
 
  private:
   std::vector<double> get_lrs() override;
@@ -163,8 +156,8 @@ class StepLR : public torch::optim::StepLR {
  public:
   StepLR(torch::optim::Optimizer& optimizer, unsigned step_size, double gamma = 0.1);
 
-  nlohmann::json state() const;
-  void load_state(const nlohmann::json& state);
+  std::string state() const;  // JSON text
+  void load_state(std::string_view state_json);
 
  private:
   unsigned step_size_;

@@ -1,6 +1,7 @@
 // ckptio._core's CheckpointIO, load_into/load_all, torch_load, save_sharded: the C++ side of ckptio.torch (CheckpointIO, load_checkpoint, torch-file
 // reading, sharded saves). Tensors cross as (name, dtype, shape, raw bytes) per tensor_bridge.h;
 // JSON components cross as text. Every call that reads or writes files releases the GIL.
+#include <nlohmann/json.hpp>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
@@ -158,7 +159,7 @@ class PyCheckpointIO {
     options.async = async;
     options.snapshot = snapshot_mode(snapshot);
     options.max_shard_size = max_shard_size;
-    parse_byte_size(max_shard_size);  // reject a bad size now rather than at the first save
+    parse_size(max_shard_size);  // reject a bad size now rather than at the first save
     options.fsync = fsync;
     io_ = std::make_unique<CheckpointIO>(dir, std::move(options));
   }
@@ -174,7 +175,7 @@ class PyCheckpointIO {
     if (ema) state.ema = tensor_map(*ema);
     if (optimizer_meta) {
       OptimizerState opt;
-      opt.meta = parse_json("optimizer state", *optimizer_meta);
+      opt.meta = parse_json("optimizer state", *optimizer_meta).dump();
       if (optimizer_tensors) {
         for (const auto& [param, key, dtype, shape, raw] : *optimizer_tensors) {
           const std::string name = "state." + param + "." + key;
@@ -183,11 +184,11 @@ class PyCheckpointIO {
       }
       state.optimizer = std::move(opt);
     }
-    if (lr_scheduler) state.lr_scheduler = parse_json("lr_scheduler state", *lr_scheduler);
-    if (sampler) state.sampler = parse_json("sampler state", *sampler);
+    if (lr_scheduler) state.lr_scheduler = parse_json("lr_scheduler state", *lr_scheduler).dump();
+    if (sampler) state.sampler = parse_json("sampler state", *sampler).dump();
     if (running.size() != 5) throw Error(ErrorCode::InvalidArgument, "running states: 5 numbers");
     state.running = {running[0], running[1], running[2], running[3], running[4]};
-    state.extra = parse_json("extra", extra);
+    state.extra = parse_json("extra", extra).dump();
     CheckpointSaveOptions save_options;
     save_options.replace = replace;
     nb::gil_scoped_release release;
@@ -205,7 +206,7 @@ class PyCheckpointIO {
                 bool sampler, bool strict, bool verify_checksums) {
     TensorMap model_map, ema_map;
     OptimizerState opt;
-    json lr, smp;
+    std::string lr, smp;
     LoadTargets targets{model ? &model_map : nullptr, ema ? &ema_map : nullptr,
                         optimizer ? &opt : nullptr, lr_scheduler ? &lr : nullptr,
                         sampler ? &smp : nullptr};
@@ -222,7 +223,8 @@ class PyCheckpointIO {
 
   static nb::dict load_result_out(const LoadResult& result, const LoadTargets& targets,
                                   const TensorMap& model_map, const TensorMap& ema_map,
-                                  const OptimizerState& opt, const json& lr, const json& smp) {
+                                  const OptimizerState& opt, const std::string& lr,
+                                  const std::string& smp) {
     auto has = [&result](const char* component) {
       for (const auto& c : result.missing_components) {
         if (c == component) return false;
@@ -232,7 +234,7 @@ class PyCheckpointIO {
     nb::dict d;
     d["path"] = result.path.string();
     d["running"] = running_out(result.running);
-    d["extra"] = result.extra.dump();
+    d["extra"] = result.extra;
     d["model"] = targets.model && has("model") ? nb::object(tensors_out(model_map)) : nb::none();
     d["ema"] = targets.ema && has("ema") ? nb::object(tensors_out(ema_map)) : nb::none();
     if (targets.optimizer && has("optimizer")) {
@@ -245,18 +247,18 @@ class PyCheckpointIO {
                                         raw_of(tensor)));
         }
       }
-      d["optimizer"] = nb::make_tuple(tensors, opt.meta.dump());
+      d["optimizer"] = nb::make_tuple(tensors, opt.meta);
     } else {
       d["optimizer"] = nb::none();
     }
     d["lr_scheduler"] =
-        targets.lr_scheduler && has("lr_scheduler") ? nb::object(nb::str(lr.dump().c_str())) : nb::none();
+        targets.lr_scheduler && has("lr_scheduler") ? nb::object(nb::str(lr.c_str())) : nb::none();
     d["sampler"] =
-        targets.sampler && has("sampler") ? nb::object(nb::str(smp.dump().c_str())) : nb::none();
+        targets.sampler && has("sampler") ? nb::object(nb::str(smp.c_str())) : nb::none();
     d["missing_components"] = strings(result.missing_components);
-    d["missing_keys"] = strings(result.missing_keys);
-    d["unexpected_keys"] = strings(result.unexpected_keys);
-    d["mismatched_keys"] = strings(result.mismatched_keys);
+    d["missing_keys"] = strings(result.missing);
+    d["unexpected_keys"] = strings(result.unexpected);
+    d["mismatched_keys"] = strings(result.mismatched);
     d["warnings"] = strings(result.warnings);
     return d;
   }
@@ -265,7 +267,7 @@ class PyCheckpointIO {
     std::vector<CheckpointEntry> entries;
     {
       nb::gil_scoped_release release;
-      entries = io_->list(full);
+      entries = io_->list(full ? VerifyDepth::Full : VerifyDepth::Sizes);
     }
     nb::list out;
     for (const auto& e : entries) out.append(entry_out(e));
@@ -276,7 +278,7 @@ class PyCheckpointIO {
     std::optional<CheckpointEntry> e;
     {
       nb::gil_scoped_release release;
-      e = io_->latest(full);
+      e = io_->latest(full ? VerifyDepth::Full : VerifyDepth::Sizes);
     }
     return e ? nb::object(entry_out(*e)) : nb::none();
   }
@@ -296,7 +298,7 @@ class PyCheckpointIO {
     VerifyReport r;
     {
       nb::gil_scoped_release release;
-      r = io_->verify(path, full);
+      r = io_->verify(path, full ? VerifyDepth::Full : VerifyDepth::Sizes);
     }
     return verify_out(r);
   }
@@ -530,7 +532,7 @@ void bind_checkpoint(nb::module_& m) {
         nb::arg("weights"), nb::arg("allow_pickle"));
   m.def("save_sharded", &save_sharded_py, nb::arg("folder"), nb::arg("tensors"),
         nb::arg("max_shard_size"), nb::arg("base_name"), nb::arg("metadata"), nb::arg("sync"));
-  m.def("parse_byte_size", [](const std::string& text) { return parse_byte_size(text); });
+  m.def("parse_size", [](const std::string& text) { return parse_size(text); });
 }
 
 }  // namespace ckptio::python

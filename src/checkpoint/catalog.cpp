@@ -149,9 +149,10 @@ static void classify(io::Env& env, CheckpointEntry& entry, bool full) {
 
 }  // namespace checkpoint
 
-std::vector<CheckpointEntry> list_checkpoints(const fs::path& experiment_dir, bool full,
-                                              io::Env* env_ptr) {
-  io::Env& env = env_or_posix(env_ptr);
+std::vector<CheckpointEntry> list_checkpoints(const fs::path& experiment_dir,
+                                              const CheckpointFolderOptions& options) {
+  io::Env& env = env_or_posix(options.env);
+  const bool full = options.depth == VerifyDepth::Full;
   std::vector<CheckpointEntry> out;
   const io::FileInfo dir_info = checkpoint::stat_experiment_dir(env, experiment_dir);
   if (!dir_info.exists) return out;
@@ -195,11 +196,12 @@ std::vector<CheckpointEntry> list_checkpoints(const fs::path& experiment_dir, bo
   return out;
 }
 
-std::optional<CheckpointEntry> latest_checkpoint(const fs::path& experiment_dir, bool full,
-                                                 io::Env* env_ptr,
-                                                 const std::function<void(const std::string&)>& warn) {
-  io::Env& env = env_or_posix(env_ptr);
-  const std::vector<CheckpointEntry> entries = list_checkpoints(experiment_dir, false, &env);
+std::optional<CheckpointEntry> latest_checkpoint(const fs::path& experiment_dir,
+                                                 const CheckpointFolderOptions& options) {
+  io::Env& env = env_or_posix(options.env);
+  const bool full = options.depth == VerifyDepth::Full;
+  const auto& warn = options.warn;
+  const std::vector<CheckpointEntry> entries = list_checkpoints(experiment_dir, {.env = &env});
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
     if (it->is_temp || it->state == CheckpointState::Foreign) continue;
     if (it->state == CheckpointState::Incomplete) {
@@ -218,16 +220,16 @@ std::optional<CheckpointEntry> latest_checkpoint(const fs::path& experiment_dir,
   return std::nullopt;
 }
 
-bool is_checkpoint_folder(const fs::path& path, io::Env* env_ptr) {
-  io::Env& env = env_or_posix(env_ptr);
+bool is_checkpoint_folder(const fs::path& path, const CheckpointFolderOptions& options) {
+  io::Env& env = env_or_posix(options.env);
   const io::FileInfo info = env.stat(path);
   if (!info.is_directory) return false;
   return env.stat(path / kManifestName).exists || env.stat(path / kRunningStatesName).exists;
 }
 
 std::vector<fs::path> prune_checkpoints(const fs::path& experiment_dir, size_t keep,
-                                        io::Env* env_ptr) {
-  return checkpoint::prune_with_rules(env_or_posix(env_ptr), experiment_dir, keep, {});
+                                        const CheckpointFolderOptions& options) {
+  return checkpoint::prune_with_rules(env_or_posix(options.env), experiment_dir, keep, {});
 }
 
 namespace checkpoint {
@@ -238,7 +240,7 @@ std::vector<fs::path> prune_with_rules(io::Env& env, const fs::path& experiment_
   auto listed = [](const std::vector<std::string>& names, const std::string& name) {
     return std::find(names.begin(), names.end(), name) != names.end();
   };
-  const std::vector<CheckpointEntry> entries = list_checkpoints(experiment_dir, false, &env);
+  const std::vector<CheckpointEntry> entries = list_checkpoints(experiment_dir, {.env = &env});
   // Newest first in commit order.
   std::vector<const CheckpointEntry*> committed;
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {

@@ -16,6 +16,7 @@
 #include "checkpoint/staging_pool.h"
 #include "core/thread_start.h"
 #include "ckptio/error.h"
+#include "ckptio/sharded.h"
 
 namespace ckptio {
 
@@ -77,7 +78,7 @@ CheckpointIO::CheckpointIO(fs::path experiment_dir, CheckpointOptions options)
   impl_->experiment_dir = std::move(experiment_dir);
   impl_->options = std::move(options);
   impl_->env = impl_->options.env ? impl_->options.env : &io::Env::posix();
-  impl_->max_shard_bytes = parse_byte_size(impl_->options.max_shard_size);
+  impl_->max_shard_bytes = parse_size(impl_->options.max_shard_size);
   if (impl_->max_shard_bytes == 0) {
     throw Error(ErrorCode::InvalidArgument, "max_shard_size must be more than 0 bytes");
   }
@@ -193,10 +194,10 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
     std::string problem;
     const io::FileInfo info = im.env->stat(final_path);
     if (info.is_directory && !info.is_symlink) {
-      const VerifyReport report = verify_checkpoint(final_path, /*full=*/true, im.env);
+      const VerifyReport report = verify_checkpoint(final_path, {.depth = VerifyDepth::Full, .env = im.env});
       if (report.has_manifest && !report.ok) {
         for (const auto& p : report.problems) problem += (problem.empty() ? "" : "; ") + p;
-      } else if (!report.has_manifest && !is_checkpoint_folder(final_path, im.env)) {
+      } else if (!report.has_manifest && !is_checkpoint_folder(final_path, {.env = im.env})) {
         problem = "no " + std::string(checkpoint::kManifestName);
       }
     }
@@ -242,8 +243,10 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
     job->optimizer_tensors = snap.add_map(flat);
     job->optimizer_json = checkpoint::optimizer_to_json(*state.optimizer);
   }
-  if (state.lr_scheduler) job->lr_scheduler_json = state.lr_scheduler->dump(2) + "\n";
-  if (state.sampler) job->sampler_json = state.sampler->dump(2) + "\n";
+  if (state.lr_scheduler) {
+    job->lr_scheduler_json = checkpoint::pretty_json(*state.lr_scheduler, "lr_scheduler");
+  }
+  if (state.sampler) job->sampler_json = checkpoint::pretty_json(*state.sampler, "sampler");
   job->running_states_json = checkpoint::running_states_to_json(state.running, state.extra);
 
   if (!o.async) {
@@ -284,6 +287,16 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
   return final_path;
 }
 
+namespace {
+
+// The load options with this CheckpointIO's Env, which wins over the options' own.
+CheckpointLoadOptions with_env(CheckpointLoadOptions options, io::Env* env) {
+  options.env = env;
+  return options;
+}
+
+}  // namespace
+
 LoadResult CheckpointIO::load(std::string_view path_or_latest, const LoadTargets& targets,
                               const CheckpointLoadOptions& options) {
   // Reading while our own save writes would race with it; its error stays for wait()/save().
@@ -293,13 +306,13 @@ LoadResult CheckpointIO::load(std::string_view path_or_latest, const LoadTargets
   if (path_or_latest != "latest") {
     fs::path path = fs::path(path_or_latest);
     if (path.is_relative() && !im.env->stat(path).exists) path = im.experiment_dir / path;
-    LoadResult result = load_checkpoint_folder(path, targets, options, im.env);
+    LoadResult result = load_checkpoint_folder(path, targets, with_env(options, im.env));
     im.loaded(path);
     return result;
   }
   // Newest first in commit order; one that turns out damaged while loading gives way to the
   // previous one.
-  const std::vector<CheckpointEntry> entries = list_checkpoints(im.experiment_dir, false, im.env);
+  const std::vector<CheckpointEntry> entries = list_checkpoints(im.experiment_dir, {.env = im.env});
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
     if (it->is_temp || it->state == CheckpointState::Foreign) continue;
     if (it->state != CheckpointState::Committed) {
@@ -308,7 +321,7 @@ LoadResult CheckpointIO::load(std::string_view path_or_latest, const LoadTargets
       continue;
     }
     try {
-      LoadResult result = load_checkpoint_folder(it->path, targets, options, im.env);
+      LoadResult result = load_checkpoint_folder(it->path, targets, with_env(options, im.env));
       im.loaded(it->path);
       return result;
     } catch (const Error& e) {
@@ -325,14 +338,15 @@ LoadResult CheckpointIO::load(std::string_view path_or_latest, const LoadTargets
               "no committed checkpoint in '" + im.experiment_dir.string() + "'");
 }
 
-std::vector<CheckpointEntry> CheckpointIO::list(bool full) const {
+std::vector<CheckpointEntry> CheckpointIO::list(VerifyDepth depth) const {
   std::shared_lock lock(impl_->catalog_mutex);
-  return list_checkpoints(impl_->experiment_dir, full, impl_->env);
+  return list_checkpoints(impl_->experiment_dir, {.depth = depth, .env = impl_->env});
 }
 
-std::optional<CheckpointEntry> CheckpointIO::latest(bool full) const {
+std::optional<CheckpointEntry> CheckpointIO::latest(VerifyDepth depth) const {
   std::shared_lock lock(impl_->catalog_mutex);
-  return latest_checkpoint(impl_->experiment_dir, full, impl_->env, impl_->options.warn);
+  return latest_checkpoint(impl_->experiment_dir,
+                           {.depth = depth, .env = impl_->env, .warn = impl_->options.warn});
 }
 
 std::vector<fs::path> CheckpointIO::prune(size_t keep) {
@@ -341,11 +355,11 @@ std::vector<fs::path> CheckpointIO::prune(size_t keep) {
                                       impl_->prune_rules());
 }
 
-VerifyReport CheckpointIO::verify(const fs::path& path, bool full) const {
+VerifyReport CheckpointIO::verify(const fs::path& path, VerifyDepth depth) const {
   std::shared_lock lock(impl_->catalog_mutex);
   fs::path p = path;
   if (p.is_relative() && !impl_->env->stat(p).exists) p = impl_->experiment_dir / p;
-  return verify_checkpoint(p, full, impl_->env);
+  return verify_checkpoint(p, {.depth = depth, .env = impl_->env});
 }
 
 }  // namespace ckptio

@@ -43,7 +43,7 @@ bool is_dir(io::Env& env, const fs::path& p) {
   return i.exists && i.is_directory && !i.is_symlink;
 }
 
-RunningStates parse_running_states(const json& doc, const fs::path& path, json& extra) {
+RunningStates parse_running_states(const json& doc, const fs::path& path, std::string& extra) {
   if (!doc.is_object()) {
     throw Error(ErrorCode::Corrupt, "'" + path.string() + "' is not a JSON object");
   }
@@ -66,7 +66,7 @@ RunningStates parse_running_states(const json& doc, const fs::path& path, json& 
   get("global_step", r.global_step, false);
   get("batch_size", r.batch_size, false);
   get("actual_update_step", r.actual_update_step, false);
-  if (doc.contains("extra")) extra = doc["extra"];
+  if (doc.contains("extra")) extra = doc["extra"].dump();
   return r;
 }
 
@@ -243,7 +243,7 @@ void load_optimizer(const OptimizerSource& src, OptimizerState& target, bool str
       target.tensors[param][key] = std::move(tensor);
     }
   }
-  target.meta = src.meta;
+  target.meta = src.meta.dump();
 }
 
 // Whether manifest file `rel` belongs to a component `targets` asks for (running_states.json is
@@ -282,8 +282,8 @@ void check_checksums(io::Env& env, const fs::path& dir, const checkpoint::Manife
 }  // namespace
 
 LoadResult load_checkpoint_folder(const fs::path& path, const LoadTargets& targets,
-                                  const CheckpointLoadOptions& options, io::Env* env_ptr) {
-  io::Env& env = env_ptr ? *env_ptr : io::Env::posix();
+                                  const CheckpointLoadOptions& options) {
+  io::Env& env = options.env ? *options.env : io::Env::posix();
   LoadResult result;
   result.path = path;
   try {
@@ -333,7 +333,7 @@ LoadResult load_checkpoint_folder(const fs::path& path, const LoadTargets& targe
                                 std::pair{"sampler", targets.sampler}}) {
       if (target == nullptr) continue;
       if (auto value = open_json_component(env, path, name)) {
-        *target = std::move(*value);
+        *target = value->dump();
       } else {
         missing_component(path, name, options.strict, result);
       }
@@ -344,8 +344,9 @@ LoadResult load_checkpoint_folder(const fs::path& path, const LoadTargets& targe
   return result;
 }
 
-VerifyReport verify_checkpoint(const fs::path& path, bool full, io::Env* env_ptr) {
-  io::Env& env = env_ptr ? *env_ptr : io::Env::posix();
+VerifyReport verify_checkpoint(const fs::path& path, const CheckpointFolderOptions& options) {
+  io::Env& env = options.env ? *options.env : io::Env::posix();
+  const bool full = options.depth == VerifyDepth::Full;
   if (!is_dir(env, path)) {
     throw Error(ErrorCode::NotFound, "'" + path.string() + "' is not a checkpoint folder");
   }
@@ -391,7 +392,7 @@ VerifyReport verify_checkpoint(const fs::path& path, bool full, io::Env* env_ptr
     for (const auto& [name, t] : src) (void)t.read_owned();
   };
   attempt(std::string(checkpoint::kRunningStatesName), [&] {
-    json extra;
+    std::string extra;
     parse_running_states(read_json_file(env, path / checkpoint::kRunningStatesName),
                          path / checkpoint::kRunningStatesName, extra);
   });

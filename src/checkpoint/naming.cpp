@@ -8,8 +8,6 @@
 
 namespace ckptio {
 
-uint64_t parse_byte_size(std::string_view text) { return parse_size(text); }
-
 std::string checkpoint_folder_name(int64_t epoch, int64_t global_step) {
   return "epoch" + std::to_string(epoch) + "-global_step" + std::to_string(global_step);
 }

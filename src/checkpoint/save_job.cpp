@@ -12,7 +12,20 @@ namespace ckptio::checkpoint {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string running_states_to_json(const RunningStates& r, const json& extra) {
+json parse_json_text(std::string_view text, std::string_view what) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(ErrorCode::InvalidArgument, std::string(what) + " is not JSON text: " + e.what());
+  }
+}
+
+std::string pretty_json(std::string_view text, std::string_view what) {
+  return parse_json_text(text, what).dump(2) + "\n";
+}
+
+std::string running_states_to_json(const RunningStates& r, std::string_view extra_json) {
+  const json extra = parse_json_text(extra_json, "extra");
   json doc = json::object();
   doc["epoch"] = r.epoch;
   doc["step"] = r.step;
@@ -37,7 +50,7 @@ std::string optimizer_to_json(const OptimizerState& state) {
   json doc = {{"format", "ckptio.optimizer"},
               {"version", 1},
               {"tensor_state", std::move(tensor_state)},
-              {"meta", state.meta}};
+              {"meta", parse_json_text(state.meta, "optimizer meta")}};
   return doc.dump(2) + "\n";
 }
 

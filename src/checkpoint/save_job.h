@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "checkpoint/catalog.h"
 #include "checkpoint/tensor_file_writer.h"
 #include "ckptio/checkpoint_io.h"
@@ -69,7 +71,12 @@ struct SaveJob {
 };
 
 // The JSON text of running_states.json.
-std::string running_states_to_json(const RunningStates& running, const nlohmann::json& extra);
+std::string running_states_to_json(const RunningStates& running, std::string_view extra_json);
+
+// The JSON value of `text`; Error(InvalidArgument) naming `what` when it is not JSON.
+nlohmann::json parse_json_text(std::string_view text, std::string_view what);
+// `text` re-written with two-space indentation and a final newline (files a person may read).
+std::string pretty_json(std::string_view text, std::string_view what);
 
 // "state.<param>.<key>", the file name of one optimizer state tensor.
 std::string optimizer_tensor_name(const std::string& param, const std::string& key);

@@ -132,9 +132,9 @@ void fill_tensor_map(const SourceMap& source, TensorMap& target, const std::stri
   auto append = [](std::vector<std::string>& to, std::vector<std::string>& from) {
     to.insert(to.end(), from.begin(), from.end());
   };
-  append(result.missing_keys, missing);
-  append(result.unexpected_keys, unexpected);
-  append(result.mismatched_keys, mismatched);
+  append(result.missing, missing);
+  append(result.unexpected, unexpected);
+  append(result.mismatched, mismatched);
 }
 
 }  // namespace ckptio::checkpoint

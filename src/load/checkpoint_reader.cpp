@@ -60,9 +60,11 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         OptimizerState state;
         CheckpointLoadOptions lo;
         lo.strict = false;
+        lo.env = &env;
         LoadTargets targets;
         targets.optimizer = &state;
-        load_checkpoint_folder(impl->source.path.parent_path(), targets, lo);
+        // An empty target receives every tensor: nothing can be missing or mismatched.
+        static_cast<void>(load_checkpoint_folder(impl->source.path.parent_path(), targets, lo));
         for (const auto& [param, keys] : state.tensors) {
           for (const auto& [key, t] : keys) impl->torch_tensors.emplace("state." + param + "." + key, t);
         }

@@ -50,9 +50,9 @@ at::Tensor read_only_torch_view(const Tensor& t) {
   return torch::from_blob(data, sizes, options);
 }
 
-StateMismatch compare(const std::vector<std::pair<std::string, at::Tensor>>& own,
-                      const TensorMap& state) {
-  StateMismatch m;
+MismatchReport compare(const std::vector<std::pair<std::string, at::Tensor>>& own,
+                       const TensorMap& state) {
+  MismatchReport m;
   std::set<std::string> own_names;
   for (const auto& [name, tensor] : own) {
     own_names.insert(name);
@@ -62,15 +62,12 @@ StateMismatch compare(const std::vector<std::pair<std::string, at::Tensor>>& own
       continue;
     }
     const Shape own_shape = shape_of(tensor);
-    if (it->second.shape() != own_shape) {
-      m.wrong_shape.push_back(fmt::format("{}: checkpoint {}, model {}", name,
-                                          shape_to_string(it->second.shape()),
-                                          shape_to_string(own_shape)));
-    }
     const DType own_dtype = dtype_of(tensor.scalar_type());
-    if (it->second.dtype() != own_dtype) {
-      m.wrong_dtype.push_back(fmt::format("{}: checkpoint {}, model {}", name,
-                                          dtype_name(it->second.dtype()), dtype_name(own_dtype)));
+    if (it->second.shape() != own_shape || it->second.dtype() != own_dtype) {
+      m.mismatched.push_back(fmt::format("{}: checkpoint {} {}, model {} {}", name,
+                                         dtype_name(it->second.dtype()),
+                                         shape_to_string(it->second.shape()),
+                                         dtype_name(own_dtype), shape_to_string(own_shape)));
     }
   }
   for (const auto& [name, tensor] : state) {
@@ -79,10 +76,10 @@ StateMismatch compare(const std::vector<std::pair<std::string, at::Tensor>>& own
   return m;
 }
 
-StateMismatch load_into(const std::vector<std::pair<std::string, at::Tensor>>& own,
-                        const TensorMap& state, bool strict, std::string_view what) {
-  StateMismatch m = compare(own, state);
-  if (strict && !m.empty()) {
+MismatchReport load_into(const std::vector<std::pair<std::string, at::Tensor>>& own,
+                         const TensorMap& state, bool strict, std::string_view what) {
+  MismatchReport m = compare(own, state);
+  if (strict && !m.ok()) {
     throw Error(ErrorCode::Mismatch, fmt::format("strict load into {}: {} mismatch{}:\n{}", what,
                                                  m.count(), m.count() == 1 ? "" : "es",
                                                  m.describe()));
@@ -184,32 +181,11 @@ TensorMap module_targets(torch::nn::Module& module) {
   return out;
 }
 
-bool StateMismatch::empty() const { return count() == 0; }
-
-size_t StateMismatch::count() const {
-  return missing.size() + unexpected.size() + wrong_shape.size() + wrong_dtype.size();
-}
-
-std::string StateMismatch::describe() const {
-  std::string out;
-  auto add = [&out](std::string_view kind, const std::vector<std::string>& items) {
-    for (const auto& item : items) {
-      if (!out.empty()) out += '\n';
-      out += fmt::format("  {}: {}", kind, item);
-    }
-  };
-  add("missing key", missing);
-  add("unexpected key", unexpected);
-  add("shape mismatch", wrong_shape);
-  add("dtype mismatch", wrong_dtype);
-  return out;
-}
-
-StateMismatch compare_module_state(const torch::nn::Module& module, const TensorMap& state) {
+MismatchReport compare_module_state(const torch::nn::Module& module, const TensorMap& state) {
   return compare(named_tensors(module, nullptr), state);
 }
 
-StateMismatch load_module_state(torch::nn::Module& module, const TensorMap& state, bool strict) {
+MismatchReport load_module_state(torch::nn::Module& module, const TensorMap& state, bool strict) {
   return load_into(named_tensors(module, nullptr), state, strict,
                    fmt::format("module {}", module.name()));
 }
@@ -226,8 +202,8 @@ void Ema::update(const torch::nn::Module& module, double decay) {
   std::vector<std::pair<std::string, at::Tensor>> mine(tensors_.begin(), tensors_.end());
   TensorMap shapes;
   for (const auto& [name, tensor] : own) shapes.emplace(name, from_torch(tensor, SnapshotMode::Borrow, name));
-  const StateMismatch m = compare(mine, shapes);
-  if (!m.empty()) {
+  const MismatchReport m = compare(mine, shapes);
+  if (!m.ok()) {
     throw Error(ErrorCode::Mismatch,
                 fmt::format("EMA update: the module does not match the EMA:\n{}", m.describe()));
   }
@@ -258,13 +234,14 @@ TensorMap Ema::targets() {
   return out;
 }
 
-StateMismatch Ema::load_state(const TensorMap& state, bool strict) {
+MismatchReport Ema::load_state(const TensorMap& state, bool strict) {
   std::vector<std::pair<std::string, at::Tensor>> mine(tensors_.begin(), tensors_.end());
   return load_into(mine, state, strict, "EMA");
 }
 
 void Ema::copy_to(torch::nn::Module& module) const {
-  load_module_state(module, state(SnapshotMode::Borrow), /*strict=*/true);
+  // Strict: a difference throws, so there is nothing to report.
+  (void)load_module_state(module, state(SnapshotMode::Borrow), /*strict=*/true);
 }
 
 }  // namespace ckptio::libtorch

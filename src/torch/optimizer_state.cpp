@@ -1,5 +1,6 @@
 // Optimizers (SGD, Adam, AdamW) and LR schedulers as the optimizer and lr_scheduler components,
 // keyed the way Python's optimizer.state_dict() keys them.
+#include <nlohmann/json.hpp>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
@@ -122,8 +123,9 @@ void put(OptimizerState& out, size_t index, const std::string& key, const at::Te
 }
 
 template <typename State>
-void adam_state_out(const State& s, size_t index, SnapshotMode mode, OptimizerState& out) {
-  out.meta["state"][std::to_string(index)] = json{{"step", s.step()}};
+void adam_state_out(const State& s, size_t index, SnapshotMode mode, OptimizerState& out,
+                    json& meta) {
+  meta["state"][std::to_string(index)] = json{{"step", s.step()}};
   put(out, index, "exp_avg", s.exp_avg(), mode);
   put(out, index, "exp_avg_sq", s.exp_avg_sq(), mode);
   put(out, index, "max_exp_avg_sq", s.max_exp_avg_sq(), mode);
@@ -176,8 +178,8 @@ class StateBuilder {
 OptimizerState optimizer_state(const torch::optim::Optimizer& optimizer, SnapshotMode mode) {
   const Kind kind = kind_of(optimizer);
   OptimizerState out;
-  out.meta = json{{"type", kind_name(kind)}, {"param_groups", json::array()},
-                  {"state", json::object()}};
+  json meta = json{{"type", kind_name(kind)}, {"param_groups", json::array()},
+                   {"state", json::object()}};
   size_t index = 0;
   for (const auto& group : optimizer.param_groups()) {
     json g = hyperparameters(kind, group.options());
@@ -193,17 +195,20 @@ OptimizerState optimizer_state(const torch::optim::Optimizer& optimizer, Snapsho
                 static_cast<const torch::optim::SGDParamState&>(s).momentum_buffer(), mode);
             break;
           case Kind::Adam:
-            adam_state_out(static_cast<const torch::optim::AdamParamState&>(s), index, mode, out);
+            adam_state_out(static_cast<const torch::optim::AdamParamState&>(s), index, mode, out,
+                           meta);
             break;
           case Kind::AdamW:
-            adam_state_out(static_cast<const torch::optim::AdamWParamState&>(s), index, mode, out);
+            adam_state_out(static_cast<const torch::optim::AdamWParamState&>(s), index, mode, out,
+                           meta);
             break;
         }
       }
       ++index;
     }
-    out.meta["param_groups"].push_back(std::move(g));
+    meta["param_groups"].push_back(std::move(g));
   }
+  out.meta = meta.dump();
   return out;
 }
 
@@ -213,7 +218,7 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const OptimizerSta
   using StatePtr = std::unique_ptr<torch::optim::OptimizerParamState>;
   std::vector<std::pair<std::string, StatePtr>> restored;
   try {
-    const json& j = saved.meta;
+    const json j = json::parse(saved.meta);
     const std::string type = j.at("type").get<std::string>();
     if (type != kind_name(kind)) {
       throw Error(ErrorCode::Mismatch,
@@ -325,17 +330,19 @@ std::vector<double> WarmupCosineLR::get_lrs() {
   return lrs;
 }
 
-nlohmann::json WarmupCosineLR::state() const {
+std::string WarmupCosineLR::state() const {
   return nlohmann::json{{"type", "WarmupCosineLR"},
                         {"last_epoch", step_count_},
                         {"base_lrs", base_lrs_},
                         {"warmup_steps", options_.warmup_steps},
                         {"total_steps", options_.total_steps},
-                        {"min_lr", options_.min_lr}};
+                        {"min_lr", options_.min_lr}}
+      .dump();
 }
 
-void WarmupCosineLR::load_state(const nlohmann::json& state) {
+void WarmupCosineLR::load_state(std::string_view state_json) {
   try {
+    const json state = json::parse(state_json);
     if (state.at("type").get<std::string>() != "WarmupCosineLR") {
       throw Error(ErrorCode::Mismatch,
                   fmt::format("lr_scheduler state is {}, not WarmupCosineLR",
@@ -368,13 +375,15 @@ void WarmupCosineLR::load_state(const nlohmann::json& state) {
 StepLR::StepLR(torch::optim::Optimizer& optimizer, unsigned step_size, double gamma)
     : torch::optim::StepLR(optimizer, step_size, gamma), step_size_(step_size), gamma_(gamma) {}
 
-nlohmann::json StepLR::state() const {
+std::string StepLR::state() const {
   return nlohmann::json{
-      {"type", "StepLR"}, {"step_size", step_size_}, {"gamma", gamma_}, {"step_count", step_count_}};
+      {"type", "StepLR"}, {"step_size", step_size_}, {"gamma", gamma_}, {"step_count", step_count_}}
+      .dump();
 }
 
-void StepLR::load_state(const nlohmann::json& state) {
+void StepLR::load_state(std::string_view state_json) {
   try {
+    const json state = json::parse(state_json);
     if (state.at("type").get<std::string>() != "StepLR") {
       throw Error(ErrorCode::Mismatch, fmt::format("lr_scheduler state is {}, not StepLR",
                                                    state.at("type").get<std::string>()));

@@ -158,21 +158,21 @@ TEST(CheckpointCrash, SigkillAtRandomMomentsNeverLosesTheLatestCommittedCheckpoi
                                             static_cast<SavePhase>(phase_at_kill - 1)))]++;
 
     // No torn folder under a final name.
-    for (const CheckpointEntry& e : list_checkpoints(exp, /*full=*/true)) {
+    for (const CheckpointEntry& e : list_checkpoints(exp, {.depth = VerifyDepth::Full})) {
       if (!e.is_temp) {
         EXPECT_EQ(e.state, CheckpointState::Committed) << e.name << ": " << e.problem;
       }
     }
     const int64_t committed = board->last_committed.load();
     highest_committed = std::max(highest_committed, committed);
-    auto latest = latest_checkpoint(exp, /*full=*/true, nullptr, quiet.warn);
+    auto latest = latest_checkpoint(exp, {.depth = VerifyDepth::Full, .warn = quiet.warn});
     if (highest_committed >= 0) {
       ASSERT_TRUE(latest.has_value()) << "kill " << kill;
       EXPECT_GE(latest->global_step, highest_committed) << "kill " << kill;
       const int issued = board->issued_count.load();
       ASSERT_GT(issued, 0);
       EXPECT_LE(latest->global_step, board->issued[issued - 1]) << "kill " << kill;
-      EXPECT_TRUE(verify_checkpoint(latest->path, true).ok);
+      EXPECT_TRUE(verify_checkpoint(latest->path, {.depth = VerifyDepth::Full}).ok);
       testing::expect_checkpoint_equals(reader, "latest",
                                         testing::make_training_state(latest->global_step, kScale));
       highest_committed = latest->global_step;

@@ -40,7 +40,7 @@ void expect_only_committed_folders(const fs::path& exp) {
     const std::string name = e.path().filename().string();
     EXPECT_FALSE(io::is_temp_name(name)) << "debris: " << name;
   }
-  for (const CheckpointEntry& e : list_checkpoints(exp, true)) {
+  for (const CheckpointEntry& e : list_checkpoints(exp, {.depth = VerifyDepth::Full})) {
     EXPECT_EQ(e.state, CheckpointState::Committed) << e.name << ": " << e.problem;
   }
 }
@@ -107,7 +107,7 @@ TEST_P(CheckpointFault, EveryFailingCallFailsTheSaveCleanly) {
     }
     // The earlier checkpoint is intact; step 2 is either absent or complete.
     CheckpointIO check(exp, options_with(nullptr, false));
-    const auto latest = check.latest(true);
+    const auto latest = check.latest(VerifyDepth::Full);
     ASSERT_TRUE(latest.has_value());
     if (threw) {
       EXPECT_EQ(latest->global_step, 1);
@@ -156,7 +156,7 @@ TEST(CheckpointFaults, ShortWritesAndEintrStillSaveEveryByte) {
   io.wait();
   EXPECT_GT(env.faults_fired(), 100u);
   CheckpointIO check(dir / "exp", options_with(nullptr, false));
-  EXPECT_TRUE(check.verify(dir / "exp" / "epoch0-global_step4", true).ok);
+  EXPECT_TRUE(check.verify(dir / "exp" / "epoch0-global_step4", VerifyDepth::Full).ok);
   testing::expect_checkpoint_equals(check, "latest", s);
 }
 
@@ -176,7 +176,7 @@ TEST(CheckpointFaults, DiskThatStaysFullFailsWithNoSpaceAndKeepsOldCheckpoints) 
   env.clear();
   io.save(testing::make_training_state(2));
   expect_only_committed_folders(dir / "exp");
-  EXPECT_EQ(io.latest(true)->global_step, 2);
+  EXPECT_EQ(io.latest(VerifyDepth::Full)->global_step, 2);
 }
 
 TEST(CheckpointFaults, PowerCutAfterAnyNumberOfOperationsLeavesOldOrNew) {
@@ -204,13 +204,13 @@ TEST(CheckpointFaults, PowerCutAfterAnyNumberOfOperationsLeavesOldOrNew) {
       }
     }
     // "Reboot": look with the real Env.
-    for (const CheckpointEntry& e : list_checkpoints(exp, true)) {
+    for (const CheckpointEntry& e : list_checkpoints(exp, {.depth = VerifyDepth::Full})) {
       if (!e.is_temp) {
         EXPECT_EQ(e.state, CheckpointState::Committed) << e.name << ": " << e.problem;
       }
     }
     CheckpointIO check(exp, options_with(nullptr, false));
-    const auto latest = check.latest(true);
+    const auto latest = check.latest(VerifyDepth::Full);
     ASSERT_TRUE(latest.has_value());
     testing::expect_checkpoint_equals(
         check, "latest", latest->global_step == 2 ? s2 : testing::make_training_state(1));
@@ -258,7 +258,7 @@ TEST(CheckpointFaults, ReplaceWithoutExchangeNeverLosesBothVersions) {
       }
       CheckpointIO check(exp, options_with(nullptr, false));
       ASSERT_TRUE(fs::exists(exp / "epoch0-global_step1")) << "both versions lost";
-      EXPECT_TRUE(check.verify("epoch0-global_step1", true).ok);
+      EXPECT_TRUE(check.verify("epoch0-global_step1", VerifyDepth::Full).ok);
       testing::expect_checkpoint_equals(check, "epoch0-global_step1",
                                         threw ? testing::make_training_state(1) : s1b);
       CheckpointIO again(exp, options_with(nullptr, false));
@@ -339,10 +339,10 @@ TEST(CheckpointFaults, PowerCutDuringAReplaceWithoutExchangeLeavesOldOrNew) {
     TensorMap model;
     const LoadResult r = check.load("latest", LoadTargets{.model = &model});
     EXPECT_EQ(r.path.filename(), "epoch0-global_step1");
-    EXPECT_TRUE(check.verify("epoch0-global_step1", true).ok);
+    EXPECT_TRUE(check.verify("epoch0-global_step1", VerifyDepth::Full).ok);
     const bool is_new =
         nlohmann::json::parse(testing::read_file(exp / "epoch0-global_step1/sampler.json")) ==
-        *s1b.sampler;
+        testing::json_of(*s1b.sampler);
     if (saved) {
       EXPECT_TRUE(is_new);
     }

@@ -12,6 +12,7 @@
 #include "core/thread_start.h"
 #include "checkpoint/training_state_fixture.h"
 #include "ckptio/checkpoint_io.h"
+#include "ckptio/sharded.h"
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
 #include "support/test_util.h"
@@ -70,7 +71,7 @@ TEST(CheckpointIO, SyncSaveWritesTheLayoutAndLoadsBack) {
   expect_checkpoint_equals(io, "latest", s);
   expect_checkpoint_equals(io, p.string(), s);
   expect_checkpoint_equals(io, "epoch0-global_step7", s);
-  const VerifyReport v = io.verify(p, true);
+  const VerifyReport v = io.verify(p, VerifyDepth::Full);
   EXPECT_TRUE(v.ok);
   EXPECT_TRUE(v.checksums_checked);
   EXPECT_EQ(v.files, 7u);
@@ -107,7 +108,7 @@ TEST(CheckpointIO, ShardsPastMaxShardSize) {
   EXPECT_FALSE(fs::exists(p / "ema.safetensors"));
   EXPECT_TRUE(fs::exists(p / "optimizer/optimizer.safetensors.index.json"));
   expect_checkpoint_equals(io, "latest", s);
-  EXPECT_TRUE(io.verify(p, true).ok);
+  EXPECT_TRUE(io.verify(p, VerifyDepth::Full).ok);
 }
 
 TEST(CheckpointIO, AsyncCopyLetsTheCallerChangeTensorsRightAway) {
@@ -210,20 +211,20 @@ TEST(CheckpointIO, LatestSkipsDamagedCheckpointsAndNamesTheFile) {
   std::string bytes = testing::read_file(victim);
   bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
   testing::write_file(victim, bytes);
-  EXPECT_EQ(io.latest(false)->global_step, 2);
+  EXPECT_EQ(io.latest(VerifyDepth::Sizes)->global_step, 2);
   EXPECT_TRUE(warnings.empty());
-  EXPECT_EQ(io.latest(true)->global_step, 1);
+  EXPECT_EQ(io.latest(VerifyDepth::Full)->global_step, 1);
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("model/model.safetensors: checksum mismatch"), std::string::npos)
       << warnings[0];
-  const VerifyReport v = io.verify(p2, true);
+  const VerifyReport v = io.verify(p2, VerifyDepth::Full);
   EXPECT_FALSE(v.ok);
   ASSERT_EQ(v.problems.size(), 1u);
   EXPECT_NE(v.problems[0].find("model/model.safetensors"), std::string::npos);
-  EXPECT_TRUE(io.verify(p2, false).ok);  // sizes still agree
+  EXPECT_TRUE(io.verify(p2, VerifyDepth::Sizes).ok);  // sizes still agree
   EXPECT_EQ(code_of([&] {
               TensorMap m;
-              io.load(p2.string(), LoadTargets{.model = &m}, CheckpointLoadOptions{.verify_checksums = true});
+              (void)io.load(p2.string(), LoadTargets{.model = &m}, CheckpointLoadOptions{.verify_checksums = true});
             }),
             ErrorCode::Corrupt);
 
@@ -257,7 +258,7 @@ TEST(CheckpointIO, FoldersWithoutManifestAreNotCheckpointsAndTempDebrisGoes) {
   EXPECT_TRUE(entries[2].is_temp);
   EXPECT_EQ(entries[2].state, CheckpointState::Incomplete);
   EXPECT_EQ(io.latest()->global_step, 1);
-  EXPECT_EQ(code_of([&] { io.load("epoch9-global_step99", LoadTargets{}); }),
+  EXPECT_EQ(code_of([&] { (void)io.load("epoch9-global_step99", LoadTargets{}); }),
             ErrorCode::NotFound);
   io.save(make_training_state(3));
   EXPECT_FALSE(fs::exists(dir / ".epoch0-global_step2.tmp-abc123"));
@@ -274,7 +275,7 @@ TEST(CheckpointIO, StrictLoadListsEveryMismatchAndWritesNothing) {
   target["blocks.0.attn.qkv.weight"] = Tensor::zeros(DType::BF16, {128, 96});  // transposed
   target["not.in.checkpoint"] = Tensor::zeros(DType::F32, {1});
   try {
-    io.load("latest", LoadTargets{.model = &target});
+    (void)io.load("latest", LoadTargets{.model = &target});
     FAIL() << "strict load accepted a mismatched target";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::Mismatch);
@@ -287,9 +288,9 @@ TEST(CheckpointIO, StrictLoadListsEveryMismatchAndWritesNothing) {
   for (auto b : target["embed.weight"].bytes()) ASSERT_EQ(b, std::byte{0});
 
   const LoadResult r = io.load("latest", LoadTargets{.model = &target}, CheckpointLoadOptions{.strict = false});
-  EXPECT_EQ(r.missing_keys, std::vector<std::string>{"model:not.in.checkpoint"});
-  EXPECT_EQ(r.unexpected_keys.size(), 3u);
-  EXPECT_EQ(r.mismatched_keys.size(), 1u);
+  EXPECT_EQ(r.missing, std::vector<std::string>{"model:not.in.checkpoint"});
+  EXPECT_EQ(r.unexpected.size(), 3u);
+  EXPECT_EQ(r.mismatched.size(), 1u);
   const Tensor& want = s.model->at("embed.weight");
   EXPECT_EQ(0, std::memcmp(target["embed.weight"].bytes().data(), want.bytes().data(),
                            want.nbytes()));
@@ -308,7 +309,7 @@ TEST(CheckpointIO, InPlaceLoadConvertsDtypes) {
   std::vector<uint16_t> dst(4, 0xffff);
   TensorMap target;
   target["w"] = Tensor::borrow(DType::BF16, {4}, std::as_writable_bytes(std::span(dst)));
-  io.load("latest", LoadTargets{.model = &target});
+  (void)io.load("latest", LoadTargets{.model = &target});
   for (int i = 0; i < 4; ++i) EXPECT_EQ(bf16_to_f32(dst[i]), values[i]);
 }
 
@@ -320,12 +321,36 @@ TEST(CheckpointIO, MissingComponentsAreReported) {
   s.sampler.reset();
   io.save(s);
   TensorMap ema;
-  nlohmann::json sampler;
-  EXPECT_EQ(code_of([&] { io.load("latest", LoadTargets{.ema = &ema}); }), ErrorCode::NotFound);
+  std::string sampler;
+  EXPECT_EQ(code_of([&] { (void)io.load("latest", LoadTargets{.ema = &ema}); }), ErrorCode::NotFound);
   const LoadResult r = io.load("latest", LoadTargets{.ema = &ema, .sampler = &sampler},
                                CheckpointLoadOptions{.strict = false});
   EXPECT_EQ(r.missing_components, (std::vector<std::string>{"ema", "sampler"}));
   EXPECT_EQ(r.running.global_step, 3);
+}
+
+TEST(CheckpointIO, NonTensorStateIsJsonTextCheckedBeforeAnythingIsWritten) {
+  TempDir dir;
+  CheckpointIO io(dir.path(), quiet_options());
+  for (auto spoil : std::vector<std::function<void(TrainingState&)>>{
+           [](TrainingState& s) { s.extra = "{\"unterminated\": "; },
+           [](TrainingState& s) { s.lr_scheduler = "last_epoch=3"; },
+           [](TrainingState& s) { s.sampler = ""; },
+           [](TrainingState& s) { s.optimizer->meta = "{'single': 'quotes'}"; }}) {
+    TrainingState s = make_training_state(1);
+    spoil(s);
+    EXPECT_EQ(code_of([&] { io.save(s); }), ErrorCode::InvalidArgument);
+  }
+  EXPECT_TRUE(io.list().empty());
+  // Any JSON value is kept as a value: key order and spacing are the writer's, not ours.
+  TrainingState s = make_training_state(2);
+  s.extra = R"({"b": [1, 2], "a": {"nested": true}})";
+  s.sampler = "[3, 1, 2]";
+  io.save(s);
+  std::string sampler;
+  const LoadResult r = io.load("latest", LoadTargets{.sampler = &sampler});
+  EXPECT_EQ(testing::json_of(r.extra), testing::json_of(s.extra));
+  EXPECT_EQ(testing::json_of(sampler), testing::json_of("[3, 1, 2]"));
 }
 
 TEST(CheckpointIO, BackgroundErrorsSurfaceFromWaitAndFromTheNextSave) {
@@ -347,7 +372,7 @@ TEST(CheckpointIO, LatestOnAnEmptyExperimentIsNotFound) {
   CheckpointIO io(dir / "nothing", quiet_options());
   EXPECT_FALSE(io.latest().has_value());
   EXPECT_TRUE(io.list().empty());
-  EXPECT_EQ(code_of([&] { io.load("latest", LoadTargets{}); }), ErrorCode::NotFound);
+  EXPECT_EQ(code_of([&] { (void)io.load("latest", LoadTargets{}); }), ErrorCode::NotFound);
 }
 
 std::vector<std::string> names_of(const std::vector<CheckpointEntry>& entries) {
@@ -423,7 +448,7 @@ TEST(CheckpointIO, RetentionAndLatestFollowCommitOrderAfterResumingFromAnOlderSt
   o.keep_n_latest = 1;
   CheckpointIO io(dir.path(), o);
   TensorMap model;
-  io.load("epoch0-global_step4", LoadTargets{.model = &model});
+  (void)io.load("epoch0-global_step4", LoadTargets{.model = &model});
   const fs::path saved = io.save(make_training_state(8));
   EXPECT_TRUE(fs::exists(saved / "ckptio.manifest.json"));
   EXPECT_EQ(names_of(io.list()), std::vector<std::string>{"epoch0-global_step8"});
@@ -523,7 +548,7 @@ TEST(CheckpointIO, ListingDuringAPruneDoesNotReportTheVictimAsDamaged) {
     io.save(make_training_state(2));
   }
   VanishingEnv env(dir / "epoch0-global_step1");
-  const auto entries = list_checkpoints(dir.path(), false, &env);
+  const auto entries = list_checkpoints(dir.path(), {.env = &env});
   for (const auto& e : entries) {
     EXPECT_NE(e.name, "epoch0-global_step1") << checkpoint_state_name(e.state) << ": " << e.problem;
   }
@@ -595,7 +620,7 @@ TEST(CheckpointIO, FailingToStartAThreadIsAnErrorAndTheObjectStaysUsable) {
   CheckpointIO sync_io(dir.path(), sync_options);
   sync_io.save(make_training_state(2));
   set_thread_factory_for_testing({});
-  EXPECT_TRUE(sync_io.verify("epoch0-global_step2", true).ok);
+  EXPECT_TRUE(sync_io.verify("epoch0-global_step2", VerifyDepth::Full).ok);
   io.save(big);
   io.wait();
   expect_checkpoint_equals(io, "epoch0-global_step1", big);
@@ -623,7 +648,7 @@ TEST(CheckpointIO, SavingOverADamagedCheckpointMovesItAside) {
   EXPECT_TRUE(warned);
   EXPECT_EQ(names_of(resumed.list()),
             (std::vector<std::string>{"epoch0-global_step8", "epoch0-global_step9"}));
-  EXPECT_TRUE(resumed.verify("epoch0-global_step9", true).ok);
+  EXPECT_TRUE(resumed.verify("epoch0-global_step9", VerifyDepth::Full).ok);
   expect_checkpoint_equals(resumed, "latest", s9);
   // Pruning leaves the damaged folder for a person.
   resumed.prune(1);
@@ -649,7 +674,7 @@ TEST(CheckpointIO, LoadChecksChecksumsFallsBackAndPruningSparesTheResumedCheckpo
   // A path load without asking for checksums still checks them.
   EXPECT_EQ(code_of([&] {
               TensorMap m;
-              io.load("epoch0-global_step3", LoadTargets{.model = &m});
+              (void)io.load("epoch0-global_step3", LoadTargets{.model = &m});
             }),
             ErrorCode::Corrupt);
   expect_checkpoint_equals(io, "latest", make_training_state(2));
@@ -669,13 +694,13 @@ TEST(CheckpointIO, LoadChecksChecksumsFallsBackAndPruningSparesTheResumedCheckpo
 }
 
 TEST(CheckpointNames, ParseSizesAndFolderNames) {
-  EXPECT_EQ(parse_byte_size("4GB"), 4'000'000'000u);
-  EXPECT_EQ(parse_byte_size("2GiB"), 2ull << 30);
-  EXPECT_EQ(parse_byte_size("500MB"), 500'000'000u);
-  EXPECT_EQ(parse_byte_size("1.5GB"), 1'500'000'000u);
-  EXPECT_EQ(parse_byte_size("123"), 123u);
-  EXPECT_THROW(parse_byte_size("4 parsecs"), Error);
-  EXPECT_THROW(parse_byte_size(""), Error);
+  EXPECT_EQ(parse_size("4GB"), 4'000'000'000u);
+  EXPECT_EQ(parse_size("2GiB"), 2ull << 30);
+  EXPECT_EQ(parse_size("500MB"), 500'000'000u);
+  EXPECT_EQ(parse_size("1.5GB"), 1'500'000'000u);
+  EXPECT_EQ(parse_size("123"), 123u);
+  EXPECT_THROW(parse_size("4 parsecs"), Error);
+  EXPECT_THROW(parse_size(""), Error);
   EXPECT_EQ(checkpoint_folder_name(2, 300), "epoch2-global_step300");
   EXPECT_EQ(parse_checkpoint_folder_name("epoch2-global_step300"), std::make_pair(int64_t{2}, int64_t{300}));
   EXPECT_FALSE(parse_checkpoint_folder_name("epoch2-global_step"));

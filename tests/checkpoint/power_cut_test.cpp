@@ -25,6 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using io::PowerCutEnv;
 using io::PowerCutOptions;
+using testing::json_of;
 using testing::patterned_tensor;
 using Names = PowerCutOptions::Names;
 using Data = PowerCutOptions::Data;
@@ -43,13 +44,15 @@ TrainingState small_state(int64_t step, int64_t tag) {
   s.ema->emplace("b", patterned_tensor(DType::F32, {16, 8}, seed + 5));
   s.optimizer.emplace();
   s.optimizer->tensors["0"]["exp_avg"] = patterned_tensor(DType::F32, {8, 8}, seed + 6);
-  s.optimizer->meta = {{"tag", tag}};
-  s.lr_scheduler = nlohmann::json{{"tag", tag}};
-  s.sampler = nlohmann::json{{"index", tag * 8}};
+  s.optimizer->meta = nlohmann::json{{"tag", tag}}.dump();
+  s.lr_scheduler = nlohmann::json{{"tag", tag}}.dump();
+  s.sampler = nlohmann::json{{"index", tag * 8}}.dump();
   s.running = RunningStates{0, step, step, 1, step};
-  s.extra = {{"tag", tag}};
+  s.extra = nlohmann::json{{"tag", tag}}.dump();
   return s;
 }
+
+int64_t tag_of(const TrainingState& s) { return json_of(s.extra)["tag"].get<int64_t>(); }
 
 bool same_tensors(const TensorMap& a, const TensorMap& b) {
   if (a.size() != b.size()) return false;
@@ -109,7 +112,7 @@ std::optional<int64_t> loaded_tag(const fs::path& path, const std::vector<Save>&
                                   std::string& why) {
   TensorMap model, ema;
   OptimizerState optimizer;
-  nlohmann::json lr, sampler;
+  std::string lr, sampler;
   LoadTargets targets{&model, &ema, &optimizer, &lr, &sampler};
   CheckpointLoadOptions lo;
   lo.verify_checksums = true;
@@ -122,17 +125,18 @@ std::optional<int64_t> loaded_tag(const fs::path& path, const std::vector<Save>&
   }
   for (const Save& s : saves) {
     const TrainingState& x = s.state;
-    if (r.extra != x.extra) continue;
+    if (json_of(r.extra) != json_of(x.extra)) continue;
     if (r.running.global_step != x.running.global_step || !same_tensors(model, *x.model) ||
         !same_tensors(ema, *x.ema) ||
         !same_tensors(optimizer.tensors["0"], x.optimizer->tensors.at("0")) ||
-        optimizer.meta != x.optimizer->meta || lr != *x.lr_scheduler || sampler != *x.sampler) {
-      why = path.filename().string() + " mixes saves (extra " + r.extra.dump() + ")";
+        json_of(optimizer.meta) != json_of(x.optimizer->meta) ||
+        json_of(lr) != json_of(*x.lr_scheduler) || json_of(sampler) != json_of(*x.sampler)) {
+      why = path.filename().string() + " mixes saves (extra " + r.extra + ")";
       return std::nullopt;
     }
-    return x.extra["tag"].get<int64_t>();
+    return tag_of(x);
   }
-  why = path.filename().string() + " holds no state that was saved (extra " + r.extra.dump() + ")";
+  why = path.filename().string() + " holds no state that was saved (extra " + r.extra + ")";
   return std::nullopt;
 }
 
@@ -142,7 +146,7 @@ std::optional<int64_t> loaded_tag(const fs::path& path, const std::vector<Save>&
 // (documented in docs/checkpoint-io.md). True when that is what `exp` shows.
 bool replaced_folder_is_aside(const fs::path& exp, const std::vector<Save>& saves, size_t returned) {
   if (returned == 0 || returned >= saves.size() || !saves[returned].replace) return false;
-  const int64_t old_tag = saves[returned - 1].state.extra["tag"].get<int64_t>();
+  const int64_t old_tag = tag_of(saves[returned - 1].state);
   for (const CheckpointEntry& e : list_checkpoints(exp)) {
     if (!e.is_temp || e.global_step != saves[returned].state.running.global_step) continue;
     std::string why;
@@ -156,7 +160,7 @@ std::string check_survivors(const fs::path& exp, const std::vector<Save>& saves,
   std::ostringstream problems;
   std::vector<CheckpointEntry> entries;
   try {
-    entries = list_checkpoints(exp, /*full=*/true);
+    entries = list_checkpoints(exp, {.depth = VerifyDepth::Full});
   } catch (const Error& e) {
     return std::string("list: ") + e.what();
   }
@@ -175,17 +179,17 @@ std::string check_survivors(const fs::path& exp, const std::vector<Save>& saves,
     }
     bool named_right = false;
     for (const Save& s : saves) {
-      if (s.state.extra["tag"] == *tag) {
+      if (tag_of(s.state) == *tag) {
         named_right = checkpoint_folder_name(0, s.state.running.global_step) == e.name;
       }
     }
     if (!named_right) problems << e.name << " holds tag " << *tag << "; ";
   }
-  const auto latest = latest_checkpoint(exp, true);
+  const auto latest = latest_checkpoint(exp, {.depth = VerifyDepth::Full});
   // Acceptable "latest": the last save that returned, or the one that was in flight.
   std::vector<int64_t> allowed;
-  if (returned > 0) allowed.push_back(saves[returned - 1].state.extra["tag"].get<int64_t>());
-  if (returned < saves.size()) allowed.push_back(saves[returned].state.extra["tag"].get<int64_t>());
+  if (returned > 0) allowed.push_back(tag_of(saves[returned - 1].state));
+  if (returned < saves.size()) allowed.push_back(tag_of(saves[returned].state));
   if (!latest) {
     if (returned > 0) problems << "no checkpoint after " << returned << " saves returned; ";
   } else {
@@ -211,7 +215,7 @@ std::string check_recovery(const fs::path& exp) {
         return "debris after recovery save: " + e.path().filename().string();
       }
     }
-    const auto latest = io.latest(true);
+    const auto latest = io.latest(VerifyDepth::Full);
     if (!latest || latest->global_step != 9) return "recovery save is not latest";
   } catch (const Error& e) {
     return std::string("recovery save failed: ") + e.what();

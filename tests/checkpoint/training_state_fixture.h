@@ -7,10 +7,16 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "ckptio/checkpoint_io.h"
 
 namespace ckptio::testing {
+
+// The JSON value of a component's JSON text, to compare values rather than spellings.
+inline nlohmann::json json_of(std::string_view text) { return nlohmann::json::parse(text); }
 
 // Fills a tensor with values derived from (seed, name) so that every tensor differs.
 inline Tensor patterned_tensor(DType dtype, Shape shape, uint64_t seed) {
@@ -57,16 +63,17 @@ inline TrainingState make_training_state(int64_t step, int scale = 1) {
     slot["exp_avg_sq"] = patterned_tensor(DType::F32, t.shape(), name_seed("v." + name, step));
     slot["step"] = patterned_tensor(DType::F32, {}, name_seed("step." + name, step));
   }
-  s.optimizer->meta = {{"param_groups",
-                        {{{"lr", 1e-4 * static_cast<double>(step)},
-                          {"betas", {0.9, 0.999}},
-                          {"weight_decay", 0.01},
-                          {"params", {0, 1, 2, 3, 4}}}}},
-                       {"state_note", "step " + std::to_string(step)}};
-  s.lr_scheduler = nlohmann::json{{"last_epoch", step}, {"base_lrs", {1e-4}}};
-  s.sampler = nlohmann::json{{"seed", 42}, {"epoch", step / 10}, {"index", step * 8}};
+  s.optimizer->meta = nlohmann::json{{"param_groups",
+                                      {{{"lr", 1e-4 * static_cast<double>(step)},
+                                        {"betas", {0.9, 0.999}},
+                                        {"weight_decay", 0.01},
+                                        {"params", {0, 1, 2, 3, 4}}}}},
+                                     {"state_note", "step " + std::to_string(step)}}
+                          .dump();
+  s.lr_scheduler = nlohmann::json{{"last_epoch", step}, {"base_lrs", {1e-4}}}.dump();
+  s.sampler = nlohmann::json{{"seed", 42}, {"epoch", step / 10}, {"index", step * 8}}.dump();
   s.running = RunningStates{step / 10, step % 10, step, 8, step / 2};
-  s.extra = {{"note", "step " + std::to_string(step)}};
+  s.extra = nlohmann::json{{"note", "step " + std::to_string(step)}}.dump();
   return s;
 }
 
@@ -90,7 +97,7 @@ inline void expect_checkpoint_equals(CheckpointIO& io, const std::string& path_o
                                      const TrainingState& expected) {
   TensorMap model, ema;
   OptimizerState optimizer;
-  nlohmann::json lr, sampler;
+  std::string lr, sampler;
   LoadTargets targets{&model, &ema, &optimizer, &lr, &sampler};
   const LoadResult r = io.load(path_or_latest, targets);
   expect_tensor_maps_equal(model, *expected.model, "model");
@@ -99,15 +106,15 @@ inline void expect_checkpoint_equals(CheckpointIO& io, const std::string& path_o
   for (const auto& [p, m] : expected.optimizer->tensors) {
     expect_tensor_maps_equal(optimizer.tensors[p], m, "optimizer param " + p);
   }
-  EXPECT_EQ(optimizer.meta, expected.optimizer->meta);
-  EXPECT_EQ(lr, *expected.lr_scheduler);
-  EXPECT_EQ(sampler, *expected.sampler);
+  EXPECT_EQ(json_of(optimizer.meta), json_of(expected.optimizer->meta));
+  EXPECT_EQ(json_of(lr), json_of(*expected.lr_scheduler));
+  EXPECT_EQ(json_of(sampler), json_of(*expected.sampler));
   EXPECT_EQ(r.running.epoch, expected.running.epoch);
   EXPECT_EQ(r.running.step, expected.running.step);
   EXPECT_EQ(r.running.global_step, expected.running.global_step);
   EXPECT_EQ(r.running.batch_size, expected.running.batch_size);
   EXPECT_EQ(r.running.actual_update_step, expected.running.actual_update_step);
-  EXPECT_EQ(r.extra, expected.extra);
+  EXPECT_EQ(json_of(r.extra), json_of(expected.extra));
 }
 
 }  // namespace ckptio::testing

@@ -141,14 +141,14 @@ TEST_F(HubLoad, PlainPathsThatDoNotExistAreNotFoundWithoutARequest) {
       SCOPED_TRACE(path + (hub ? " with the resolver" : ""));
       const LoadOptions o = hub ? with_hub() : LoadOptions{};
       std::string message;
-      EXPECT_EQ(code_of([&] { load_checkpoint(path, o); }, &message), ErrorCode::NotFound);
+      EXPECT_EQ(code_of([&] { (void)load_checkpoint(path, o); }, &message), ErrorCode::NotFound);
       EXPECT_NE(message.find(path), std::string::npos) << message;
       EXPECT_NE(message.find("hf://"), std::string::npos) << message;
-      EXPECT_EQ(code_of([&] { resolve_checkpoint_source(path, o.source); }), ErrorCode::NotFound);
+      EXPECT_EQ(code_of([&] { (void)resolve_checkpoint_source(path, o.source); }), ErrorCode::NotFound);
       EXPECT_EQ(code_of([&] { CheckpointReader::open(path, o.source); }), ErrorCode::NotFound);
       ConvertOptions co;
       co.source = o.source;
-      EXPECT_EQ(code_of([&] { convert_checkpoint(path, tmp_ / "x.safetensors", co); }),
+      EXPECT_EQ(code_of([&] { (void)convert_checkpoint(path, tmp_ / "x.safetensors", co); }),
                 ErrorCode::NotFound);
     }
   }
@@ -158,7 +158,7 @@ TEST_F(HubLoad, PlainPathsThatDoNotExistAreNotFoundWithoutARequest) {
 
 TEST_F(HubLoad, HfSpecWithoutTheResolverIsRefusedWithoutARequest) {
   std::string message;
-  EXPECT_EQ(code_of([&] { load_checkpoint("hf://org/sharded"); }, &message),
+  EXPECT_EQ(code_of([&] { (void)load_checkpoint("hf://org/sharded"); }, &message),
             ErrorCode::Unsupported);
   EXPECT_NE(message.find("hub::resolver()"), std::string::npos) << message;
   EXPECT_TRUE(hub_->requests().empty());
@@ -178,11 +178,11 @@ TEST_F(HubLoad, LocalPathsAreLocalAndMissingReposAreNotFound) {
   EXPECT_TRUE(hub_->requests().empty());
 
   std::string message;
-  EXPECT_EQ(code_of([&] { load_checkpoint("hf://org/absent", with_hub()); }, &message),
+  EXPECT_EQ(code_of([&] { (void)load_checkpoint("hf://org/absent", with_hub()); }, &message),
             ErrorCode::NotFound);
   EXPECT_NE(message.find("org/absent"), std::string::npos) << message;
   EXPECT_FALSE(hub_->requests().empty());  // that one was asked for
-  EXPECT_EQ(code_of([&] { load_checkpoint("hf://not a repo", with_hub()); }),
+  EXPECT_EQ(code_of([&] { (void)load_checkpoint("hf://not a repo", with_hub()); }),
             ErrorCode::InvalidArgument);
 }
 

@@ -166,8 +166,8 @@ TEST_F(LoadPython, ResolvesWhatItPicked) {
   EXPECT_EQ(resolve_checkpoint_source(p("single")).path, p("single") / "model.safetensors");
   EXPECT_EQ(resolve_checkpoint_source(p("binfolder")).path, p("binfolder") / "pytorch_model.bin.index.json");
   EXPECT_EQ(resolve_checkpoint_source(p("noext")).kind, SourceKind::TorchFile);
-  expect_error([&] { resolve_checkpoint_source(p("does-not-exist")); }, ErrorCode::NotFound);
-  expect_error([&] { resolve_checkpoint_source(p("exp")); }, ErrorCode::NotFound);  // raw dumps only
+  expect_error([&] { (void)resolve_checkpoint_source(p("does-not-exist")); }, ErrorCode::NotFound);
+  expect_error([&] { (void)resolve_checkpoint_source(p("exp")); }, ErrorCode::NotFound);  // raw dumps only
 }
 
 TEST_F(LoadPython, TrainingCheckpointPicksEmaThenModel) {
@@ -186,7 +186,7 @@ TEST_F(LoadPython, TrainingCheckpointPicksEmaThenModel) {
   testing::write_file(t / "ckptio.manifest.json", "{}");
   SourceOptions ema_only;
   ema_only.weights = WeightsChoice::Ema;
-  expect_error([&] { resolve_checkpoint_source(t.path(), ema_only); }, ErrorCode::NotFound);
+  expect_error([&] { (void)resolve_checkpoint_source(t.path(), ema_only); }, ErrorCode::NotFound);
   EXPECT_EQ(resolve_checkpoint_source(t.path()).path, t / "model" / "model.safetensors");
   fs::copy_file(p("model.safetensors"), t / "ema.safetensors");
   EXPECT_EQ(resolve_checkpoint_source(t.path()).path, t / "ema.safetensors");
@@ -194,12 +194,12 @@ TEST_F(LoadPython, TrainingCheckpointPicksEmaThenModel) {
 
 TEST_F(LoadPython, NeverFallsBackToAPickleNextToSafetensors) {
   Buffers b(expected());
-  expect_error([&] { load_checkpoint(p("mixed"), b.targets); }, ErrorCode::Corrupt);
+  expect_error([&] { (void)load_checkpoint(p("mixed"), b.targets); }, ErrorCode::Corrupt);
   LoadOptions no_pickle;
   no_pickle.source.allow_pickle = false;
-  expect_error([&] { load_checkpoint(p("pickle_only"), b.targets, no_pickle); }, ErrorCode::Unsafe);
-  expect_error([&] { load_checkpoint(p("model.pt"), b.targets, no_pickle); }, ErrorCode::Unsafe);
-  expect_error([&] { load_checkpoint(p("binfolder"), b.targets, no_pickle); }, ErrorCode::Unsafe);
+  expect_error([&] { (void)load_checkpoint(p("pickle_only"), b.targets, no_pickle); }, ErrorCode::Unsafe);
+  expect_error([&] { (void)load_checkpoint(p("model.pt"), b.targets, no_pickle); }, ErrorCode::Unsafe);
+  expect_error([&] { (void)load_checkpoint(p("binfolder"), b.targets, no_pickle); }, ErrorCode::Unsafe);
 }
 
 TEST_F(LoadPython, ParallelAndSequentialReadsAgree) {
@@ -214,7 +214,7 @@ TEST_F(LoadPython, ConvertsToTheTargetDtype) {
   for (const char* src : {"hf", "model.pt"}) {
     Buffers b(expected(), DType::F32);
     // F64 -> F32 rounds: refused by default, with the one tensor named.
-    const Error narrowing = expect_error([&] { load_checkpoint(p(src), b.targets); }, ErrorCode::Mismatch);
+    const Error narrowing = expect_error([&] { (void)load_checkpoint(p(src), b.targets); }, ErrorCode::Mismatch);
     EXPECT_TRUE(contains(narrowing.message(), "1 mismatched (head.weight: source F64 [10, 32] vs target F32 [10, 32] (would round"))
         << narrowing.message();
     LoadOptions narrow;
@@ -235,7 +235,7 @@ TEST_F(LoadPython, ConvertsToTheTargetDtype) {
     LoadOptions no_convert;
     no_convert.convert_dtype = false;
     Buffers b2(expected(), DType::F32);
-    const Error err = expect_error([&] { load_checkpoint(p(src), b2.targets, no_convert); }, ErrorCode::Mismatch);
+    const Error err = expect_error([&] { (void)load_checkpoint(p(src), b2.targets, no_convert); }, ErrorCode::Mismatch);
     EXPECT_TRUE(contains(err.message(), "source BF16 [96, 32] vs target F32 [96, 32]")) << err.message();
   }
 }
@@ -248,7 +248,7 @@ TEST_F(LoadPython, StrictListsEverythingAndWritesNothing) {
   b.targets[7] = LoadTarget{"head.weight", DType::F64, wrong, wrong_buf};  // shape mismatch
   std::vector<std::byte> extra(4);
   b.targets.push_back({"not.in.source", DType::F32, {1}, extra});
-  const Error e = expect_error([&] { load_checkpoint(p("hf"), b.targets); }, ErrorCode::Mismatch);
+  const Error e = expect_error([&] { (void)load_checkpoint(p("hf"), b.targets); }, ErrorCode::Mismatch);
   EXPECT_TRUE(contains(e.message(), "1 missing (not.in.source)")) << e.message();
   EXPECT_TRUE(contains(e.message(), "1 unexpected (embed.weight)")) << e.message();
   EXPECT_TRUE(contains(e.message(), "head.weight: source F64 [10, 32] vs target F64 [10, 31]")) << e.message();
@@ -274,16 +274,16 @@ TEST_F(LoadPython, RenameKeysFirstMatchWins) {
   EXPECT_TRUE(r.ok()) << r.summary();
   for (size_t i = 0; i < expected().entries.size(); ++i) EXPECT_TRUE(b.bytes(i) == expected().entries[i].bytes) << i;
   o.rename_keys = {{"layers.0.norm.weight", "embed.weight"}};  // two sources, one name
-  expect_error([&] { load_checkpoint(p("model.safetensors"), b.targets, o); }, ErrorCode::InvalidArgument);
+  expect_error([&] { (void)load_checkpoint(p("model.safetensors"), b.targets, o); }, ErrorCode::InvalidArgument);
 }
 
 TEST_F(LoadPython, BadTargetsAreRefused) {
   Buffers b(expected());
   b.targets.push_back(b.targets.front());
-  expect_error([&] { load_checkpoint(p("hf"), b.targets); }, ErrorCode::InvalidArgument);
+  expect_error([&] { (void)load_checkpoint(p("hf"), b.targets); }, ErrorCode::InvalidArgument);
   Buffers c(expected());
   c.targets[0].buffer = c.targets[0].buffer.first(3);
-  expect_error([&] { load_checkpoint(p("hf"), c.targets); }, ErrorCode::InvalidArgument);
+  expect_error([&] { (void)load_checkpoint(p("hf"), c.targets); }, ErrorCode::InvalidArgument);
 }
 
 TEST_F(LoadPython, NoTargetGivesZeroCopyViews) {
@@ -348,7 +348,7 @@ struct OneTarget {
 TEST_F(LoadDtype, NarrowingIsRefusedUnlessAllowed) {
   const fs::path src = f32_file({1.0f, 1.0f + 0x1p-20f, 3.0f});  // the middle value has no BF16
   OneTarget bf16(DType::BF16, 3);
-  const Error e = expect_error([&] { load_checkpoint(src, bf16.targets); }, ErrorCode::Mismatch);
+  const Error e = expect_error([&] { (void)load_checkpoint(src, bf16.targets); }, ErrorCode::Mismatch);
   EXPECT_TRUE(contains(e.message(), "w: source F32 [3] vs target BF16 [3] (would round; allow_narrowing"))
       << e.message();
   for (std::byte x : bf16.buffer) ASSERT_EQ(x, std::byte{0xAB}) << "a refused load wrote the target";
@@ -391,7 +391,7 @@ TEST_F(LoadDtype, WideningConvertsByDefaultAndExactly) {
   for (auto [from, to] : {std::pair{DType::F16, DType::BF16}, std::pair{DType::BF16, DType::F16},
                           std::pair{DType::F8_E4M3, DType::F8_E5M2}, std::pair{DType::F16, DType::F8_E4M3FNUZ}}) {
     OneTarget t(to, 1);
-    expect_error([&] { load_checkpoint(typed_file(from, {1.0f}), t.targets); }, ErrorCode::Mismatch);
+    expect_error([&] { (void)load_checkpoint(typed_file(from, {1.0f}), t.targets); }, ErrorCode::Mismatch);
   }
 }
 
@@ -402,7 +402,7 @@ TEST_F(LoadDtype, OverflowIsAnErrorNamingTheTensorEvenWhenNarrowing) {
   for (DType to : {DType::F8_E4M3, DType::F16, DType::F8_E5M2}) {
     SCOPED_TRACE(dtype_name(to));
     OneTarget t(to, 3);
-    const Error e = expect_error([&] { load_checkpoint(src, t.targets, narrow); }, ErrorCode::Mismatch);
+    const Error e = expect_error([&] { (void)load_checkpoint(src, t.targets, narrow); }, ErrorCode::Mismatch);
     EXPECT_TRUE(contains(e.message(), "tensor 'w': element 1 (1000000) is out of the range of " +
                                           std::string(dtype_name(to))))
         << e.message();
@@ -410,13 +410,13 @@ TEST_F(LoadDtype, OverflowIsAnErrorNamingTheTensorEvenWhenNarrowing) {
   // Opting in keeps what the conversion makes: NaN for E4M3 (no infinities), Inf for F16.
   narrow.allow_overflow = true;
   OneTarget e4m3(DType::F8_E4M3, 3);
-  load_checkpoint(src, e4m3.targets, narrow);
+  (void)load_checkpoint(src, e4m3.targets, narrow);
   EXPECT_TRUE(std::isnan(e4m3.as_f32(DType::F8_E4M3)[1]));
   EXPECT_EQ(e4m3.as_f32(DType::F8_E4M3)[2], -2.0f);
   // Non-finite sources are not overflow: Inf -> F16 stays Inf.
   OneTarget f16(DType::F16, 2);
   narrow.allow_overflow = false;
-  load_checkpoint(f32_file({INFINITY, NAN}), f16.targets, narrow);
+  (void)load_checkpoint(f32_file({INFINITY, NAN}), f16.targets, narrow);
   EXPECT_TRUE(std::isinf(f16.as_f32(DType::F16)[0]));
   EXPECT_TRUE(std::isnan(f16.as_f32(DType::F16)[1]));
 }
@@ -425,7 +425,7 @@ TEST_F(LoadDtype, RequestedDtypeRoundsButOverflowIsAnError) {
   const fs::path src = f32_file({1.0f, 1e6f});
   LoadOptions o;
   o.dtype = DType::F8_E4M3;
-  const Error e = expect_error([&] { load_checkpoint(src, o); }, ErrorCode::Mismatch);
+  const Error e = expect_error([&] { (void)load_checkpoint(src, o); }, ErrorCode::Mismatch);
   EXPECT_TRUE(contains(e.message(), "tensor 'w': element 1")) << e.message();
   o.dtype = DType::BF16;  // rounding is what asking for a dtype means
   EXPECT_EQ(load_checkpoint(f32_file({1.0f + 0x1p-20f}), o).tensors.at("w").dtype(), DType::BF16);

@@ -16,7 +16,8 @@ namespace fs = std::filesystem;
 bool is_training_checkpoint(const fs::path& path) { return is_checkpoint_folder(path); }
 
 int verify_training_checkpoint(const fs::path& path, bool full) {
-  const VerifyReport r = verify_checkpoint(path, full);
+  const VerifyReport r =
+      verify_checkpoint(path, {.depth = full ? VerifyDepth::Full : VerifyDepth::Sizes});
   if (!r.has_manifest) {
     std::cout << printable(path.string())
               << ": no ckptio.manifest.json (written by another tool): checked that every part "
@@ -37,15 +38,15 @@ int verify_training_checkpoint(const fs::path& path, bool full) {
 
 int inspect_training_checkpoint(const fs::path& path, bool json) {
   // Everything but tensor data: running states and the non-tensor components load cheaply.
-  nlohmann::json lr, sampler;
-  TensorMap none;
+  std::string lr, sampler;
   CheckpointLoadOptions options;
   options.strict = false;
   LoadTargets targets;
   targets.lr_scheduler = &lr;
   targets.sampler = &sampler;
   const LoadResult r = load_checkpoint_folder(path, targets, options);
-  const VerifyReport v = verify_checkpoint(path, false);
+  const VerifyReport v = verify_checkpoint(path);
+  const nlohmann::json extra = nlohmann::json::parse(r.extra);
   std::vector<std::pair<std::string, uint64_t>> files;
   for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator();
        ++it) {
@@ -64,10 +65,10 @@ int inspect_training_checkpoint(const fs::path& path, bool json) {
         {"global_step", r.running.global_step},
         {"batch_size", r.running.batch_size},
         {"actual_update_step", r.running.actual_update_step}}},
-      {"extra", r.extra},
+      {"extra", extra},
       {"problems", v.problems}};
-  if (!lr.is_null()) doc["lr_scheduler"] = lr;
-  if (!sampler.is_null()) doc["sampler"] = sampler;
+  if (!lr.empty()) doc["lr_scheduler"] = nlohmann::json::parse(lr);
+  if (!sampler.empty()) doc["sampler"] = nlohmann::json::parse(sampler);
   uint64_t total = 0;
   nlohmann::json jfiles = nlohmann::json::array();
   for (const auto& [name, size] : files) {
@@ -86,9 +87,9 @@ int inspect_training_checkpoint(const fs::path& path, bool json) {
       "  epoch {}  step {}  global_step {}  batch_size {}  actual_update_step {}\n",
       r.running.epoch, r.running.step, r.running.global_step, r.running.batch_size,
       r.running.actual_update_step);
-  if (!r.extra.empty()) std::cout << "  extra " << printable(r.extra.dump()) << "\n";
-  if (!lr.is_null()) std::cout << "  lr_scheduler " << printable(lr.dump()) << "\n";
-  if (!sampler.is_null()) std::cout << "  sampler " << printable(sampler.dump()) << "\n";
+  if (!extra.empty()) std::cout << "  extra " << printable(extra.dump()) << "\n";
+  if (!lr.empty()) std::cout << "  lr_scheduler " << printable(lr) << "\n";
+  if (!sampler.empty()) std::cout << "  sampler " << printable(sampler) << "\n";
   std::cout << "  files:\n";
   for (const auto& [name, size] : files) {
     std::cout << fmt::format("    {:>14}  {}\n", size, printable(name));

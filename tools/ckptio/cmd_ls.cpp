@@ -31,7 +31,7 @@ int list_experiment(const std::filesystem::path& exp, bool json) {
     throw Error(ErrorCode::NotFound, "'" + exp.string() + "' is not a folder");
   }
   const auto entries = list_checkpoints(exp);
-  const auto latest = latest_checkpoint(exp, false, nullptr, [](const std::string&) {});
+  const auto latest = latest_checkpoint(exp, {.warn = [](const std::string&) {}});
   if (json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& e : entries) {

@@ -1,14 +1,15 @@
 // ResumableSampler: per-epoch permutations from a fully specified generator.
-#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <limits>
 #include <numeric>
 #include <random>
+#include <string>
 
 #include "ckptio/error.h"
 #include "ckptio/sampler.h"
 
-namespace ckptio::libtorch {
+namespace ckptio {
 
 namespace {
 
@@ -49,8 +50,8 @@ std::vector<int64_t> ResumableSampler::epoch_order(uint64_t epoch) const {
 std::vector<int64_t> ResumableSampler::next_batch(size_t batch_size) {
   if (batch_size == 0 || batch_size > dataset_size_) {
     throw Error(ErrorCode::InvalidArgument,
-                fmt::format("ResumableSampler: batch size {} for a dataset of {}", batch_size,
-                            dataset_size_));
+                "ResumableSampler: batch size " + std::to_string(batch_size) +
+                    " for a dataset of " + std::to_string(dataset_size_));
   }
   if (position_ + batch_size > dataset_size_) set_epoch(epoch_ + 1);
   std::vector<int64_t> batch(order_.begin() + static_cast<std::ptrdiff_t>(position_),
@@ -65,34 +66,37 @@ void ResumableSampler::set_epoch(uint64_t epoch) {
   order_ = epoch_order(epoch);
 }
 
-nlohmann::json ResumableSampler::state() const {
+std::string ResumableSampler::state() const {
   return nlohmann::json{{"seed", seed_},
                         {"epoch", epoch_},
                         {"position", position_},
                         {"dataset_size", dataset_size_},
-                        {"shuffle", shuffle_}};
+                        {"shuffle", shuffle_}}
+      .dump();
 }
 
-void ResumableSampler::load_state(const nlohmann::json& state) {
+void ResumableSampler::load_state(std::string_view state_json) {
   uint64_t seed = 0, epoch = 0, position = 0, size = 0;
   bool shuffle = true;
   try {
+    const nlohmann::json state = nlohmann::json::parse(state_json);
     seed = state.at("seed").get<uint64_t>();
     epoch = state.at("epoch").get<uint64_t>();
     position = state.at("position").get<uint64_t>();
     size = state.at("dataset_size").get<uint64_t>();
     shuffle = state.at("shuffle").get<bool>();
   } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::Corrupt, fmt::format("sampler state JSON: {}", e.what()));
+    throw Error(ErrorCode::Corrupt, std::string("sampler state JSON: ") + e.what());
   }
   if (size != dataset_size_) {
     throw Error(ErrorCode::Mismatch,
-                fmt::format("sampler state is for a dataset of {}, this one has {}", size,
-                            dataset_size_));
+                "sampler state is for a dataset of " + std::to_string(size) +
+                    ", this one has " + std::to_string(dataset_size_));
   }
   if (position > size) {
     throw Error(ErrorCode::Corrupt,
-                fmt::format("sampler state: position {} past the dataset size {}", position, size));
+                "sampler state: position " + std::to_string(position) +
+                    " past the dataset size " + std::to_string(size));
   }
   seed_ = seed;
   shuffle_ = shuffle;
@@ -100,4 +104,4 @@ void ResumableSampler::load_state(const nlohmann::json& state) {
   position_ = position;
 }
 
-}  // namespace ckptio::libtorch
+}  // namespace ckptio
