@@ -109,7 +109,7 @@ TEST_F(ResolveThroughEnv, SymlinkToAFileIsAFile) {
 
 TEST_F(ResolveThroughEnv, MissingPathIsNotFound) {
   try {
-    resolve_checkpoint_source(prefix_ / "absent", options());
+    (void)resolve_checkpoint_source(prefix_ / "absent", options());
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::NotFound) << e.what();
