@@ -137,7 +137,9 @@ TEST(Executor, NestedCallsFinishOnTheThreadsAlreadyRunning) {
 TEST(Executor, TheKnobBoundsTheThreads) {
   {
     ThreadsVariable v("3");
-    EXPECT_EQ(default_threads(), 3u);
+    // ASSERT: the latch below would wait forever with fewer than three threads.
+    ASSERT_EQ(default_threads(), 3u);
+    ASSERT_EQ(thread_count(0, 3), 3u);
     EXPECT_EQ(thread_count(0, 1000), 3u);
     EXPECT_EQ(thread_count(-1, 1000), 3u);
     EXPECT_EQ(thread_count(0, 2), 2u);  // never more threads than tasks
