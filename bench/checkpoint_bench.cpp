@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
     const int R = opt.repeat;
 
     // Limit 1: the staging copy's shape, into preallocated, pre-faulted memory.
-    const unsigned copy_threads = default_worker_threads(8);  // CheckpointOptions::copy_threads = 0
+    const unsigned copy_threads = default_worker_threads();  // CheckpointOptions::threads = 0
     std::vector<std::byte> dst(total, std::byte{1});
     const double memcpy_t = time_median(R, [&] { parallel_memcpy(sources, dst.data(), copy_threads); });
     dst.clear();

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
             ->check(CLI::Range(1, 1024));
       });
   // load_checkpoint's default: min(hardware threads, 8).
-  const int threads = threads_option > 0 ? threads_option : static_cast<int>(default_worker_threads(8));
+  const int threads = threads_option > 0 ? threads_option : static_cast<int>(default_worker_threads());
   try {
     WorkDir work(o.dir, "ckptio-bench-sharded-");
     const fs::path dir = work / "model";

@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     const uint64_t file_bytes = fs::file_size(pt);
 
     // The torch loader copies storages with min(hardware threads, 8) threads.
-    const ReadShape shape{default_worker_threads(8), parallel_reader_chunk_bytes()};
+    const ReadShape shape{default_worker_threads(), parallel_reader_chunk_bytes()};
     size_t count = 0;
     raw_read_fresh({pt}, shape);  // every page cached
     std::vector<double> raw_s, crc_s, nocrc_s, touch_s;

@@ -20,6 +20,7 @@
 #include "ckptio/async_writer.h"
 #include "ckptio/error.h"
 #include "ckptio/parallel_reader.h"
+#include "ckptio/threads.h"
 #include "common/timing.h"
 
 namespace ckptio::bench {
@@ -105,20 +106,20 @@ struct Layout {
 
 }  // namespace
 
-unsigned async_writer_threads() { return std::max(1u, io::AsyncWriterOptions{}.threads); }
+unsigned async_writer_threads() {
+  const unsigned t = io::AsyncWriterOptions{}.threads;
+  return t != 0 ? t : default_threads();
+}
 size_t async_writer_chunk_bytes() { return io::AsyncWriterOptions{}.chunk_bytes; }
 
 unsigned parallel_reader_threads() {
   const io::ParallelReadOptions o;
   if (o.threads != 0) return o.threads;
-  // The reader's rule for threads = 0 (src/io/parallel_reader.cpp).
-  return std::min(16u, std::max(1u, std::thread::hardware_concurrency() * 2));
+  return default_threads();
 }
 size_t parallel_reader_chunk_bytes() { return io::ParallelReadOptions{}.chunk_bytes; }
 
-unsigned default_worker_threads(unsigned cap) {
-  return std::clamp(std::thread::hardware_concurrency(), 1u, cap);
-}
+unsigned default_worker_threads() { return default_threads(); }
 
 uint64_t RawFile::size() const {
   uint64_t n = 0;

@@ -28,7 +28,7 @@ unsigned async_writer_threads();        // io::AsyncWriterOptions{}.threads
 size_t async_writer_chunk_bytes();      // io::AsyncWriterOptions{}.chunk_bytes
 unsigned parallel_reader_threads();     // io::ParallelReadOptions{} with threads = 0
 size_t parallel_reader_chunk_bytes();   // io::ParallelReadOptions{}.chunk_bytes
-unsigned default_worker_threads(unsigned cap);  // min(hardware threads, cap), at least 1
+unsigned default_worker_threads();  // ckptio::default_threads(): what `threads = 0` means
 
 // One file of a raw write: its content as pieces laid end to end.
 struct RawFile {

@@ -35,8 +35,8 @@ bool io_uring_available();
 
 struct AsyncWriterOptions {
   WriteBackend backend = WriteBackend::Pwrite;
-  // Background threads (at least 1).
-  unsigned threads = 4;
+  // Background threads; 0: ckptio::default_threads().
+  unsigned threads = 0;
   // Writes are split into pieces of at most this many bytes (rounded to 4 KiB) so that threads
   // share a large write and backpressure is fine-grained.
   size_t chunk_bytes = size_t{8} << 20;

@@ -150,7 +150,7 @@ struct CheckpointOptions {
   SnapshotMode snapshot = SnapshotMode::Copy;  // async saves only
   bool checksums = true;                // xxh3-128 of every file in the manifest
   bool fsync = true;                    // off only for tests and benchmarks
-  unsigned copy_threads = 0;            // staging copy threads; 0 = hardware concurrency (max 8)
+  unsigned threads = 0;                 // staging copy threads; 0: ckptio::default_threads()
   io::Env* env = nullptr;               // nullptr: io::Env::posix()
   // Warnings (damaged checkpoint skipped, debris removed); default prints "ckptio: warning: ..." to
   // stderr.

@@ -181,7 +181,7 @@ struct LoadOptions {
   // Without targets: convert every convertible float tensor to this dtype (owned copies). Asking
   // for a dtype is consent to narrowing; overflow is still an error unless allow_overflow.
   std::optional<DType> dtype;
-  int threads = 0;  // parallel reads; 0: min(hardware threads, 8); 1: sequential
+  int threads = 0;  // parallel reads; 0: ckptio::default_threads(); 1: sequential
   SourceOptions source;
 };
 
@@ -224,7 +224,7 @@ struct ConvertOptions {
   std::optional<DType> dtype;  // convert every float tensor
   // Folder output: the base name; empty keeps the source's ("pytorch_model" becomes "model").
   std::string base_name;
-  int threads = 0;
+  int threads = 0;  // parallel reads and writes; 0: ckptio::default_threads()
   bool sync = true;
   // Allow the output to be the input (same path, or the same file by device and inode): the new
   // file replaces it only after it has been verified. Without it that is Error(InvalidArgument).

@@ -76,8 +76,8 @@ struct ShardedWriteOptions {
   // Sharded: extra entries of the index's "metadata" (next to "total_size", which is reserved and
   // rejected here). Single file: the file's "__metadata__" next to "format": "pt".
   Metadata metadata;
-  // Threads writing shards (and chunks of large tensors) at once; 0 picks
-  // min(hardware threads, 4). 1 writes sequentially.
+  // Threads writing shards (and chunks of large tensors) at once; 0: ckptio::default_threads().
+  // 1 writes sequentially.
   int threads = 0;
   bool sync = true;        // fsync every file and the folder; off only for tests and benchmarks
   io::Env* env = nullptr;  // nullptr: Env::posix()
@@ -149,7 +149,7 @@ struct ShardedReadOptions {
   // Symlinked shards must resolve inside this folder; empty means the index's folder. (A Hub
   // cache snapshot links into ../../blobs, so its caller passes the repo's cache folder.)
   std::filesystem::path allowed_root;
-  // Threads for read_into_many; 0 picks min(hardware threads, 8).
+  // Threads for read_into_many; 0: ckptio::default_threads().
   int threads = 0;
   io::Env* env = nullptr;  // nullptr: Env::posix()
 };

@@ -150,7 +150,7 @@ struct TorchLoadOptions {
   // Copy every storage into heap memory (the file mapping is released when the last zero-copy
   // user goes; with this on there is none). The copy and the CRC check share one pass.
   bool owned = false;
-  unsigned threads = 0;  // for the CRC/copy pass; 0: hardware concurrency, at most 8
+  unsigned threads = 0;  // for the CRC/copy pass; 0: ckptio::default_threads()
 };
 
 // The walkers (flatten, value_to_json) recurse; they refuse (Error(InvalidArgument)) a tree

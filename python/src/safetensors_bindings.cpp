@@ -106,7 +106,7 @@ class SafeFile {
     if (names.size() != raws.size()) {
       throw Error(ErrorCode::InvalidArgument, "read_many_into: names and buffers differ in count");
     }
-    std::vector<io::ReadRequest> requests;
+    std::vector<io::ReadRange> requests;
     requests.reserve(names.size());
     for (size_t i = 0; i < names.size(); ++i) {
       const TensorInfo& info = r.info(names[i]);
@@ -117,9 +117,11 @@ class SafeFile {
                         std::to_string(raws[i].size()));
       }
       if (info.nbytes() == 0) continue;
-      requests.push_back(io::ReadRequest{
-          &r.file(), r.header().data_start + info.begin,
-          std::span<std::byte>(reinterpret_cast<std::byte*>(raws[i].data()), raws[i].size())});
+      requests.push_back(io::ReadRange{
+          .file = &r.file(),
+          .offset = r.header().data_start + info.begin,
+          .dst = std::span<std::byte>(reinterpret_cast<std::byte*>(raws[i].data()), raws[i].size()),
+          .tensor = names[i]});
     }
     io::ParallelReadOptions options;
     options.threads = threads;

@@ -67,10 +67,6 @@ struct CheckpointIO::Impl {
       std::rethrow_exception(e);
     }
   }
-  unsigned copy_threads() const {
-    if (options.copy_threads > 0) return options.copy_threads;
-    return std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
-  }
 };
 
 CheckpointIO::CheckpointIO(fs::path experiment_dir, CheckpointOptions options)
@@ -262,7 +258,7 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
     SnapshotBuilder::copy_into_pool(
         {job->model ? &*job->model : nullptr, job->ema ? &*job->ema : nullptr,
          job->optimizer_tensors ? &*job->optimizer_tensors : nullptr},
-        im.pool, im.copy_threads());
+        im.pool, im.options.threads);
   } else {
     job->keep_alive = std::move(snap.keep_alive);
   }

@@ -3,12 +3,10 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <thread>
 
-#include "core/thread_start.h"
+#include "core/executor.h"
 #include "ckptio/error.h"
 
 namespace ckptio::checkpoint {
@@ -49,25 +47,11 @@ void parallel_copy(std::span<const CopyTask> tasks, unsigned threads) {
     }
   }
   if (chunks.empty()) return;
+  // Threads pay off only for whole chunks of work.
   const size_t useful = std::max<size_t>(1, total / kChunk);
-  threads = static_cast<unsigned>(std::min<size_t>({size_t{std::max(threads, 1u)}, chunks.size(), useful}));
-  std::atomic<size_t> next{0};
-  auto worker = [&] {
-    for (size_t i = next.fetch_add(1); i < chunks.size(); i = next.fetch_add(1)) {
-      std::memcpy(chunks[i].dst, chunks[i].src, chunks[i].bytes);
-    }
-  };
-  std::vector<std::thread> helpers;
-  helpers.reserve(threads - 1);
-  for (unsigned i = 1; i < threads; ++i) {
-    try {
-      helpers.push_back(start_thread(worker, "a staging copy thread"));
-    } catch (const Error&) {
-      break;  // no more threads to be had: the threads already started and this one do the rest
-    }
-  }
-  worker();
-  for (auto& h : helpers) h.join();
+  detail::parallel_for(chunks.size(), detail::thread_count(threads, std::min(chunks.size(), useful)),
+                       [&](size_t i) { std::memcpy(chunks[i].dst, chunks[i].src, chunks[i].bytes); },
+                       {.what = "a staging copy thread"});
 }
 
 }  // namespace ckptio::checkpoint

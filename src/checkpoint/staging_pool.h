@@ -31,8 +31,8 @@ struct CopyTask {
   size_t bytes = 0;
 };
 
-// Runs the copies on up to `threads` threads (the caller's included), large copies split so that
-// the threads finish together.
+// Runs the copies on up to `threads` threads (the caller's included; 0: default_threads()),
+// large copies split so that the threads finish together.
 void parallel_copy(std::span<const CopyTask> tasks, unsigned threads);
 
 // Offsets inside the pool are rounded up to this (cache lines, and what SIMD loads like).

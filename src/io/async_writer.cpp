@@ -20,6 +20,8 @@
 #endif
 
 #include "io/io_loop.h"
+#include "ckptio/threads.h"
+#include "core/thread_start.h"
 
 namespace ckptio::io {
 namespace {
@@ -110,7 +112,7 @@ struct AsyncWriter::Impl {
 
   explicit Impl(AsyncWriterOptions o) : options(std::move(o)) {
     env = options.env != nullptr ? options.env : &Env::posix();
-    if (options.threads == 0) options.threads = 1;
+    if (options.threads == 0) options.threads = default_threads();
     if (options.uring_depth == 0) options.uring_depth = 1;
     uint64_t c = std::min<uint64_t>(options.chunk_bytes, options.max_bytes_in_flight);
     c = std::min<uint64_t>(c, kMaxIoChunk);
@@ -121,13 +123,13 @@ struct AsyncWriter::Impl {
                   : WriteBackend::Pwrite;
     try {
       for (unsigned i = 0; i < options.threads; ++i) {
-        workers.emplace_back([this] {
+        workers.push_back(start_thread([this] {
           if (backend == WriteBackend::IoUring) {
             uring_loop();
           } else {
             pwrite_loop();
           }
-        });
+        }, "an I/O writer thread"));
       }
     } catch (...) {
       stop_and_join();

@@ -1,68 +1,100 @@
-// read_parallel: the requests are laid end to end as one byte stream, the stream is cut into one
-// contiguous share per thread (balanced by bytes, like the Run:ai streamer's assigner), and each
-// thread preads its share chunk by chunk straight into the destinations.
+// read_parallel: every range is cut into chunks of at most chunk_bytes source bytes (whole
+// elements when converting), and the executor hands the chunks out in order to its threads, so
+// neighbouring threads read neighbouring bytes and a slow chunk does not hold up the rest.
 #include "ckptio/parallel_reader.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <exception>
-#include <mutex>
-#include <thread>
+#include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "ckptio/error.h"
+#include "core/executor.h"
 
 namespace ckptio::io {
 namespace {
 
-struct Stream {
-  std::span<const ReadRequest> requests;
-  std::vector<uint64_t> starts;  // stream position where each request begins
-  uint64_t total = 0;
+struct Chunk {
+  size_t range;       // index into the ranges
+  uint64_t src_off;   // within the range's source
+  uint64_t src_bytes;
+  uint64_t dst_off;   // within the range's dst
+  uint64_t dst_bytes;
 };
 
-class FirstError {
- public:
-  void set(std::exception_ptr e) {
-    std::lock_guard lock(mu_);
-    if (!error_) error_ = std::move(e);
-    failed_.store(true, std::memory_order_relaxed);
-  }
-  bool failed() const { return failed_.load(std::memory_order_relaxed); }
-  void rethrow() {
-    if (error_) std::rethrow_exception(error_);
-  }
+std::string tensor_label(const ReadRange& r) {
+  return r.tensor.empty() ? std::string("read_parallel") : "tensor \"" + std::string(r.tensor) + "\"";
+}
 
- private:
-  std::mutex mu_;
-  std::exception_ptr error_;
-  std::atomic<bool> failed_{false};
-};
-
-// Reads stream bytes [begin, end) in pieces of at most `chunk`.
-void read_share(const Stream& s, uint64_t begin, uint64_t end, size_t chunk, FirstError& err) {
-  try {
-    size_t r = static_cast<size_t>(std::upper_bound(s.starts.begin(), s.starts.end(), begin) -
-                                   s.starts.begin()) - 1;
-    uint64_t pos = begin;
-    while (pos < end && !err.failed()) {
-      const ReadRequest& req = s.requests[r];
-      const uint64_t in_req = pos - s.starts[r];
-      const uint64_t req_left = req.dst.size() - in_req;
-      if (req_left == 0) {
-        ++r;
-        continue;
-      }
-      const auto n = static_cast<size_t>(std::min<uint64_t>({req_left, end - pos, chunk}));
-      req.file->read_exact(req.offset + in_req, req.dst.subspan(static_cast<size_t>(in_req), n));
-      pos += n;
+// Appends the chunks of range `index`; returns its source bytes. Checks everything that can be
+// checked before a byte is read.
+uint64_t add_chunks(std::vector<Chunk>& out, const ReadRange& r, size_t index, uint64_t chunk) {
+  const uint64_t dst_bytes = r.dst.size();
+  if (r.from == r.to) {
+    if (r.file == nullptr && r.src.size() != dst_bytes && dst_bytes != 0) {
+      throw Error(ErrorCode::InvalidArgument,
+                  tensor_label(r) + ": source has " + std::to_string(r.src.size()) +
+                      " bytes, destination " + std::to_string(dst_bytes));
     }
-  } catch (...) {
-    err.set(std::current_exception());
+    for (uint64_t off = 0; off < dst_bytes; off += chunk) {
+      const uint64_t n = std::min(chunk, dst_bytes - off);
+      out.push_back({index, off, n, off, n});
+    }
+    return dst_bytes;
   }
+  if (!can_convert(r.from, r.to)) {
+    throw Error(ErrorCode::Mismatch, "cannot convert " + tensor_label(r) + " from " +
+                                         std::string(dtype_name(r.from)) + " to " +
+                                         std::string(dtype_name(r.to)));
+  }
+  // Convertible dtypes are whole bytes per element.
+  const uint64_t in_size = static_cast<uint64_t>(dtype_bits(r.from)) / 8;
+  const uint64_t out_size = static_cast<uint64_t>(dtype_bits(r.to)) / 8;
+  if (in_size == 0 || out_size == 0 || dst_bytes % out_size != 0) {
+    throw Error(ErrorCode::InvalidArgument,
+                tensor_label(r) + ": destination of " + std::to_string(dst_bytes) +
+                    " bytes is not a whole number of " + std::string(dtype_name(r.to)) +
+                    " elements");
+  }
+  const uint64_t count = dst_bytes / out_size;
+  if (r.file == nullptr && r.src.size() != count * in_size) {
+    throw Error(ErrorCode::InvalidArgument,
+                tensor_label(r) + ": source has " + std::to_string(r.src.size()) + " bytes, " +
+                    std::to_string(count) + " " + std::string(dtype_name(r.from)) +
+                    " elements need " + std::to_string(count * in_size));
+  }
+  const uint64_t per_chunk = std::max<uint64_t>(1, chunk / std::max(in_size, out_size));
+  for (uint64_t e = 0; e < count; e += per_chunk) {
+    const uint64_t n = std::min(per_chunk, count - e);
+    out.push_back({index, e * in_size, n * in_size, e * out_size, n * out_size});
+  }
+  return count * in_size;
+}
+
+void run_chunk(const ReadRange& r, const Chunk& c) {
+  const std::span<std::byte> dst =
+      r.dst.subspan(static_cast<size_t>(c.dst_off), static_cast<size_t>(c.dst_bytes));
+  if (r.from == r.to) {
+    if (r.file != nullptr) {
+      r.file->read_exact(r.offset + c.src_off, dst);
+    } else if (!dst.empty()) {
+      std::memcpy(dst.data(), r.src.data() + c.src_off, dst.size());
+    }
+    return;
+  }
+  const auto count = static_cast<size_t>(c.src_bytes / (static_cast<uint64_t>(dtype_bits(r.from)) / 8));
+  if (r.file == nullptr) {
+    convert_elements(r.from, r.src.data() + c.src_off, r.to, dst.data(), count);
+    return;
+  }
+  // At most chunk_bytes, one per running thread: the bound on memory beyond the destinations.
+  const auto scratch = std::make_unique_for_overwrite<std::byte[]>(static_cast<size_t>(c.src_bytes));
+  r.file->read_exact(r.offset + c.src_off, std::span(scratch.get(), static_cast<size_t>(c.src_bytes)));
+  convert_elements(r.from, scratch.get(), r.to, dst.data(), count);
 }
 
 }  // namespace
@@ -101,51 +133,31 @@ std::shared_ptr<std::byte> allocate_read_buffer(size_t bytes) {
   return std::shared_ptr<std::byte>(aligned, [length](std::byte* q) { ::munmap(q, length); });
 }
 
-void read_parallel(std::span<const ReadRequest> requests, const ParallelReadOptions& options) {
-  Stream s;
-  s.requests = requests;
-  s.starts.reserve(requests.size());
-  for (const ReadRequest& r : requests) {
-    if (r.file == nullptr && !r.dst.empty()) {
-      throw Error(ErrorCode::InvalidArgument, "read_parallel: request without a file");
+uint64_t read_parallel(std::span<const ReadRange> ranges, const ParallelReadOptions& options) {
+  const uint64_t chunk = std::max<uint64_t>(options.chunk_bytes == 0 ? kMaxIoChunk : options.chunk_bytes,
+                                            4096);
+  std::vector<Chunk> chunks;
+  uint64_t total = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const ReadRange& r = ranges[i];
+    if (r.file == nullptr && r.src.empty() && !r.dst.empty()) {
+      throw Error(ErrorCode::InvalidArgument, tensor_label(r) + ": range without a source");
     }
-    s.starts.push_back(s.total);
-    s.total += r.dst.size();
+    total += add_chunks(chunks, r, i, chunk);
   }
-  if (s.total == 0) return;
-  const size_t chunk = std::max<size_t>(options.chunk_bytes == 0 ? kMaxIoChunk : options.chunk_bytes,
-                                        4096);
-  unsigned threads = options.threads;
-  if (threads == 0) threads = std::min(16u, std::max(1u, std::thread::hardware_concurrency() * 2));
-  // Never more threads than chunks: each gets at least one whole chunk of work.
-  threads = static_cast<unsigned>(std::min<uint64_t>(threads, (s.total + chunk - 1) / chunk));
-  if (s.total < options.min_parallel_bytes) threads = 1;
-
-  FirstError err;
-  if (threads <= 1) {
-    read_share(s, 0, s.total, chunk, err);
-    err.rethrow();
-    return;
-  }
-  // Shares end on 64 KiB stream boundaries so neighbouring threads rarely touch the same page.
-  constexpr uint64_t kGrain = 64 * 1024;
-  const uint64_t share = ((s.total + threads - 1) / threads + kGrain - 1) / kGrain * kGrain;
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  uint64_t next = share;  // share 0 runs on the calling thread
-  while (next < s.total) {
-    const uint64_t b = next, e = std::min(s.total, next + share);
+  unsigned threads = detail::thread_count(options.threads, chunks.size());
+  if (total < options.min_parallel_bytes) threads = 1;
+  detail::parallel_for(chunks.size(), threads, [&](size_t i) {
+    const Chunk& c = chunks[i];
+    const ReadRange& r = ranges[c.range];
     try {
-      pool.emplace_back([&s, b, e, chunk, &err] { read_share(s, b, e, chunk, err); });
-    } catch (...) {
-      // Could not start a thread: read this share here instead.
-      read_share(s, b, e, chunk, err);
+      run_chunk(r, c);
+    } catch (const Error& e) {
+      if (r.tensor.empty()) throw;
+      throw e.annotate(tensor_label(r));
     }
-    next = e;
-  }
-  read_share(s, 0, std::min(share, s.total), chunk, err);
-  for (std::thread& t : pool) t.join();
-  err.rethrow();
+  }, {.what = "a reader thread"});
+  return total;
 }
 
 }  // namespace ckptio::io

@@ -11,8 +11,7 @@
 #include "ckptio/error.h"
 #include "ckptio/load.h"
 #include "ckptio/torch_pickle.h"
-#include "format/sharded/chunked_copy.h"
-#include "format/sharded/parallel_for.h"
+#include "ckptio/parallel_reader.h"
 
 namespace ckptio {
 
@@ -166,7 +165,8 @@ std::optional<std::span<const std::byte>> CheckpointReader::mapped_bytes(std::st
 
 uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
   if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
-  std::vector<detail::CopyChunk> chunks;
+  std::vector<io::ReadRange> ranges;
+  ranges.reserve(requests.size());
   for (const auto& r : requests) {
     auto it = impl_->position.find(r.name);
     if (it == impl_->position.end()) {
@@ -183,15 +183,17 @@ uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests,
     if (impl_->safetensors) {
       const auto& st = *impl_->safetensors;
       const TensorInfo& t = st.info(r.name);
-      detail::add_copy_chunks(chunks, &st.file(), st.header().data_start + t.begin, {}, info.dtype,
-                              r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
+      ranges.push_back({.file = &st.file(), .offset = st.header().data_start + t.begin,
+                        .dst = r.dst, .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
     } else {
-      detail::add_copy_chunks(chunks, nullptr, 0, impl_->torch_tensors.at(r.name).bytes(),
-                              info.dtype, r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
+      ranges.push_back({.dst = r.dst, .src = impl_->torch_tensors.at(r.name).bytes(),
+                        .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
     }
   }
   try {
-    return detail::run_copy_chunks(chunks, detail::pick_thread_count(threads, 8, chunks.size()));
+    io::ParallelReadOptions options;
+    options.threads = static_cast<unsigned>(std::max(threads, 0));
+    return io::read_parallel(ranges, options);
   } catch (const Error& e) {
     throw e.annotate("loading '" + impl_->source.path.string() + "'");
   }

@@ -12,7 +12,7 @@
 #include "ckptio/load.h"
 #include "load/checked_convert.h"
 #include "load/read_all.h"
-#include "format/sharded/parallel_for.h"
+#include "core/executor.h"
 #include "load/rename.h"
 
 namespace ckptio {
@@ -58,7 +58,7 @@ struct NarrowingRead {
 uint64_t read_narrowing(const CheckpointReader& reader, const std::vector<NarrowingRead>& reads,
                         const LoadOptions& options) {
   std::atomic<uint64_t> bytes{0};
-  detail::parallel_for(reads.size(), detail::pick_thread_count(options.threads, 8, reads.size()),
+  detail::parallel_for(reads.size(), detail::thread_count(options.threads, reads.size()),
                        [&](size_t i) {
     const NarrowingRead& r = reads[i];
     const size_t count = r.dst.size() / (static_cast<size_t>(dtype_bits(r.to)) / 8);

@@ -1,6 +1,6 @@
 #include "load/read_all.h"
 
-#include "format/sharded/parallel_for.h"
+#include "core/executor.h"
 #include "load/checked_convert.h"
 
 namespace ckptio::detail {
@@ -16,7 +16,7 @@ ReadAllResult read_all_tensors(const CheckpointReader& reader, std::optional<DTy
     convert[i] = dtype && infos[i].dtype != *dtype && dtype_is_float(infos[i].dtype) &&
                  can_convert(infos[i].dtype, *dtype);
   }
-  parallel_for(infos.size(), pick_thread_count(threads, 8, infos.size()), [&](size_t i) {
+  parallel_for(infos.size(), thread_count(threads, infos.size()), [&](size_t i) {
     Tensor t = reader.tensor(infos[i].name);
     if (convert[i]) {
       Tensor c = Tensor::empty(*dtype, t.shape());  // every element is written below

@@ -604,7 +604,7 @@ TEST(CheckpointIO, FailingToStartAThreadIsAnErrorAndTheObjectStaysUsable) {
   TempDir dir;
   CheckpointOptions o = quiet_options();
   o.async = true;
-  o.copy_threads = 4;
+  o.threads = 4;
   CheckpointIO io(dir.path(), o);
   set_thread_factory_for_testing([](std::function<void()>) -> std::thread {
     throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),

@@ -88,7 +88,7 @@ CheckpointOptions options_for(io::Env* env) {
   o.fsync = env != nullptr;  // the recovery check runs on the real disk, where fsync only costs time
   o.keep_n_latest = 2;
   o.max_shard_size = "300";  // bytes: two or three shards per tensor set
-  o.copy_threads = 1;
+  o.threads = 1;
   o.warn = [](const std::string&) {};
   return o;
 }

@@ -97,11 +97,10 @@ void SafetensorsReader::read_into(std::string_view name, std::span<std::byte> ds
   if (impl_->mode == ReadMode::Mmap) {
     std::memcpy(dst.data(), impl_->map->bytes().data() + offset, dst.size());
   } else {
-    try {
-      impl_->file->read_exact(offset, dst);
-    } catch (const Error& e) {
-      throw e.annotate("tensor \"" + t.name + "\"");
-    }
+    // Through the parallel reader: a large tensor is read by several threads (one when this
+    // runs inside another parallel read, such as a load of every tensor).
+    const io::ReadRange range{.file = impl_->file.get(), .offset = offset, .dst = dst, .tensor = t.name};
+    io::read_parallel({&range, 1});
   }
 }
 
@@ -111,11 +110,13 @@ std::vector<Tensor> SafetensorsReader::read_all_owned(const io::ParallelReadOpti
   // byte; zeroing first would cost a full extra pass) and backed by huge pages where possible.
   const std::shared_ptr<std::byte> buffer =
       io::allocate_read_buffer(static_cast<size_t>(h.data_bytes));
-  std::vector<io::ReadRequest> requests;
+  std::vector<io::ReadRange> requests;
   requests.reserve(h.tensors.size());
   for (const TensorInfo& t : h.tensors) {
-    requests.push_back({impl_->file.get(), h.data_start + t.begin,
-                        std::span(buffer.get() + t.begin, static_cast<size_t>(t.nbytes()))});
+    requests.push_back({.file = impl_->file.get(),
+                        .offset = h.data_start + t.begin,
+                        .dst = std::span(buffer.get() + t.begin, static_cast<size_t>(t.nbytes())),
+                        .tensor = t.name});
   }
   try {
     io::read_parallel(requests, options);

@@ -8,6 +8,7 @@
 #include "ckptio/async_writer.h"
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
+#include "core/executor.h"
 
 namespace ckptio {
 namespace {
@@ -135,8 +136,7 @@ void save_safetensors(const std::filesystem::path& path, std::span<const NamedTe
     writer_options.sync = false;
     // Small files do not need a crowd of threads.
     const uint64_t chunks = layout.file_size / std::max<size_t>(writer_options.chunk_bytes, 1) + 1;
-    writer_options.threads =
-        static_cast<unsigned>(std::min<uint64_t>(std::max(writer_options.threads, 1u), chunks));
+    writer_options.threads = detail::thread_count(writer_options.threads, chunks);
     io::AsyncWriter writer(writer_options);
     const auto id = writer.attach(file);
     writer.submit(id, 0, std::as_bytes(std::span(layout.header.data(), layout.header.size())),

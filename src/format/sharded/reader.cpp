@@ -11,8 +11,8 @@
 #if CKPTIO_HAVE_TORCHFILE
 #include "ckptio/torch_pickle.h"
 #endif
-#include "format/sharded/chunked_copy.h"
-#include "format/sharded/parallel_for.h"
+#include "ckptio/parallel_reader.h"
+#include "core/executor.h"
 
 namespace ckptio {
 namespace fs = std::filesystem;
@@ -258,7 +258,7 @@ bool ShardedReader::contains(std::string_view name) const {
 
 std::vector<ShardedTensorInfo> ShardedReader::tensors() const {
   const size_t n = impl_->index.shard_files.size();
-  detail::parallel_for(n, detail::pick_thread_count(impl_->options.threads, 8, n),
+  detail::parallel_for(n, detail::thread_count(impl_->options.threads, n),
                        [&](size_t s) { impl_->shard(s); });
   std::vector<ShardedTensorInfo> out;
   out.reserve(impl_->index.weight_map.size());
@@ -287,7 +287,8 @@ void ShardedReader::read_into(std::string_view name, std::span<std::byte> dst) c
 }
 
 uint64_t ShardedReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
-  std::vector<detail::CopyChunk> chunks;
+  std::vector<io::ReadRange> ranges;
+  ranges.reserve(requests.size());
   std::vector<std::shared_ptr<const OpenedShard>> keep;
   for (const auto& r : requests) {
     const size_t s = impl_->shard_of(r.name);
@@ -303,19 +304,19 @@ uint64_t ShardedReader::read_into_many(std::span<const ReadRequest> requests, in
     if (opened->safetensors) {
       const auto& st = *opened->safetensors;
       const TensorInfo& t = st.info(r.name);
-      detail::add_copy_chunks(chunks, &st.file(), st.header().data_start + t.begin, {}, i.dtype,
-                              r.dst_dtype, shape_numel(i.shape), r.dst, r.name);
+      ranges.push_back({.file = &st.file(), .offset = st.header().data_start + t.begin,
+                        .dst = r.dst, .from = i.dtype, .to = r.dst_dtype, .tensor = r.name});
     } else {
       const Tensor& t = opened->torch_tensors.at(r.name);
-      detail::add_copy_chunks(chunks, nullptr, 0, t.bytes(), i.dtype, r.dst_dtype,
-                              shape_numel(i.shape), r.dst, r.name);
+      ranges.push_back(
+          {.dst = r.dst, .src = t.bytes(), .from = i.dtype, .to = r.dst_dtype, .tensor = r.name});
     }
     keep.push_back(std::move(opened));
   }
-  const int n = detail::pick_thread_count(threads > 0 ? threads : impl_->options.threads, 8,
-                                          chunks.size());
+  io::ParallelReadOptions options;
+  options.threads = static_cast<unsigned>(std::max(threads > 0 ? threads : impl_->options.threads, 0));
   try {
-    return detail::run_copy_chunks(chunks, n);
+    return io::read_parallel(ranges, options);
   } catch (const Error& e) {
     throw e.annotate(impl_->source());
   }

@@ -7,7 +7,7 @@
 
 #include "ckptio/error.h"
 #include "ckptio/sharded.h"
-#include "format/sharded/parallel_for.h"
+#include "core/executor.h"
 #include "format/sharded/stale_files.h"
 
 namespace ckptio {
@@ -106,7 +106,7 @@ ShardedWriteResult save_sharded(const std::filesystem::path& dir,
       }
     }
   }
-  const int threads = detail::pick_thread_count(options.threads, 4, tasks.size());
+  const unsigned threads = detail::thread_count(options.threads, tasks.size());
   auto remove_temps = [&] {
     for (auto& p : pending) {
       p.file.reset();

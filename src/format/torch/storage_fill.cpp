@@ -3,13 +3,11 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
-#include <exception>
-#include <thread>
 
 #include "ckptio/error.h"
 #include "ckptio/parallel_reader.h"
+#include "core/executor.h"
 #include "format/torch/zip_crc32.h"
 
 namespace ckptio::pt {
@@ -63,46 +61,32 @@ void fill_storages(std::vector<PendingStorage>& pending, bool big_endian, bool o
     }
   }
 
-  std::atomic<size_t> next{0};
-  std::exception_ptr failure;
-  std::atomic<bool> failed{false};
-  auto worker = [&] {
-    try {
-      for (size_t t = next++; t < tasks.size() && !failed; t = next++) {
-        Task& task = tasks[t];
-        const PendingStorage& p = pending[task.index];
-        uint32_t crc = 0;
-        for (size_t step = 0; step < task.size; step += kStepBytes) {
-          const size_t n = std::min(kStepBytes, task.size - step);
-          const std::byte* src = p.raw.data() + task.offset + step;
-          if (std::byte* out = dst[task.index]; out != nullptr) {
-            out += task.offset + step;
-            if (swap_unit[task.index] != 0) {
-              swap_copy(out, src, n, swap_unit[task.index]);
-            } else {
-              std::memcpy(out, src, n);
-              src = out;  // same bytes, now in cache
-            }
-          }
-          if (p.check_crc) crc = zip_crc32(crc, {src, n});
-        }
-        task.crc = crc;
-      }
-    } catch (...) {
-      failed = true;
-      failure = std::current_exception();
-    }
-  };
   uint64_t total = 0;
   for (const Task& t : tasks) total += t.size;
-  unsigned n_threads = threads ? threads : std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
   // Threads pay off only for real volumes.
-  n_threads = static_cast<unsigned>(std::min<uint64_t>(n_threads, std::max<uint64_t>(1, total / kTaskBytes)));
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < n_threads; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-  if (failure) std::rethrow_exception(failure);
+  const uint64_t useful = std::max<uint64_t>(1, total / kTaskBytes);
+  const unsigned n_threads =
+      detail::thread_count(threads, static_cast<size_t>(std::min<uint64_t>(tasks.size(), useful)));
+  detail::parallel_for(tasks.size(), n_threads, [&](size_t t) {
+    Task& task = tasks[t];
+    const PendingStorage& p = pending[task.index];
+    uint32_t crc = 0;
+    for (size_t step = 0; step < task.size; step += kStepBytes) {
+      const size_t n = std::min(kStepBytes, task.size - step);
+      const std::byte* src = p.raw.data() + task.offset + step;
+      if (std::byte* out = dst[task.index]; out != nullptr) {
+        out += task.offset + step;
+        if (swap_unit[task.index] != 0) {
+          swap_copy(out, src, n, swap_unit[task.index]);
+        } else {
+          std::memcpy(out, src, n);
+          src = out;  // same bytes, now in cache
+        }
+      }
+      if (p.check_crc) crc = zip_crc32(crc, {src, n});
+    }
+    task.crc = crc;
+  }, {.what = "a storage copy thread"});
 
   // Per record, combine the chunk CRCs in order and compare.
   for (size_t t = 0; t < tasks.size();) {
