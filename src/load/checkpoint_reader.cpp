@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ckptio/checkpoint_io.h"
+#include "ckptio/dcp.h"
 #include "ckptio/error.h"
 #include "ckptio/hub.h"
 #include "ckptio/load.h"
@@ -21,6 +22,7 @@ struct CheckpointReader::Impl {
   ResolvedSource source;
   std::optional<SafetensorsReader> safetensors;
   std::optional<ShardedReader> sharded;
+  std::optional<dcp::DcpReader> dcp;  // tensors assembled from their chunks when asked for
   std::map<std::string, Tensor> torch_tensors;
   std::optional<Metadata> torch_metadata;             // non-tensor leaves as JSON
   std::unordered_set<std::string> torch_mapped;       // zero-copy views of the file mapping
@@ -108,6 +110,18 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         }
         break;
       }
+      case SourceKind::DcpFolder: {
+        impl->dcp = dcp::DcpReader::open(impl->source.path, &env);
+        for (const auto& t : impl->dcp->metadata().tensors) {
+          impl->tensors.push_back({t.name, t.dtype, t.shape, tensor_nbytes(t.dtype, t.shape)});
+        }
+        Metadata metadata;  // non-tensor values as JSON, as for a torch file
+        for (const auto& b : impl->dcp->metadata().bytes) {
+          metadata.emplace(b.name, pt::value_to_json(impl->dcp->read_value(b.name)));
+        }
+        if (!metadata.empty()) impl->torch_metadata = std::move(metadata);
+        break;
+      }
       case SourceKind::TorchFile: {
         // The tensors under options.torch_key, flattened to dotted names; the other leaves go
         // into the metadata.
@@ -174,6 +188,7 @@ std::optional<Metadata> CheckpointReader::metadata() const {
 Tensor CheckpointReader::tensor(std::string_view name) const {
   if (impl_->safetensors) return impl_->safetensors->tensor(name);
   if (impl_->sharded) return impl_->sharded->tensor(name);
+  if (impl_->dcp) return impl_->dcp->read_tensor(name);
   auto it = impl_->torch_tensors.find(std::string(name));
   if (it == impl_->torch_tensors.end()) {
     throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
