@@ -217,6 +217,7 @@ std::optional<std::span<const std::byte>> CheckpointReader::mapped_bytes(std::st
 uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
   if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
   std::vector<detail::CopyChunk> chunks;
+  uint64_t dcp_bytes = 0;
   for (const auto& r : requests) {
     auto it = impl_->position.find(r.name);
     if (it == impl_->position.end()) {
@@ -235,13 +236,24 @@ uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests,
       const TensorInfo& t = st.info(r.name);
       detail::add_copy_chunks(chunks, &st.file(), st.header().data_start + t.begin, {}, info.dtype,
                               r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
+    } else if (impl_->dcp) {
+      // One assembled tensor at a time: memory stays within the largest tensor.
+      const Tensor t = impl_->dcp->read_tensor(r.name);
+      std::vector<detail::CopyChunk> one;
+      detail::add_copy_chunks(one, nullptr, 0, t.bytes(), info.dtype, r.dst_dtype, shape_numel(info.shape),
+                              r.dst, r.name);
+      try {
+        dcp_bytes += detail::run_copy_chunks(one, detail::pick_thread_count(threads, 8, one.size()));
+      } catch (const Error& e) {
+        throw e.annotate("loading '" + impl_->source.path.string() + "'");
+      }
     } else {
       detail::add_copy_chunks(chunks, nullptr, 0, impl_->torch_tensors.at(r.name).bytes(),
                               info.dtype, r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
     }
   }
   try {
-    return detail::run_copy_chunks(chunks, detail::pick_thread_count(threads, 8, chunks.size()));
+    return dcp_bytes + detail::run_copy_chunks(chunks, detail::pick_thread_count(threads, 8, chunks.size()));
   } catch (const Error& e) {
     throw e.annotate("loading '" + impl_->source.path.string() + "'");
   }

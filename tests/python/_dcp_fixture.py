@@ -1,7 +1,7 @@
 """Writes a PyTorch Distributed Checkpoint with `torch.distributed.checkpoint.save` from WORLD gloo
 processes (run as a script: _dcp_fixture.py OUT WORLD PORT), and the full tensors it holds.
 
-The state dict has row- and column-sharded DTensors (uneven rows), a ShardedTensor of 2-D blocks
+The state dict has row- and column-sharded DTensors (uneven, one chunk empty with 4 ranks), a ShardedTensor of 2-D blocks
 (several boxes per rank), replicated tensors (saved once), a 0-d tensor and non-tensor values.
 `expected()` is what every key holds once assembled, computed the same way.
 """
@@ -32,7 +32,7 @@ def _run(rank: int, world: int, path: str, port: int) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed._shard.sharded_tensor import Shard as STShard
     from torch.distributed._shard.sharded_tensor import ShardMetadata, init_from_local_shards
-    from torch.distributed.tensor import DTensor, Shard, init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
 
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -40,10 +40,10 @@ def _run(rank: int, world: int, path: str, port: int) -> None:
     mesh = init_device_mesh("cpu", (world,))
     full = expected()
     w, col, g = full["model.rows"], full["model.cols"], full["model.blocks"]
-    rows = DTensor.from_local(w.tensor_split(world)[rank].contiguous(), mesh, [Shard(0)],
-                              shape=w.shape, stride=w.stride())
-    cols = DTensor.from_local(col.tensor_split(world, dim=1)[rank].contiguous(), mesh, [Shard(1)],
-                              shape=col.shape, stride=col.stride())
+    # torch.chunk's split: 7 rows on 4 ranks are 2, 2, 2, 1; 6 columns are 2, 2, 2, 0 (an empty
+    # chunk on the last rank).
+    rows = distribute_tensor(w, mesh, [Shard(0)])
+    cols = distribute_tensor(col, mesh, [Shard(1)])
     # A 4x4 grid of 2x3 blocks; rank r holds the blocks with (i + j) % world == r.
     shards = [STShard(g[2 * i:2 * i + 2, 3 * j:3 * j + 3].contiguous(),
                       ShardMetadata([2 * i, 3 * j], [2, 3], f"rank:{rank}/cpu"))

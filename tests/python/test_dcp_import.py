@@ -30,12 +30,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_SAVED: dict = {}
+
+
+def _saved(world: int, tmp_path_factory) -> Path:
+    """A checkpoint saved by `world` gloo processes, made once per test session."""
+    if world not in _SAVED:
+        out = tmp_path_factory.mktemp(f"dcp{world}") / "ckpt"
+        subprocess.run([sys.executable, str(REPO / "tests/python/_dcp_fixture.py"), str(out),
+                        str(world), str(_free_port())], check=True, timeout=600)
+        _SAVED[world] = out
+    return _SAVED[world]
+
+
 @pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
 def dcp_dir(request, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp(f"dcp{request.param}") / "ckpt"
-    subprocess.run([sys.executable, str(REPO / "tests/python/_dcp_fixture.py"), str(out),
-                    str(request.param), str(_free_port())], check=True, timeout=600)
-    return out
+    return _saved(request.param, tmp_path_factory)
 
 
 def _bits(t: torch.Tensor) -> bytes:
@@ -141,10 +151,7 @@ def _storage(meta, name, offsets):
 
 @pytest.fixture(scope="module")
 def small_dcp(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dcp") / "ckpt"
-    subprocess.run([sys.executable, str(REPO / "tests/python/_dcp_fixture.py"), str(out), "2",
-                    str(_free_port())], check=True, timeout=600)
-    return out
+    return _saved(2, tmp_path_factory)
 
 
 def test_box_outside_the_global_shape_is_corrupt(small_dcp, tmp_path):

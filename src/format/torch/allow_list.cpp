@@ -475,9 +475,10 @@ uint32_t ObjectBuilder::new_object(uint32_t cls, uint32_t args) {
     // copyreg.__newobj__: an empty instance; BUILD sets its fields. The class goes in first,
     // directly (set_item refuses the key, so no state or SETITEM can forge or change it).
     tuple_args(args, 0, 0, "DCP class");  // copyreg passes no arguments
+    const uint32_t cls_index = c.ref;      // `c` lives in the arena, which the makes below move
     const uint32_t d = make_dict();
-    dicts_[obj(d).ref].cls = c.ref;
-    const std::string& name = dcp_class_names()[c.ref];
+    dicts_[obj(d).ref].cls = cls_index;
+    const std::string& name = dcp_class_names()[cls_index];
     const uint32_t key = make_string(K::Str, std::string(kClassKey));
     const uint32_t value = make_string(K::Str, name);
     dicts_[obj(d).ref].index.emplace(std::string(kClassKey), 0);
