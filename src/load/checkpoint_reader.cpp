@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ckptio/checkpoint_io.h"
+#include "ckptio/dcp.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
 #include "ckptio/torch_pickle.h"
@@ -19,6 +20,7 @@ struct CheckpointReader::Impl {
   ResolvedSource source;
   std::optional<SafetensorsReader> safetensors;
   std::optional<ShardedReader> sharded;
+  std::optional<dcp::DcpReader> dcp;  // tensors assembled from their chunks when asked for
   std::map<std::string, Tensor> torch_tensors;
   std::optional<Metadata> torch_metadata;             // non-tensor leaves as JSON
   std::unordered_set<std::string> torch_mapped;       // zero-copy views of the file mapping
@@ -70,6 +72,18 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         for (const auto& [name, t] : impl->torch_tensors) {
           impl->tensors.push_back({name, t.dtype(), t.shape(), t.nbytes()});
         }
+        break;
+      }
+      case SourceKind::DcpFolder: {
+        impl->dcp = dcp::DcpReader::open(impl->source.path, &env);
+        for (const auto& t : impl->dcp->metadata().tensors) {
+          impl->tensors.push_back({t.name, t.dtype, t.shape, tensor_nbytes(t.dtype, t.shape)});
+        }
+        Metadata metadata;  // non-tensor values as JSON, as for a torch file
+        for (const auto& b : impl->dcp->metadata().bytes) {
+          metadata.emplace(b.name, pt::value_to_json(impl->dcp->read_value(b.name)));
+        }
+        if (!metadata.empty()) impl->torch_metadata = std::move(metadata);
         break;
       }
       case SourceKind::TorchFile: {
@@ -138,6 +152,7 @@ std::optional<Metadata> CheckpointReader::metadata() const {
 Tensor CheckpointReader::tensor(std::string_view name) const {
   if (impl_->safetensors) return impl_->safetensors->tensor(name);
   if (impl_->sharded) return impl_->sharded->tensor(name);
+  if (impl_->dcp) return impl_->dcp->read_tensor(name);
   auto it = impl_->torch_tensors.find(std::string(name));
   if (it == impl_->torch_tensors.end()) {
     throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
@@ -167,6 +182,9 @@ uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests,
   if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
   std::vector<io::ReadRange> ranges;
   ranges.reserve(requests.size());
+  io::ParallelReadOptions options;
+  options.threads = static_cast<unsigned>(std::max(threads, 0));
+  uint64_t dcp_bytes = 0;
   for (const auto& r : requests) {
     auto it = impl_->position.find(r.name);
     if (it == impl_->position.end()) {
@@ -185,15 +203,23 @@ uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests,
       const TensorInfo& t = st.info(r.name);
       ranges.push_back({.file = &st.file(), .offset = st.header().data_start + t.begin,
                         .dst = r.dst, .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
+    } else if (impl_->dcp) {
+      // One assembled tensor at a time: memory stays within the largest tensor.
+      const Tensor t = impl_->dcp->read_tensor(r.name);
+      const io::ReadRange one[] = {{.dst = r.dst, .src = t.bytes(), .from = info.dtype,
+                                    .to = r.dst_dtype, .tensor = r.name}};
+      try {
+        dcp_bytes += io::read_parallel(one, options);
+      } catch (const Error& e) {
+        throw e.annotate("loading '" + impl_->source.path.string() + "'");
+      }
     } else {
       ranges.push_back({.dst = r.dst, .src = impl_->torch_tensors.at(r.name).bytes(),
                         .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
     }
   }
   try {
-    io::ParallelReadOptions options;
-    options.threads = static_cast<unsigned>(std::max(threads, 0));
-    return io::read_parallel(ranges, options);
+    return dcp_bytes + io::read_parallel(ranges, options);
   } catch (const Error& e) {
     throw e.annotate("loading '" + impl_->source.path.string() + "'");
   }
