@@ -30,7 +30,7 @@ install(FILES "${CMAKE_CURRENT_BINARY_DIR}/ckptioConfig.cmake"
 # pkg-config: the libraries are static, so the link line lists every area (dependents first) and
 # the shared libraries they use go under Requires, not Requires.private.
 set(ckptio_pc_libs "")
-foreach(lib ckptio_load ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torchfile
+foreach(lib ckptio_load ckptio_dist ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torchfile
             ckptio_safetensors ckptio_io ckptio_core)
   if(TARGET ${lib})
     string(APPEND ckptio_pc_libs " -l${lib}")
