@@ -49,47 +49,49 @@ std::string box_text(const Box& b) {
   return s;
 }
 
-// Sort-based overlap check: sweep along the dimension with the most distinct chunk starts,
-// comparing each chunk only with the chunks still open along that dimension.
+// Sort-based overlap check: sweep along one dimension, comparing each chunk only with the chunks
+// still open along it. The dimension is the one where a coordinate is covered by the fewest chunks
+// on average (the sum of the chunks' extents over the tensor's extent), which is the average size
+// of the open set: 1 for row blocks swept along rows, the grid's other side for a grid, about 1
+// along dim 0 for ZeRO ranges. So the sweep costs n log n for the layouts jobs use.
 void check_overlaps(const IndexTensor& t, std::string_view source) {
   const auto& chunks = t.chunks;
   if (chunks.size() < 2) return;
   const size_t n = t.shape.size();
   if (n == 0) corrupt(source, "tensor '" + t.name + "' has " + std::to_string(chunks.size()) +
                                   " chunks for its one element");
-  size_t best = 0, best_distinct = 0;
-  std::vector<int64_t> starts(chunks.size());
+  size_t best = 0;
+  double best_density = 0;
   for (size_t d = 0; d < n; ++d) {
-    for (size_t i = 0; i < chunks.size(); ++i) starts[i] = chunks[i].box.offsets[d];
-    std::sort(starts.begin(), starts.end());
-    const size_t distinct =
-        static_cast<size_t>(std::unique(starts.begin(), starts.end()) - starts.begin());
-    if (distinct > best_distinct) {
+    double extent = 0;
+    for (const IndexChunk& c : chunks) extent += static_cast<double>(c.box.shape[d]);
+    const double density = extent / static_cast<double>(t.shape[d]);
+    if (d == 0 || density < best_density) {
       best = d;
-      best_distinct = distinct;
+      best_density = density;
     }
   }
-  std::vector<uint32_t> order(chunks.size());
-  std::iota(order.begin(), order.end(), 0u);
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    return chunks[a].box.offsets[best] < chunks[b].box.offsets[best];
-  });
-  std::vector<uint32_t> open;
+  // (start, chunk) pairs sort without chasing each chunk's heap-held offsets.
+  std::vector<std::pair<int64_t, uint32_t>> order(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    order[i] = {chunks[i].box.offsets[best], static_cast<uint32_t>(i)};
+  }
+  std::sort(order.begin(), order.end());
+  std::vector<std::pair<int64_t, uint32_t>> open;  // (end along `best`, chunk)
   Box scratch;
-  for (uint32_t c : order) {
-    const int64_t start = chunks[c].box.offsets[best];
+  for (const auto& [start, c] : order) {
     size_t keep = 0;
-    for (uint32_t o : open) {
-      const Box& ob = chunks[o].box;
-      if (ob.offsets[best] + ob.shape[best] <= start) continue;
+    for (const auto& o : open) {
+      if (o.first <= start) continue;
       open[keep++] = o;
-      if (detail::intersect(ob, chunks[c].box, scratch)) {
-        corrupt(source, "tensor '" + t.name + "': chunks overlap (" + box_text(ob) + " and " +
-                            box_text(chunks[c].box) + ")");
+      if (detail::intersect(chunks[o.second].box, chunks[c].box, scratch)) {
+        corrupt(source, "tensor '" + t.name + "': chunks overlap (" +
+                            box_text(chunks[o.second].box) + " and " + box_text(chunks[c].box) +
+                            ")");
       }
     }
     open.resize(keep);
-    open.push_back(c);
+    open.emplace_back(start + chunks[c].box.shape[best], c);
   }
 }
 

@@ -81,13 +81,13 @@ RankReport report_from_json(std::string_view text) {
   }
 }
 
-GlobalIndex merge_reports(std::span<const RankReport> reports) {
+GlobalIndex merge_reports(std::vector<RankReport> reports) {
   GlobalIndex index;
   index.world_size = static_cast<int>(reports.size());
   std::unordered_map<std::string, size_t> position;  // name -> index.tensors
   std::vector<int> first_rank;
   for (size_t rank = 0; rank < reports.size(); ++rank) {
-    const RankReport& r = reports[rank];
+    RankReport& r = reports[rank];
     const auto file_base = static_cast<uint32_t>(index.files.size());
     for (const auto& f : r.files) index.files.push_back({f.name, static_cast<int>(rank), f.size});
     std::vector<size_t> local(r.tensors.size());
@@ -110,8 +110,8 @@ GlobalIndex merge_reports(std::span<const RankReport> reports) {
       }
       local[i] = it->second;
     }
-    for (const ReportChunk& c : r.chunks) {
-      index.tensors[local[c.tensor]].chunks.push_back({file_base + c.file, c.box, c.begin, c.end});
+    for (ReportChunk& c : r.chunks) {
+      index.tensors[local[c.tensor]].chunks.push_back({file_base + c.file, std::move(c.box), c.begin, c.end});
     }
   }
   std::sort(index.tensors.begin(), index.tensors.end(),

@@ -64,6 +64,6 @@ std::string rank_file_name(int rank, size_t k, size_t n);
 // The coordinator's merge: the global index of all ranks' reports, validated. Ranks that disagree
 // on a tensor's dtype or shape, and pieces that do not cover every tensor exactly once, are
 // Error(InvalidArgument) naming the tensor (and ranks).
-GlobalIndex merge_reports(std::span<const RankReport> reports);
+GlobalIndex merge_reports(std::vector<RankReport> reports);
 
 }  // namespace ckptio::dist::detail

@@ -140,13 +140,13 @@ void commit(io::AtomicDir& folder, const std::vector<std::string>& raw_reports,
   std::vector<detail::RankReport> reports;
   reports.reserve(raw_reports.size());
   for (const std::string& r : raw_reports) reports.push_back(detail::report_from_json(r));
-  const GlobalIndex index = detail::merge_reports(reports);
   checkpoint::Manifest manifest;
-  manifest.epoch = options.epoch;
-  manifest.global_step = options.global_step;
   for (const auto& r : reports) {
     for (const auto& f : r.files) manifest.files[f.name] = {f.size, f.xxh3_128};
   }
+  const GlobalIndex index = detail::merge_reports(std::move(reports));
+  manifest.epoch = options.epoch;
+  manifest.global_step = options.global_step;
   const std::string text = index_to_json(index);
   io::write_file_atomic(env, folder / std::string(kIndexName), text);
   manifest.files[std::string(kIndexName)] = {text.size(),

@@ -112,6 +112,7 @@ int run_on_source(const std::string& spec, Check check, bool json, bool full) {
       return check == Check::Inspect ? inspect_sharded(r.path.parent_path(), json)
                                      : verify_sharded_folder(r.path.parent_path());
     case ckptio::SourceKind::TorchOptimizerFolder:
+    case ckptio::SourceKind::DistributedFolder:
       return check == Check::Inspect ? inspect_reader(s, json) : verify_reader(s);
   }
   throw Error(ErrorCode::Internal, "unknown source kind");
