@@ -189,6 +189,9 @@ class Reader {
   // Error(InvalidArgument) for a malformed item; Error(Corrupt) for a data file whose size is not
   // the index's. `threads` > 0 overrides the reader threads of the options given to open().
   LoadReport read(std::span<const LoadItem> items, unsigned threads = 0) const;
+  // Opens every data file now and checks its size against the index (Error(Corrupt)), so that a
+  // hostile index cannot make a caller allocate for tensors whose bytes do not exist.
+  void check_files() const;
   // The whole tensor into `dst` (exactly its byte size).
   LoadReport read_tensor(std::string_view name, std::span<std::byte> dst) const;
 
@@ -207,7 +210,6 @@ LoadReport load(const std::filesystem::path& dir, std::span<const LoadItem> item
 
 struct ConsolidateOptions {
   uint64_t max_shard_size = 5'000'000'000;  // as save_sharded ("5GB")
-  bool sync = true;
   io::Env* env = nullptr;
 };
 

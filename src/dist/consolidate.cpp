@@ -49,6 +49,7 @@ ConsolidateReport consolidate(const fs::path& src, const fs::path& dst,
   const Reader reader = Reader::open(src, lo);
   const GlobalIndex& index = reader.index();
   try {
+    reader.check_files();
     const io::FileInfo existing = env.stat(dst);
     if (existing.exists && (!existing.is_directory || !env.list_dir(dst).empty())) {
       throw Error(ErrorCode::AlreadyExists, "'" + dst.string() + "' exists and is not an empty folder");

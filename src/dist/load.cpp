@@ -132,6 +132,10 @@ LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const
   return report;
 }
 
+void Reader::check_files() const {
+  for (uint32_t i = 0; i < impl_->index.files.size(); ++i) (void)impl_->file(i);
+}
+
 LoadReport Reader::read_tensor(std::string_view name, std::span<std::byte> dst) const {
   const IndexTensor* t = find(name);
   if (!t) {

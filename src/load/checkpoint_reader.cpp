@@ -133,6 +133,7 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         dist::LoadOptions lo;
         lo.env = &env;
         impl->distributed = dist::Reader::open(impl->source.path.parent_path(), lo);
+        impl->distributed->check_files();  // before anyone allocates for its tensors
         for (const auto& t : impl->distributed->index().tensors) {
           impl->tensors.push_back({t.name, t.dtype, t.shape, tensor_nbytes(t.dtype, t.shape)});
         }

@@ -3,6 +3,7 @@
 
 #include "ckptio/dist.h"
 #include "ckptio/error.h"
+#include "ckptio/load.h"
 #include "support/test_util.h"
 
 namespace ckptio::dist {
@@ -108,6 +109,29 @@ TEST(DistIndex, ADataFileShorterThanTheIndexSaysIsCorruptOnRead) {
   }
   ckptio::testing::write_file(tmp / std::string(kIndexName), std::string(100, '['));
   EXPECT_THROW(Reader::open(tmp.path()), Error);
+}
+
+TEST(DistIndex, AHugeTensorWhoseFileIsShortFailsBeforeAnythingIsAllocated) {
+  ckptio::testing::TempDir tmp;
+  const std::string huge = std::to_string((uint64_t{1} << 58) + 8);
+  ckptio::testing::write_file(
+      tmp / std::string(kIndexName),
+      index_with(R"({"file": 0, "offsets": [0, 0], "shape": [268435456, 268435456], "data_offsets": [8, )" + huge + "]}",
+                 "[268435456, 268435456]",
+                 R"([{"name": "a.safetensors", "rank": 0, "size": )" + huge + "}]"));
+  ckptio::testing::write_file(tmp / "a.safetensors", std::string(40, 'x'));
+  try {
+    ckptio::load_checkpoint(tmp.path());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Corrupt) << e.what();
+  }
+  try {
+    consolidate(tmp.path(), tmp / "out");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Corrupt) << e.what();
+  }
 }
 
 }  // namespace
