@@ -1,8 +1,6 @@
 // convert_checkpoint: any readable source to one safetensors file (streamed, verified before it is
 // published) or a sharded folder.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -97,14 +95,16 @@ std::vector<std::string> remove_stale_temp_files(io::Env& env, const fs::path& d
       continue;
     }
     if (process_alive(std::stol(rest.substr(0, dash)))) continue;
-    const int fd = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) continue;
-    const bool unlocked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
-    if (unlocked) {
-      std::error_code ec;
-      if (fs::remove(dir / name, ec)) removed.push_back(name);
+    // Its writer holds the lock until the file is renamed or removed; taking it proves the
+    // writer gone. The lock is held across the removal so that no new holder can appear.
+    try {
+      const auto lock = env.lock_file(dir / name, io::LockCreate::Never);
+      if (lock == nullptr) continue;
+      env.remove(dir / name);
+      removed.push_back(name);
+    } catch (const Error&) {
+      // Gone meanwhile, or not ours to remove: leave it.
     }
-    ::close(fd);
   }
   return removed;
 }
@@ -270,7 +270,12 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
   try {
     auto out = env.open_write(temp, io::OpenMode::CreateNew);
     // Held until the file is renamed or removed: tells a later convert that it is not stale.
-    if (out->fd() >= 0) ::flock(out->fd(), LOCK_EX | LOCK_NB);
+    // Best effort: without it a later convert still spares the temp file of a live process.
+    std::unique_ptr<io::FileLock> held;
+    try {
+      held = env.lock_file(temp, io::LockCreate::Never);
+    } catch (const Error&) {
+    }
     const uint64_t data_start = plan.layout.header.size();
     out->write_at(0, std::as_bytes(std::span(plan.layout.header)));
     for (size_t j = 0; j < plan.layout.order.size(); ++j) {
