@@ -104,6 +104,10 @@ struct FileInfo {
   bool is_symlink = false;
   bool is_regular_file = false;  // a plain file (false for a symlink under lstat)
   uint64_t size = 0;
+  // Identity: two names of one file (hard links, or a link and its target under stat_target)
+  // have the same device and inode. 0 where the Env has no such notion.
+  uint64_t device = 0;
+  uint64_t inode = 0;
 };
 
 // How lock_file() treats a lock file that does not exist yet.

@@ -137,6 +137,8 @@ FileInfo info_of(const struct stat& st) {
   info.is_directory = S_ISDIR(st.st_mode);
   info.is_regular_file = S_ISREG(st.st_mode);
   info.size = static_cast<uint64_t>(st.st_size);
+  info.device = static_cast<uint64_t>(st.st_dev);
+  info.inode = static_cast<uint64_t>(st.st_ino);
   return info;
 }
 

@@ -49,18 +49,21 @@ std::string default_base_name(const ResolvedSource& source) {
   return base;
 }
 
-bool same_file(const fs::path& a, const fs::path& b) {
-  std::error_code ec;
-  return fs::equivalent(a, b, ec);  // device and inode; false when either does not exist
+// Device and inode, links followed; false when either does not exist.
+bool same_file(io::Env& env, const fs::path& a, const fs::path& b) {
+  const io::FileInfo x = env.stat_target(a);
+  const io::FileInfo y = env.stat_target(b);
+  return x.exists && y.exists && x.inode != 0 && x.device == y.device && x.inode == y.inode;
 }
 
 // The output must not silently replace the input.
-void refuse_output_equal_to_input(const fs::path& src, const ResolvedSource& source,
-                                  const fs::path& dst, const ConvertOptions& options) {
+void refuse_output_equal_to_input(io::Env& env, const fs::path& src,
+                                  const ResolvedSource& source, const fs::path& dst,
+                                  const ConvertOptions& options) {
   if (options.in_place) return;
-  const bool same = same_file(dst, src) || same_file(dst, source.path) ||
+  const bool same = same_file(env, dst, src) || same_file(env, dst, source.path) ||
                     (source.kind == SourceKind::ShardedFolder &&
-                     same_file(dst, source.path.parent_path()));
+                     same_file(env, dst, source.path.parent_path()));
   if (same) {
     throw Error(ErrorCode::InvalidArgument,
                 "the output '" + dst.string() + "' is the input '" + src.string() +
@@ -322,7 +325,7 @@ ConvertReport convert_checkpoint(const fs::path& src, const fs::path& dst,
   const CheckpointReader reader =
       CheckpointReader::open(src, source_options, single_file ? ReadMode::Pread : ReadMode::Mmap);
   report.source = reader.source();
-  refuse_output_equal_to_input(src, report.source, dst, options);
+  refuse_output_equal_to_input(env, src, report.source, dst, options);
   for (const auto& info : reader.tensors()) report.tensor_bytes += info.nbytes;
   report.tensors = reader.tensors().size();
 

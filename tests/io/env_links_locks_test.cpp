@@ -43,6 +43,21 @@ TEST(PosixEnv, StatReportsRegularFilesAndStatTargetFollowsLinks) {
   EXPECT_FALSE(env.stat_target(dir / "nothing").exists);
 }
 
+TEST(PosixEnv, StatGivesTheFilesIdentity) {
+  TempDir dir;
+  Env& env = Env::posix();
+  ckptio::testing::write_file(dir / "f", "abc");
+  ckptio::testing::write_file(dir / "g", "abc");
+  env.create_symlink("f", dir / "to_f");
+  const FileInfo f = env.stat(dir / "f");
+  EXPECT_NE(f.inode, 0u);
+  const FileInfo via_link = env.stat_target(dir / "to_f");
+  EXPECT_EQ(via_link.device, f.device);
+  EXPECT_EQ(via_link.inode, f.inode);
+  EXPECT_NE(env.stat(dir / "to_f").inode, f.inode);  // lstat: the link itself
+  EXPECT_NE(env.stat(dir / "g").inode, f.inode);
+}
+
 TEST(PosixEnv, RealPathResolvesLinksAndDotDot) {
   TempDir dir;
   Env& env = Env::posix();
