@@ -6,8 +6,14 @@
 // Backends: `pwrite` (default: a pool of threads doing positional writes through the Env) and
 // `io_uring` (liburing, probed at run time; when the kernel, a seccomp filter or the build does
 // not allow it the writer falls back to pwrite and says so in backend()). With direct_io the
-// block-aligned middle of each write goes through an O_DIRECT descriptor from an aligned staging
-// buffer and the unaligned head and tail through the ordinary descriptor.
+// block-aligned middle of each write goes through an O_DIRECT file the Env opens (straight from
+// the caller's memory when it is aligned, else from an aligned staging buffer) and the unaligned
+// head and tail through the ordinary file.
+//
+// Every backend stays inside the Env: io_uring submits on the descriptor of the Env's file and
+// asks the file before each attempt and tells it each completion (WritableFile::plan_write,
+// write_completed), and O_DIRECT writes go through the Env's open_write_direct() file, so the
+// fault-injecting and power-cut Envs reach them without a copy and without a detour.
 #pragma once
 
 #include <cstddef>
@@ -108,6 +114,14 @@ class AsyncWriter {
   uint64_t peak_bytes_in_flight() const;
   // Bytes written since construction (counted only after the write returned success).
   uint64_t bytes_written() const;
+  // The same, by the path that moved them: which engine really ran (a file without a descriptor
+  // makes io_uring write through the Env; O_DIRECT needs a filesystem that has it).
+  struct WrittenBy {
+    uint64_t env_writes = 0;  // WritableFile::write_at of the Env's file (pwrite, head/tail)
+    uint64_t io_uring = 0;    // submitted on the file's descriptor through a ring
+    uint64_t direct_io = 0;   // through the O_DIRECT companion file
+  };
+  WrittenBy bytes_written_by() const;
 
   struct Impl;
 

@@ -4,6 +4,12 @@
 // all. Code under test must surface each of them as ckptio::Error with the right code and must
 // never report success for bytes that did not reach the base Env.
 //
+// Every write backend is reachable: its files expose the base file's descriptor (fd()) and shape
+// the attempts of engines that submit on it themselves (WritableFile::plan_write /
+// write_completed), so io_uring submissions meet the same write faults, short writes, EINTR and
+// crash as write_at; open_write_direct() hands out the base Env's O_DIRECT file behind the same
+// faults (short writes stay block-aligned there).
+//
 // Thread-safe: the async writer calls it from several threads at once.
 #pragma once
 
@@ -22,7 +28,8 @@ namespace ckptio::io {
 enum class FaultOp : uint8_t {
   Open,      // open_read, open_write, open_write_direct, map_read
   Read,      // ReadableFile::read_exact
-  Write,     // WritableFile::write_at (one count per call, however many attempts it takes)
+  Write,     // WritableFile::write_at, or an engine's write on fd() (one count per write, however
+             // many attempts it takes)
   Truncate,  // WritableFile::truncate
   Sync,      // WritableFile::sync
   Close,     // WritableFile::close
@@ -30,6 +37,8 @@ enum class FaultOp : uint8_t {
   SyncDir,   // sync_dir
   Remove,    // remove and remove_all
   Mkdir,     // create_dirs
+  Symlink,   // create_symlink
+  Lock,      // lock_file (not a mutation: a crash_after budget does not count it)
 };
 
 struct Fault {
@@ -92,8 +101,13 @@ class FaultInjectingEnv final : public Env {
   std::vector<std::string> list_dir(const fs::path& dir) override;
   FileInfo stat(const fs::path& path) override;
   void exchange(const fs::path& a, const fs::path& b) override;
-  // Always nullptr: direct I/O would bypass the injected faults.
+  // The base Env's O_DIRECT file behind the same faults (nullptr where the base has none).
   std::unique_ptr<WritableFile> open_write_direct(const fs::path& path) override;
+  FileInfo stat_target(const fs::path& path) override;
+  fs::path real_path(const fs::path& path) override;
+  void create_symlink(const fs::path& target, const fs::path& link) override;
+  fs::path read_symlink(const fs::path& link) override;
+  std::unique_ptr<FileLock> lock_file(const fs::path& path, LockCreate create) override;
 
   // Used by the files this Env hands out; not for callers.
   struct State;

@@ -6,6 +6,9 @@
 // success silently.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -49,7 +52,42 @@ class WritableFile {
   // Closes the descriptor and reports a close() failure. Destroying an unclosed file closes it
   // and ignores errors, so callers that care call close().
   virtual void close() = 0;
+
+  // --- For engines that submit their own writes (io_uring) ---------------------------------------
+  // The descriptor such an engine may write to; -1 when every write must go through write_at.
   virtual int fd() const { return -1; }
+  // An engine that writes to fd() itself asks before every attempt and reports every completion,
+  // so that an Env wrapping its files (fault injection, the power-cut model) sees and shapes
+  // each write without a copy or a detour. `first` is true for the first attempt of a write and
+  // false for the continuation after a short write or EINTR. The answer: submit `len` bytes (at
+  // most what was asked; fewer simulates a short write), or, when `error` is not 0, do not
+  // submit and complete the attempt with that errno (EINTR: retry). The default lets everything
+  // through and costs a virtual call per attempt.
+  struct WritePlan {
+    size_t len = 0;
+    int error = 0;
+  };
+  virtual WritePlan plan_write(uint64_t offset, size_t len, bool first) {
+    (void)offset;
+    (void)first;
+    return {len, 0};
+  }
+  // After the kernel completed an attempt planned above: `result` is the byte count written or
+  // -errno.
+  virtual void write_completed(uint64_t offset, ssize_t result) {
+    (void)offset;
+    (void)result;
+  }
+};
+
+// An exclusive advisory lock (flock(2)) on a lock file, released when the handle is destroyed.
+// Advisory: it only keeps out other holders of the same lock, never readers or writers, and some
+// network filesystems grant it to everyone, so callers use it to avoid duplicate work, never for
+// correctness.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+  virtual const fs::path& path() const = 0;
 };
 
 // A read-only memory map of a whole file. Tensors handed out by mmap readers keep it alive.
@@ -64,7 +102,19 @@ struct FileInfo {
   bool exists = false;
   bool is_directory = false;
   bool is_symlink = false;
+  bool is_regular_file = false;  // a plain file (false for a symlink under lstat)
   uint64_t size = 0;
+  // Identity: two names of one file (hard links, or a link and its target under stat_target)
+  // have the same device and inode. 0 where the Env has no such notion.
+  uint64_t device = 0;
+  uint64_t inode = 0;
+};
+
+// How lock_file() treats a lock file that does not exist yet.
+enum class LockCreate : uint8_t {
+  IfMissing,  // create it (0644), with its folder; the usual case for a dedicated lock file
+  Never,      // only lock an existing file, without following a final symlink (the file is
+              // someone's data, e.g. a temp file its writer holds the lock on)
 };
 
 enum class OpenMode : uint8_t {
@@ -99,6 +149,33 @@ class Env {
   virtual std::vector<std::string> list_dir(const fs::path& dir) = 0;
   // lstat: does not follow a final symlink (is_symlink reports it).
   virtual FileInfo stat(const fs::path& path) = 0;
+  // stat(2): like stat() but follows symlinks, so a link is reported as what it points to and a
+  // dangling one does not exist (is_symlink is always false). It answers "is there a regular file
+  // (or a folder) behind this name", which readers that accept links need. The default resolves
+  // the name with real_path() and stat()s the result.
+  virtual FileInfo stat_target(const fs::path& path);
+
+  // The absolute path with every symlink, "." and ".." resolved (realpath(3)); every component
+  // must exist (Error NotFound otherwise, also for a dangling link). Readers use it to check that
+  // a link stays inside a folder. The default returns the lexically normal absolute path (an Env
+  // without symlinks).
+  virtual fs::path real_path(const fs::path& path);
+  // Creates the symlink `link` -> `target` (target stored as given, usually relative). A new name
+  // like any other: durable only once its folder is synced. Fails with AlreadyExists when `link`
+  // exists: callers that replace a link create it under a temp name and rename it. The default
+  // throws Error(Unsupported).
+  virtual void create_symlink(const fs::path& target, const fs::path& link);
+  // The target stored in the symlink `link` (readlink(2)), as created. Error InvalidArgument
+  // when `link` is not a symlink. The default throws Error(Unsupported).
+  virtual fs::path read_symlink(const fs::path& link);
+
+  // Takes the exclusive lock on `path` without waiting: a handle when it is ours, nullptr when
+  // another holder (process or open file) has it. Throws Error when the file cannot be opened
+  // (a read-only cache folder, LockCreate::Never on a missing file: NotFound). Waiting with a
+  // bound is the caller's loop over this call (see lock_file_within), so that it can also stop
+  // when the work the lock guards was done by the holder. The default (an Env without locks)
+  // always grants it.
+  virtual std::unique_ptr<FileLock> lock_file(const fs::path& path, LockCreate create);
 
   // Atomically swaps two existing paths (renameat2 RENAME_EXCHANGE), so that a committed folder
   // can replace an existing one without a moment where neither exists. Envs that cannot do it
@@ -112,6 +189,13 @@ class Env {
   // The process-wide POSIX implementation.
   static Env& posix();
 };
+
+// Polls env.lock_file(path, LockCreate::IfMissing) until it is ours, `give_up()` returns true
+// (checked between attempts, e.g. "another process finished the work") or `max_wait` has passed:
+// nullptr then. Errors opening the lock file propagate.
+std::unique_ptr<FileLock> lock_file_within(Env& env, const fs::path& path,
+                                           std::chrono::milliseconds max_wait,
+                                           const std::function<bool()>& give_up);
 
 // A random suffix for temp names, unique across processes and threads.
 std::string random_suffix();

@@ -11,18 +11,21 @@
 // synced bytes to the new name once the rename itself is durable.
 //
 // A test arms cut_after(n): the first n mutating calls (open for writing, write, truncate, sync,
-// close, rename, exchange, sync_dir, remove, mkdir) run, then the power goes out and every call
-// fails with EIO and has no effect. power_cut() then rewrites `root` on disk to what survived and
-// "reboots": the Env passes calls through again, with the rewritten folder as the durable state.
+// close, rename, exchange, sync_dir, remove, mkdir, symlink) run, then the power goes out and
+// every call fails with EIO and has no effect. power_cut() then rewrites `root` on disk to what
+// survived and "reboots": the Env passes calls through again, with the rewritten folder as the
+// durable state.
 // Counting ops in a dry run (ops()) and looping n over 0..count tests every operation boundary.
 //
 // The base Env's fsyncs are not called: the model alone decides what survives, and crash loops
 // that replay a save hundreds of times stay fast.
 //
-// Writers that bypass the Env (raw descriptors, io_uring, O_DIRECT, ::symlink) are outside the
-// model; open_write_direct() returns nullptr and files report fd() == -1 so that engines fall back
-// to writes through the Env. A symlink created directly on disk is picked up when it is renamed
-// or its folder is synced (its target counts as durable with its entry).
+// Every write backend is inside the model: files expose the real descriptor and gate each write
+// an engine submits on it (WritableFile::plan_write), and open_write_direct() hands out the base
+// Env's O_DIRECT file behind the same gate, so io_uring and O_DIRECT writes are counted, stopped
+// by a cut and lost unless synced exactly like write_at's. create_symlink() makes a new entry
+// (durable with its folder's sync, its target with it). A symlink created directly on disk
+// (around the Env) is still picked up when it is renamed or its folder is synced.
 //
 // Thread-safe (calls are serialised); use one writer thread when the op order must be the same
 // from run to run.
@@ -87,8 +90,15 @@ class PowerCutEnv final : public Env {
   std::vector<std::string> list_dir(const fs::path& dir) override;
   FileInfo stat(const fs::path& path) override;
   void exchange(const fs::path& a, const fs::path& b) override;
-  // Always nullptr: direct I/O would bypass the model.
+  // The base Env's O_DIRECT file, gated like the others (nullptr where the base has none).
   std::unique_ptr<WritableFile> open_write_direct(const fs::path& path) override;
+  FileInfo stat_target(const fs::path& path) override;
+  fs::path real_path(const fs::path& path) override;
+  void create_symlink(const fs::path& target, const fs::path& link) override;
+  fs::path read_symlink(const fs::path& link) override;
+  // Not a counted operation (a lock is not data); a lock file it creates is modelled as a new
+  // entry.
+  std::unique_ptr<FileLock> lock_file(const fs::path& path, LockCreate create) override;
 
   // Shared with the files this Env hands out; not for callers.
   struct Model;

@@ -225,7 +225,7 @@ void download_blob(HttpClient& http, const Settings& settings, RepoCache& cache,
   io::create_dirs_synced(env, cache.blobs_dir());  // the blob must outlive a power cut
   // Waiting past lock_wait means something is stuck in the other download; we then download
   // ourselves (still correct, only duplicate work) and leave its partial file alone.
-  const FileLock lock(cache.lock_path(meta.etag), settings.lock_wait, blob_exists);
+  const FileLock lock(env, cache.lock_path(meta.etag), settings.lock_wait, blob_exists);
   if (blob_exists()) return;  // another process finished it while we waited
 
   const bool lfs = is_sha256_hex(meta.etag);

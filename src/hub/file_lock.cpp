@@ -1,38 +1,16 @@
-// flock-based weak lock with a bounded wait.
+// The hub's weak lock: the Env's lock with a bounded wait, and no lock rather than an error.
 #include "hub/file_lock.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <system_error>
-#include <thread>
+#include "ckptio/error.h"
 
 namespace ckptio::hub {
 
-FileLock::FileLock(const std::filesystem::path& path, std::chrono::milliseconds max_wait,
-                   const std::function<bool()>& done) {
-  std::error_code ec;
-  std::filesystem::create_directories(path.parent_path(), ec);
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) return;  // read-only cache: go on without the lock
-  const auto deadline = std::chrono::steady_clock::now() + max_wait;
-  while (true) {
-    if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) {
-      held_ = true;
-      return;
-    }
-    if (errno != EWOULDBLOCK && errno != EINTR) return;
-    if (done() || std::chrono::steady_clock::now() >= deadline) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-}
-
-FileLock::~FileLock() {
-  if (fd_ >= 0) {
-    if (held_) ::flock(fd_, LOCK_UN);
-    ::close(fd_);
+FileLock::FileLock(io::Env& env, const std::filesystem::path& path,
+                   std::chrono::milliseconds max_wait, const std::function<bool()>& done) {
+  try {
+    lock_ = io::lock_file_within(env, path, max_wait, done);
+  } catch (const Error&) {
+    // A read-only cache, or a lock that cannot be taken: go on without it (only duplicate work).
   }
 }
 

@@ -1,11 +1,6 @@
 // Cache reads and writes for one repo folder.
 #include "hub/repo_cache.h"
 
-#include <unistd.h>
-
-#include <cerrno>
-
-#include "ckptio/error.h"
 #include "ckptio/hub.h"
 #include "hub/names.h"
 
@@ -53,8 +48,7 @@ void RepoCache::write_ref(std::string_view revision, std::string_view commit) {
 }
 
 bool RepoCache::has_pointer(std::string_view commit, std::string_view path) const {
-  std::error_code ec;
-  return fs::is_regular_file(pointer_path(commit, path), ec);
+  return env_.stat_target(pointer_path(commit, path)).is_regular_file;
 }
 
 CacheLookup RepoCache::lookup(std::string_view revision, std::string_view path) const {
@@ -94,9 +88,7 @@ void RepoCache::link_pointer(std::string_view commit, std::string_view path, std
   }
   target += "../../blobs/" + std::string(etag);
   const fs::path temp = dir / ("." + pointer.filename().string() + ".tmp-" + io::random_suffix());
-  if (::symlink(target.c_str(), temp.c_str()) != 0) {
-    throw system_error(errno, "create symlink '" + temp.string() + "' -> '" + target + "'");
-  }
+  env_.create_symlink(target, temp);
   try {
     env_.rename(temp, pointer);
   } catch (...) {

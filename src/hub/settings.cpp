@@ -6,7 +6,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
-#include <fstream>
+
+#include "ckptio/error.h"
 
 namespace ckptio::hub {
 namespace {
@@ -37,7 +38,7 @@ std::string trim(std::string s) {
   return s;
 }
 
-std::optional<std::string> token_from_environment() {
+std::optional<std::string> token_from_environment(io::Env& env) {
   for (const char* name : {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}) {
     if (const auto v = env_value(name)) {
       std::string t = trim(*v);
@@ -46,11 +47,14 @@ std::optional<std::string> token_from_environment() {
   }
   const fs::path file =
       env_value("HF_TOKEN_PATH") ? expand_user(*env_value("HF_TOKEN_PATH")) : hf_home() / "token";
-  std::ifstream in(file);
-  if (!in) return std::nullopt;
   std::string t;
-  std::getline(in, t, '\0');
-  t = trim(t);
+  try {
+    // Through the Env like every other file; a missing or unreadable token file means no token.
+    t = io::read_small_file(env, file, 1 << 16);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  t = trim(t.substr(0, t.find('\0')));
   if (t.empty() || t.size() > 4096) return std::nullopt;
   return t;
 }
@@ -93,7 +97,8 @@ Settings resolve_settings(const HubOptions& options) {
   s.endpoint = !options.endpoint.empty() ? options.endpoint
                                          : env_value("HF_ENDPOINT").value_or("https://huggingface.co");
   while (!s.endpoint.empty() && s.endpoint.back() == '/') s.endpoint.pop_back();
-  s.token = options.token ? options.token : token_from_environment();
+  s.env = options.env != nullptr ? options.env : &io::Env::posix();
+  s.token = options.token ? options.token : token_from_environment(*s.env);
   if (s.token && s.token->empty()) s.token.reset();
   // HF_HUB_OFFLINE wins when set; TRANSFORMERS_OFFLINE only counts when it is not.
   s.offline = options.offline || (env_value("HF_HUB_OFFLINE") ? env_flag("HF_HUB_OFFLINE")
@@ -115,7 +120,6 @@ Settings resolve_settings(const HubOptions& options) {
                         ? options.stall_timeout
                         : seconds_from_env("HF_HUB_DOWNLOAD_TIMEOUT", std::chrono::seconds(10));
   s.lock_wait = std::max(options.lock_wait, std::chrono::milliseconds(0));
-  s.env = options.env != nullptr ? options.env : &io::Env::posix();
   s.local_dir = options.local_dir;
   return s;
 }

@@ -3,6 +3,7 @@
 // O_DIRECT only the first and last block of each submitted write are unaligned.
 #include "ckptio/async_writer.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -104,6 +105,8 @@ struct AsyncWriter::Impl {
   uint64_t in_flight = 0;      // bytes submitted (or reserved) and not yet completed
   uint64_t peak = 0;
   uint64_t written = 0;
+  // Bytes each path moved (successful writes only): what really ran, for callers and tests.
+  std::atomic<uint64_t> by_env{0}, by_uring{0}, by_direct{0};
   uint64_t pending = 0;  // chunks queued or being written
   std::optional<Error> first_error;
   bool error_collected = true;
@@ -159,38 +162,46 @@ struct AsyncWriter::Impl {
     }
   }
 
+  void buffered_write(FileSlot& s, uint64_t offset, std::span<const std::byte> bytes) {
+    s.file->write_at(offset, bytes);
+    by_env += bytes.size();
+  }
+
   // Writes one chunk with blocking calls; throws Error naming file and offset.
   void write_chunk(const Chunk& c, AlignedBuffer& staging) {
     FileSlot& s = *c.slot;
     if (s.direct == nullptr || c.size < kBlock) {
-      s.file->write_at(c.offset, {c.data, c.size});
+      buffered_write(s, c.offset, {c.data, c.size});
       return;
     }
     const uint64_t end = c.offset + c.size;
     const uint64_t mid_begin = align_up(c.offset);
     const uint64_t mid_end = align_down(end);
     if (mid_begin >= mid_end) {
-      s.file->write_at(c.offset, {c.data, c.size});
+      buffered_write(s, c.offset, {c.data, c.size});
       return;
     }
     if (mid_begin > c.offset) {
-      s.file->write_at(c.offset, {c.data, static_cast<size_t>(mid_begin - c.offset)});
+      buffered_write(s, c.offset, {c.data, static_cast<size_t>(mid_begin - c.offset)});
     }
     const std::byte* mid = c.data + (mid_begin - c.offset);
     const auto mid_size = static_cast<size_t>(mid_end - mid_begin);
     if (reinterpret_cast<uintptr_t>(mid) % kBlock == 0) {
       s.direct->write_at(mid_begin, {mid, mid_size});
+      by_direct += mid_size;
     } else {
       if (!staging) staging = aligned_alloc_bytes(chunk);
       for (size_t done = 0; done < mid_size;) {
         const size_t n = std::min(chunk, mid_size - done);
         std::memcpy(staging.get(), mid + done, n);
         s.direct->write_at(mid_begin + done, {staging.get(), n});
+        by_direct += n;
         done += n;
       }
     }
     if (end > mid_end) {
-      s.file->write_at(mid_end, {c.data + (mid_end - c.offset), static_cast<size_t>(end - mid_end)});
+      buffered_write(s, mid_end,
+                     {c.data + (mid_end - c.offset), static_cast<size_t>(end - mid_end)});
     }
   }
 
@@ -262,12 +273,26 @@ struct AsyncWriter::Impl {
     AlignedBuffer staging;
     std::vector<std::unique_ptr<UringOp>> ops;  // prepared or in the kernel; at most depth
     size_t in_kernel = 0;                      // submitted and not yet completed
-    auto prep = [&](UringOp* op) {
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring);  // never null: at most depth ops exist
-      const size_t left = op->chunk.size - op->done;
-      io_uring_prep_write(sqe, op->fd, op->chunk.data + op->done, static_cast<unsigned>(left),
-                          op->chunk.offset + op->done);
-      io_uring_sqe_set_data(sqe, op);
+    // Asks the file before each attempt (a wrapping Env may fail it, shorten it or interrupt
+    // it), then queues the SQE. Returns 0, or the errno the attempt ends with unsubmitted.
+    auto prep = [&](UringOp* op, bool first) -> int {
+      for (;;) {
+        const size_t left = op->chunk.size - op->done;
+        const WritableFile::WritePlan plan =
+            op->chunk.slot->file->plan_write(op->chunk.offset + op->done, left, first);
+        if (plan.error == EINTR) {
+          first = false;
+          continue;
+        }
+        if (plan.error != 0) return plan.error;
+        if (plan.len == 0) return EIO;  // a plan that moves nothing would loop forever
+        io_uring_sqe* sqe = io_uring_get_sqe(&ring);  // never null: at most depth ops exist
+        io_uring_prep_write(sqe, op->fd, op->chunk.data + op->done,
+                            static_cast<unsigned>(std::min(plan.len, left)),
+                            op->chunk.offset + op->done);
+        io_uring_sqe_set_data(sqe, op);
+        return 0;
+      }
     };
     // Hands prepared SQEs to the kernel. Transient refusals (EAGAIN, EBUSY) are retried, after
     // completions when there are some to wait for. Returns the errno of a ring that cannot
@@ -286,7 +311,12 @@ struct AsyncWriter::Impl {
       }
       return 0;
     };
+    auto where = [](const UringOp* op) {
+      return "write '" + op->chunk.slot->file->path().string() + "' at byte " +
+             std::to_string(op->chunk.offset + op->done);
+    };
     auto finish = [&](UringOp* op, bool ok) {
+      if (ok) by_uring += op->chunk.size;
       complete(op->chunk, ok);
       for (auto& o : ops) {
         if (o.get() == op) {
@@ -295,6 +325,13 @@ struct AsyncWriter::Impl {
           break;
         }
       }
+    };
+    auto fail_op = [&](UringOp* op, int error) {
+      {
+        std::lock_guard lock(mu);
+        record_error(system_error(error, where(op)), op->chunk.what);
+      }
+      finish(op, false);
     };
     int broken = 0;
     for (;;) {
@@ -319,7 +356,7 @@ struct AsyncWriter::Impl {
           skip = failed_locked();
         }
         if (skip || fd < 0 || c.slot->direct != nullptr) {
-          // Files without a descriptor (fault injection) and O_DIRECT files take the blocking
+          // Files without a descriptor (an in-memory Env) and O_DIRECT files take the blocking
           // path, which has the alignment handling.
           run_blocking(c, staging);
           continue;
@@ -327,8 +364,9 @@ struct AsyncWriter::Impl {
         auto op = std::make_unique<UringOp>();
         op->chunk = std::move(c);
         op->fd = fd;
-        prep(op.get());
+        UringOp* raw = op.get();
         ops.push_back(std::move(op));
+        if (const int e = prep(raw, true)) fail_op(raw, e);
       }
       if ((broken = flush()) != 0) break;
       if (in_kernel == 0) continue;
@@ -345,28 +383,23 @@ struct AsyncWriter::Impl {
         const int res = cqe->res;
         io_uring_cqe_seen(&ring, cqe);
         --in_kernel;
-        auto where = [op] {
-          return "write '" + op->chunk.slot->file->path().string() + "' at byte " +
-                 std::to_string(op->chunk.offset + op->done);
-        };
+        op->chunk.slot->file->write_completed(op->chunk.offset + op->done, res);
         if (res == -EINTR || res == -EAGAIN) {
-          prep(op);
+          if (const int e = prep(op, false)) fail_op(op, e);
         } else if (res < 0) {
-          {
-            std::lock_guard lock(mu);
-            record_error(system_error(-res, where()), op->chunk.what);
-          }
-          finish(op, false);
+          fail_op(op, -res);
         } else if (res == 0) {
           {
             std::lock_guard lock(mu);
-            record_error(Error(ErrorCode::IoError, where() + " made no progress"), op->chunk.what);
+            record_error(Error(ErrorCode::IoError, where(op) + " made no progress"),
+                         op->chunk.what);
           }
           finish(op, false);
         } else {
           op->done += static_cast<size_t>(res);
           if (op->done < op->chunk.size) {
-            prep(op);  // short write: continue where it stopped
+            // Short write: continue where it stopped.
+            if (const int e = prep(op, false)) fail_op(op, e);
           } else {
             finish(op, true);
           }
@@ -582,6 +615,14 @@ uint64_t AsyncWriter::peak_bytes_in_flight() const {
 uint64_t AsyncWriter::bytes_written() const {
   std::lock_guard lock(impl_->mu);
   return impl_->written;
+}
+
+AsyncWriter::WrittenBy AsyncWriter::bytes_written_by() const {
+  WrittenBy w;
+  w.env_writes = impl_->by_env.load();
+  w.io_uring = impl_->by_uring.load();
+  w.direct_io = impl_->by_direct.load();
+  return w;
 }
 
 }  // namespace ckptio::io

@@ -16,7 +16,7 @@ struct FaultInjectingEnv::State {
   std::mutex mu;
   std::vector<Fault> faults;
   std::vector<uint64_t> matched;  // per armed fault: matching calls since it was armed
-  std::array<uint64_t, 10> counts{};
+  std::array<uint64_t, 12> counts{};
   size_t short_writes = 0;
   uint64_t eintr_every = 0;
   uint64_t attempts = 0;
@@ -28,7 +28,7 @@ struct FaultInjectingEnv::State {
   int refuse_exchange = 0;
 
   static bool mutating(FaultOp op) {
-    return op != FaultOp::Open && op != FaultOp::Read;
+    return op != FaultOp::Open && op != FaultOp::Read && op != FaultOp::Lock;
   }
 
   // Counts the call and returns the errno it must fail with, or 0 to let it through.
@@ -79,13 +79,22 @@ struct FaultInjectingEnv::State {
     return 0;
   }
 
-  size_t clamp_write(size_t want) {
+  // `align` > 1 for O_DIRECT files: a short write still moves whole blocks, as the kernel's
+  // would (a ragged length would fail with EINVAL instead of testing the continuation).
+  size_t clamp_write(size_t want, size_t align) {
     std::lock_guard lock(mu);
     if (short_writes != 0 && want > short_writes) {
+      const size_t cut = std::max(short_writes / align * align, align);
+      if (cut >= want) return want;
       ++fired;
-      return short_writes;
+      return cut;
     }
     return want;
+  }
+
+  void add_written(size_t n) {
+    std::lock_guard lock(mu);
+    written += n;
   }
 };
 
@@ -122,11 +131,32 @@ class FaultReadableFile final : public ReadableFile {
   std::shared_ptr<FaultInjectingEnv::State> state_;
 };
 
+// O_DIRECT wants block-aligned lengths; the writer's alignment unit.
+constexpr size_t kDirectBlock = 4096;
+
+// Both write paths see the same faults: write_at (the Env's own loop) and engines that submit on
+// fd() themselves and call plan_write/write_completed around each attempt. The descriptor is the
+// base file's, so an io_uring or O_DIRECT submission stays zero-copy.
 class FaultWritableFile final : public WritableFile {
  public:
-  FaultWritableFile(std::unique_ptr<WritableFile> base, std::shared_ptr<FaultInjectingEnv::State> s)
-      : base_(std::move(base)), state_(std::move(s)) {}
+  FaultWritableFile(std::unique_ptr<WritableFile> base, std::shared_ptr<FaultInjectingEnv::State> s,
+                    bool direct = false)
+      : base_(std::move(base)), state_(std::move(s)), align_(direct ? kDirectBlock : 1) {}
   const fs::path& path() const override { return base_->path(); }
+  int fd() const override { return base_->fd(); }
+
+  WritePlan plan_write(uint64_t offset, size_t len, bool first) override {
+    (void)offset;
+    if (first) {
+      if (const int e = state_->check(FaultOp::Write, path())) return {0, e};
+    }
+    if (const int e = state_->attempt_fault()) return {0, e};
+    return {state_->clamp_write(len, align_), 0};
+  }
+  void write_completed(uint64_t offset, ssize_t result) override {
+    (void)offset;
+    if (result > 0) state_->add_written(static_cast<size_t>(result));
+  }
 
   void write_at(uint64_t offset, std::span<const std::byte> src) override {
     if (const int e = state_->check(FaultOp::Write, path())) {
@@ -138,10 +168,9 @@ class FaultWritableFile final : public WritableFile {
                           errno = e;
                           return -1;
                         }
-                        const size_t m = state_->clamp_write(n);
+                        const size_t m = state_->clamp_write(n, align_);
                         base_->write_at(off, {p, m});
-                        std::lock_guard lock(state_->mu);
-                        state_->written += m;
+                        state_->add_written(m);
                         return static_cast<ssize_t>(m);
                       });
   }
@@ -169,6 +198,7 @@ class FaultWritableFile final : public WritableFile {
  private:
   std::unique_ptr<WritableFile> base_;
   std::shared_ptr<FaultInjectingEnv::State> state_;
+  size_t align_;
 };
 
 }  // namespace
@@ -327,8 +357,36 @@ FileInfo FaultInjectingEnv::stat(const fs::path& path) {
   return base_.stat(path);
 }
 
-std::unique_ptr<WritableFile> FaultInjectingEnv::open_write_direct(const fs::path&) {
-  return nullptr;
+std::unique_ptr<WritableFile> FaultInjectingEnv::open_write_direct(const fs::path& path) {
+  if (const int e = state_->check(FaultOp::Open, path)) fail(e, "open (O_DIRECT)", path);
+  auto base = base_.open_write_direct(path);
+  if (base == nullptr) return nullptr;  // the base cannot (tmpfs): the caller writes buffered
+  return std::make_unique<FaultWritableFile>(std::move(base), state_, true);
+}
+
+FileInfo FaultInjectingEnv::stat_target(const fs::path& path) {
+  if (crashed()) fail(EIO, "stat", path);
+  return base_.stat_target(path);
+}
+
+fs::path FaultInjectingEnv::real_path(const fs::path& path) {
+  if (crashed()) fail(EIO, "resolve", path);
+  return base_.real_path(path);
+}
+
+void FaultInjectingEnv::create_symlink(const fs::path& target, const fs::path& link) {
+  if (const int e = state_->check(FaultOp::Symlink, link)) fail(e, "create symlink", link);
+  base_.create_symlink(target, link);
+}
+
+fs::path FaultInjectingEnv::read_symlink(const fs::path& link) {
+  if (crashed()) fail(EIO, "read symlink", link);
+  return base_.read_symlink(link);
+}
+
+std::unique_ptr<FileLock> FaultInjectingEnv::lock_file(const fs::path& path, LockCreate create) {
+  if (const int e = state_->check(FaultOp::Lock, path)) fail(e, "lock", path);
+  return base_.lock_file(path, create);
 }
 
 }  // namespace ckptio::io

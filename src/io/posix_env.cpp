@@ -1,7 +1,10 @@
 // The POSIX Env: pread/pwrite in bounded chunks, every result checked.
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>  // renameat2
+#include <stdlib.h>  // realpath
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <string>
+#include <thread>
 
 #include "ckptio/error.h"
 #include "ckptio/io.h"
@@ -125,6 +129,31 @@ int open_retry(const char* path, int flags, mode_t mode = 0) {
     if (fd >= 0 || errno != EINTR) return fd;
   }
 }
+
+FileInfo info_of(const struct stat& st) {
+  FileInfo info;
+  info.exists = true;
+  info.is_symlink = S_ISLNK(st.st_mode);
+  info.is_directory = S_ISDIR(st.st_mode);
+  info.is_regular_file = S_ISREG(st.st_mode);
+  info.size = static_cast<uint64_t>(st.st_size);
+  info.device = static_cast<uint64_t>(st.st_dev);
+  info.inode = static_cast<uint64_t>(st.st_ino);
+  return info;
+}
+
+// The lock lives on an open file description of its own: flock(2) locks conflict between
+// descriptions even within one process, so two holders in one process exclude each other too.
+class PosixFileLock final : public FileLock {
+ public:
+  PosixFileLock(fs::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixFileLock() override { ::close(fd_); }  // closing the description releases the lock
+  const fs::path& path() const override { return path_; }
+
+ private:
+  fs::path path_;
+  int fd_;
+};
 
 class PosixEnv final : public Env {
  public:
@@ -245,16 +274,72 @@ class PosixEnv final : public Env {
 
   FileInfo stat(const fs::path& path) override {
     struct stat st {};
-    FileInfo info;
     if (::lstat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT || errno == ENOTDIR) return info;
+      if (errno == ENOENT || errno == ENOTDIR) return {};
       throw system_error(errno, "stat " + quoted(path));
     }
-    info.exists = true;
-    info.is_symlink = S_ISLNK(st.st_mode);
-    info.is_directory = S_ISDIR(st.st_mode);
-    info.size = static_cast<uint64_t>(st.st_size);
-    return info;
+    return info_of(st);
+  }
+
+  FileInfo stat_target(const fs::path& path) override {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      // ELOOP: a cycle of links resolves to nothing, like a dangling one.
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return {};
+      throw system_error(errno, "stat " + quoted(path));
+    }
+    return info_of(st);
+  }
+
+  fs::path real_path(const fs::path& path) override {
+    char buf[PATH_MAX];
+    if (::realpath(path.c_str(), buf) == nullptr) {
+      throw system_error(errno, "resolve " + quoted(path));
+    }
+    return fs::path(buf);
+  }
+
+  void create_symlink(const fs::path& target, const fs::path& link) override {
+    if (::symlink(target.c_str(), link.c_str()) != 0) {
+      throw system_error(errno, "create symlink " + quoted(link) + " -> " + quoted(target));
+    }
+  }
+
+  fs::path read_symlink(const fs::path& link) override {
+    std::string buf(256, '\0');
+    for (;;) {
+      const ssize_t n = ::readlink(link.c_str(), buf.data(), buf.size());
+      if (n < 0) {
+        if (errno == EINVAL) {
+          throw Error(ErrorCode::InvalidArgument, quoted(link) + " is not a symlink");
+        }
+        throw system_error(errno, "read symlink " + quoted(link));
+      }
+      if (static_cast<size_t>(n) < buf.size()) {
+        buf.resize(static_cast<size_t>(n));
+        return fs::path(buf);
+      }
+      buf.resize(buf.size() * 2);  // possibly truncated: ask again with more room
+    }
+  }
+
+  std::unique_ptr<FileLock> lock_file(const fs::path& path, LockCreate create) override {
+    int fd;
+    if (create == LockCreate::IfMissing) {
+      if (path.has_parent_path()) create_dirs(path.parent_path());
+      fd = open_retry(path.c_str(), O_RDWR | O_CREAT, 0644);
+    } else {
+      fd = open_retry(path.c_str(), O_RDONLY | O_NOFOLLOW);
+    }
+    if (fd < 0) throw system_error(errno, "open lock file " + quoted(path));
+    for (;;) {
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return std::make_unique<PosixFileLock>(path, fd);
+      const int e = errno;
+      if (e == EINTR) continue;
+      ::close(fd);
+      if (e == EWOULDBLOCK) return nullptr;
+      throw system_error(e, "lock " + quoted(path));
+    }
   }
 };
 
@@ -266,6 +351,60 @@ void Env::exchange(const fs::path& a, const fs::path& b) {
 }
 
 std::unique_ptr<WritableFile> Env::open_write_direct(const fs::path&) { return nullptr; }
+
+FileInfo Env::stat_target(const fs::path& path) {
+  const FileInfo info = stat(path);
+  if (!info.is_symlink) return info;
+  try {
+    return stat(real_path(path));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::NotFound) return {};
+    throw;
+  }
+}
+
+fs::path Env::real_path(const fs::path& path) {
+  if (!stat(path).exists) {
+    throw Error(ErrorCode::NotFound, "resolve " + quoted(path) + ": no such file or directory");
+  }
+  return fs::absolute(path).lexically_normal();
+}
+
+void Env::create_symlink(const fs::path& target, const fs::path& link) {
+  throw Error(ErrorCode::Unsupported, "this Env cannot create the symlink " + quoted(link) +
+                                          " -> " + quoted(target));
+}
+
+fs::path Env::read_symlink(const fs::path& link) {
+  throw Error(ErrorCode::Unsupported, "this Env cannot read the symlink " + quoted(link));
+}
+
+namespace {
+class NoFileLock final : public FileLock {
+ public:
+  explicit NoFileLock(fs::path path) : path_(std::move(path)) {}
+  const fs::path& path() const override { return path_; }
+
+ private:
+  fs::path path_;
+};
+}  // namespace
+
+std::unique_ptr<FileLock> Env::lock_file(const fs::path& path, LockCreate) {
+  return std::make_unique<NoFileLock>(path);
+}
+
+std::unique_ptr<FileLock> lock_file_within(Env& env, const fs::path& path,
+                                           std::chrono::milliseconds max_wait,
+                                           const std::function<bool()>& give_up) {
+  const auto deadline = std::chrono::steady_clock::now() + max_wait;
+  for (;;) {
+    if (auto lock = env.lock_file(path, LockCreate::IfMissing)) return lock;
+    if ((give_up && give_up()) || std::chrono::steady_clock::now() >= deadline) return nullptr;
+    // flock has no timed wait; a short poll keeps the bound (and give_up) responsive.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
 
 std::shared_ptr<const MappedFile> Env::map_open_file(const ReadableFile& file) {
   if (file.fd() < 0) return map_read(file.path());

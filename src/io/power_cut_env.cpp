@@ -361,7 +361,23 @@ class PowerCutWritableFile final : public WritableFile {
     }
     base_->close();
   }
-  // -1: a raw descriptor would let an engine write around the model.
+  // Engines (io_uring, O_DIRECT) write to the real descriptor; each write is gated like
+  // write_at, so the model counts it and a cut stops it. The bytes need no copy into the model:
+  // sync() reads the file back, so what an engine wrote is durable exactly when write_at's is.
+  int fd() const override { return base_->fd(); }
+  WritePlan plan_write(uint64_t, size_t len, bool first) override {
+    std::lock_guard lock(model_->mu);
+    try {
+      if (first) {
+        model_->gate("write", path());
+      } else {
+        model_->check_power("write", path());
+      }
+    } catch (const Error&) {
+      return {0, EIO};
+    }
+    return {len, 0};
+  }
 
  private:
   std::unique_ptr<WritableFile> base_;
@@ -572,6 +588,63 @@ FileInfo PowerCutEnv::stat(const fs::path& path) {
   return base_.stat(path);
 }
 
-std::unique_ptr<WritableFile> PowerCutEnv::open_write_direct(const fs::path&) { return nullptr; }
+std::unique_ptr<WritableFile> PowerCutEnv::open_write_direct(const fs::path& path) {
+  std::lock_guard lock(model_->mu);
+  model_->gate("open (O_DIRECT)", path);
+  auto file = base_.open_write_direct(path);  // an existing file: nothing new to model
+  if (file == nullptr) return nullptr;
+  return std::make_unique<PowerCutWritableFile>(std::move(file), model_);
+}
+
+FileInfo PowerCutEnv::stat_target(const fs::path& path) {
+  {
+    std::lock_guard lock(model_->mu);
+    model_->check_power("stat", path);
+  }
+  return base_.stat_target(path);
+}
+
+fs::path PowerCutEnv::real_path(const fs::path& path) {
+  {
+    std::lock_guard lock(model_->mu);
+    model_->check_power("resolve", path);
+  }
+  return base_.real_path(path);
+}
+
+void PowerCutEnv::create_symlink(const fs::path& target, const fs::path& link) {
+  std::lock_guard lock(model_->mu);
+  model_->gate("create symlink", link);
+  base_.create_symlink(target, link);
+  // A new entry like a file: it survives only once its folder is synced.
+  model_->fresh(link);
+}
+
+fs::path PowerCutEnv::read_symlink(const fs::path& link) {
+  {
+    std::lock_guard lock(model_->mu);
+    model_->check_power("read symlink", link);
+  }
+  return base_.read_symlink(link);
+}
+
+std::unique_ptr<FileLock> PowerCutEnv::lock_file(const fs::path& path, LockCreate create) {
+  std::lock_guard lock(model_->mu);
+  model_->check_power("lock", path);
+  // Locks are not data: taking one is not a counted operation. A lock file it creates is a new
+  // entry like any other (kept only if its folder is synced), which the model must know.
+  struct stat st {};
+  const bool existed = ::lstat(path.c_str(), &st) == 0;
+  auto held = base_.lock_file(path, create);
+  if (!existed) {
+    for (fs::path p = path; !p.empty() && p != model_->root && p != p.parent_path();
+         p = p.parent_path()) {
+      struct stat pst {};
+      if (::lstat(p.c_str(), &pst) == 0 && model_->live.count(pst.st_ino)) break;
+      model_->fresh(p);
+    }
+  }
+  return held;
+}
 
 }  // namespace ckptio::io

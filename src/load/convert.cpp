@@ -1,8 +1,6 @@
 // convert_checkpoint: any readable source to one safetensors file (streamed, verified before it is
 // published) or a sharded folder.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -51,18 +49,21 @@ std::string default_base_name(const ResolvedSource& source) {
   return base;
 }
 
-bool same_file(const fs::path& a, const fs::path& b) {
-  std::error_code ec;
-  return fs::equivalent(a, b, ec);  // device and inode; false when either does not exist
+// Device and inode, links followed; false when either does not exist.
+bool same_file(io::Env& env, const fs::path& a, const fs::path& b) {
+  const io::FileInfo x = env.stat_target(a);
+  const io::FileInfo y = env.stat_target(b);
+  return x.exists && y.exists && x.inode != 0 && x.device == y.device && x.inode == y.inode;
 }
 
 // The output must not silently replace the input.
-void refuse_output_equal_to_input(const fs::path& src, const ResolvedSource& source,
-                                  const fs::path& dst, const ConvertOptions& options) {
+void refuse_output_equal_to_input(io::Env& env, const fs::path& src,
+                                  const ResolvedSource& source, const fs::path& dst,
+                                  const ConvertOptions& options) {
   if (options.in_place) return;
-  const bool same = same_file(dst, src) || same_file(dst, source.path) ||
+  const bool same = same_file(env, dst, src) || same_file(env, dst, source.path) ||
                     (source.kind == SourceKind::ShardedFolder &&
-                     same_file(dst, source.path.parent_path()));
+                     same_file(env, dst, source.path.parent_path()));
   if (same) {
     throw Error(ErrorCode::InvalidArgument,
                 "the output '" + dst.string() + "' is the input '" + src.string() +
@@ -97,14 +98,16 @@ std::vector<std::string> remove_stale_temp_files(io::Env& env, const fs::path& d
       continue;
     }
     if (process_alive(std::stol(rest.substr(0, dash)))) continue;
-    const int fd = ::open((dir / name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) continue;
-    const bool unlocked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
-    if (unlocked) {
-      std::error_code ec;
-      if (fs::remove(dir / name, ec)) removed.push_back(name);
+    // Its writer holds the lock until the file is renamed or removed; taking it proves the
+    // writer gone. The lock is held across the removal so that no new holder can appear.
+    try {
+      const auto lock = env.lock_file(dir / name, io::LockCreate::Never);
+      if (lock == nullptr) continue;
+      env.remove(dir / name);
+      removed.push_back(name);
+    } catch (const Error&) {
+      // Gone meanwhile, or not ours to remove: leave it.
     }
-    ::close(fd);
   }
   return removed;
 }
@@ -270,7 +273,12 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
   try {
     auto out = env.open_write(temp, io::OpenMode::CreateNew);
     // Held until the file is renamed or removed: tells a later convert that it is not stale.
-    if (out->fd() >= 0) ::flock(out->fd(), LOCK_EX | LOCK_NB);
+    // Best effort: without it a later convert still spares the temp file of a live process.
+    std::unique_ptr<io::FileLock> held;
+    try {
+      held = env.lock_file(temp, io::LockCreate::Never);
+    } catch (const Error&) {
+    }
     const uint64_t data_start = plan.layout.header.size();
     out->write_at(0, std::as_bytes(std::span(plan.layout.header)));
     for (size_t j = 0; j < plan.layout.order.size(); ++j) {
@@ -317,7 +325,7 @@ ConvertReport convert_checkpoint(const fs::path& src, const fs::path& dst,
   const CheckpointReader reader =
       CheckpointReader::open(src, source_options, single_file ? ReadMode::Pread : ReadMode::Mmap);
   report.source = reader.source();
-  refuse_output_equal_to_input(src, report.source, dst, options);
+  refuse_output_equal_to_input(env, src, report.source, dst, options);
   for (const auto& info : reader.tensors()) report.tensor_bytes += info.nbytes;
   report.tensors = reader.tensors().size();
 

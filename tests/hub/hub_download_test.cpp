@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ckptio/error.h"
+#include "ckptio/fault_env.h"
 #include "ckptio/hub.h"
 #include "hub/fake_hub.h"
 
@@ -496,6 +497,37 @@ TEST_F(HubDownload, InvalidArgumentsAreRefusedBeforeAnyRequest) {
   o.revision = "../../x";
   EXPECT_THROW(download_file(kRepo, "model.safetensors", o), Error);
   EXPECT_TRUE(hub_->requests().empty());
+}
+
+// The cache lock, the snapshot symlink, the probes and the token file all go through the Env, so
+// a fault Env reaches each of them.
+TEST_F(HubDownload, EveryCacheFileAccessGoesThroughTheEnv) {
+  write_file(tmp_ / "token", "hf_from_file\n");
+  ScopedEnv token_path("HF_TOKEN_PATH", (tmp_ / "token").string().c_str());
+  io::FaultInjectingEnv env;
+  HubOptions o = options();
+  o.env = &env;
+  env.inject(io::FaultOp::Symlink, 1, ENOSPC);
+  try {
+    download_file(kRepo, "model.safetensors", o);
+    FAIL() << "the symlink fault did not reach the download";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::NoSpace) << e.what();
+    EXPECT_NE(e.message().find("symlink"), std::string::npos) << e.message();
+  }
+  EXPECT_FALSE(fs::exists(repo_dir() / "snapshots" / c1_ / "model.safetensors"));
+  EXPECT_GE(env.count(io::FaultOp::Lock), 1u);
+  for (const auto& r : hub_->requests("hub", "HEAD")) EXPECT_EQ(r["auth"], "Bearer hf_from_file");
+
+  // A token file the Env cannot read means no token, not a failure.
+  hub_->clear_requests();
+  env.inject({.op = io::FaultOp::Open, .nth = 1, .error = EACCES, .path_contains = "token"});
+  const fs::path p = download_file(kRepo, "model.safetensors", o);
+  EXPECT_EQ(read_file(p), weights_);
+  const auto heads = hub_->requests("hub", "HEAD");
+  ASSERT_FALSE(heads.empty());
+  EXPECT_EQ(heads[0]["auth"], nullptr);
+  EXPECT_EQ(env.count(io::FaultOp::Symlink), 2u);
 }
 
 }  // namespace

@@ -5,9 +5,9 @@
 // fails or gives exactly the files of that commit, and succeeds once its download has returned;
 // every final blob holds the bytes its name hashes to.
 //
-// Outside the model: the download locks (.locks/, opened with open(2); they need not survive) and
-// the snapshot symlinks, made with symlink(2) and then renamed through the Env (the model picks
-// them up at the rename and treats their target as durable with their folder entry).
+// The download locks (.locks/) are taken through the Env and are not operations (they need not
+// survive); the snapshot symlinks are created through the Env under a temp name and renamed, and
+// survive only once their folder is synced, their target with them.
 #include <gtest/gtest.h>
 
 #include <memory>

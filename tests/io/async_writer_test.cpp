@@ -19,13 +19,17 @@
 #include "ckptio/async_writer.h"
 #include "ckptio/error.h"
 #include "ckptio/fault_env.h"
+#include "io/write_backends.h"
 #include "support/test_util.h"
 
 namespace ckptio::io {
 namespace {
 
+using ckptio::testing::DiskDir;
+using ckptio::testing::expect_backend_ran;
 using ckptio::testing::read_file;
 using ckptio::testing::TempDir;
+using ckptio::testing::WriteBackendCase;
 
 int thread_count() {
   int n = 0;
@@ -274,13 +278,17 @@ struct FaultCase {
   ErrorCode code;
 };
 
+// Every fault test runs over every backend (pwrite, io_uring, O_DIRECT with each), on a folder
+// where O_DIRECT works, and checks that the backend asked for is the one that wrote: the fault
+// Env reaches io_uring submissions and O_DIRECT writes themselves, not a fallback to write_at.
 class AsyncWriterFaults
-    : public ::testing::TestWithParam<std::tuple<FaultCase, WriteBackend>> {};
+    : public ::testing::TestWithParam<std::tuple<FaultCase, WriteBackendCase>> {};
 
 // One writer thread and 64 KiB chunks make the failing write's offset predictable.
 TEST_P(AsyncWriterFaults, SurfaceFromSynchronizeWithCodeFileAndOffset) {
-  const auto [fc, backend] = GetParam();
-  TempDir dir;
+  const auto [fc, bc] = GetParam();
+  DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(bc, dir.path());
   FaultInjectingEnv env;
   const int threads_before = thread_count();
   const auto data = random_bytes(1 << 20, 4);
@@ -288,12 +296,14 @@ TEST_P(AsyncWriterFaults, SurfaceFromSynchronizeWithCodeFileAndOffset) {
   {
     AsyncWriterOptions o;
     o.env = &env;
-    o.backend = backend;
+    o.backend = bc.backend;
+    o.direct_io = bc.direct;
     o.threads = 1;
     o.chunk_bytes = 64 << 10;
     o.on_uncollected_error = [&](const Error& e) { uncollected.push_back(e); };
     AsyncWriter w(o);
     const auto f = w.open(dir / "ckpt.bin", OpenMode::CreateNew);
+    EXPECT_EQ(w.uses_direct_io(f), bc.direct);
     env.inject(fc.op, 3, fc.error);
     bool thrown = false;
     bool thrown_by_submit = false;
@@ -338,6 +348,7 @@ TEST_P(AsyncWriterFaults, SurfaceFromSynchronizeWithCodeFileAndOffset) {
     w.submit(f, 0, data);
     w.synchronize();
     EXPECT_EQ(read_file(dir / "ckpt.bin"), as_string(data));
+    expect_backend_ran(w, bc);
   }
   EXPECT_TRUE(uncollected.empty());
   EXPECT_EQ(thread_count(), threads_before);
@@ -349,22 +360,33 @@ INSTANTIATE_TEST_SUITE_P(
                                          FaultCase{FaultOp::Write, ENOSPC, ErrorCode::NoSpace},
                                          FaultCase{FaultOp::Sync, EIO, ErrorCode::IoError},
                                          FaultCase{FaultOp::Sync, ENOSPC, ErrorCode::NoSpace}),
-                       ::testing::Values(WriteBackend::Pwrite, WriteBackend::IoUring)),
-    [](const ::testing::TestParamInfo<std::tuple<FaultCase, WriteBackend>>& info) {
+                       testing::all_write_backends()),
+    [](const ::testing::TestParamInfo<std::tuple<FaultCase, WriteBackendCase>>& info) {
       const FaultCase& fc = std::get<0>(info.param);
       return std::string(fc.op == FaultOp::Write ? "write" : "fsync") +
              (fc.error == ENOSPC ? "_ENOSPC_" : "_EIO_") +
-             std::string(write_backend_name(std::get<1>(info.param)));
+             testing::write_backend_case_name(std::get<1>(info.param));
     });
 
-TEST(AsyncWriter, ShortWritesAndEintrAreContinued) {
-  TempDir dir;
+class AsyncWriterBackendFaults : public ::testing::TestWithParam<WriteBackendCase> {
+ protected:
+  AsyncWriterOptions options(FaultInjectingEnv& env) const {
+    AsyncWriterOptions o;
+    o.env = &env;
+    o.backend = GetParam().backend;
+    o.direct_io = GetParam().direct;
+    return o;
+  }
+};
+
+TEST_P(AsyncWriterBackendFaults, ShortWritesAndEintrAreContinued) {
+  DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(GetParam(), dir.path());
   FaultInjectingEnv env;
-  env.set_short_writes(3000);
+  env.set_short_writes(3000);  // O_DIRECT writes are cut to whole blocks (4096)
   env.set_eintr_every(5);
   const auto data = random_bytes(500000, 5);
-  AsyncWriterOptions o;
-  o.env = &env;
+  AsyncWriterOptions o = options(env);
   o.chunk_bytes = 64 << 10;
   AsyncWriter w(o);
   const auto f = w.open(dir / "s.bin", OpenMode::CreateNew);
@@ -372,14 +394,16 @@ TEST(AsyncWriter, ShortWritesAndEintrAreContinued) {
   w.close(f);
   EXPECT_EQ(read_file(dir / "s.bin"), as_string(data));
   EXPECT_GT(env.faults_fired(), 100u);
+  EXPECT_EQ(env.bytes_written(), data.size());
+  expect_backend_ran(w, GetParam());
 }
 
-TEST(AsyncWriter, CrashMidWriteIsReportedAndLaterWritesDoNotHappen) {
-  TempDir dir;
+TEST_P(AsyncWriterBackendFaults, CrashMidWriteIsReportedAndLaterWritesDoNotHappen) {
+  DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(GetParam(), dir.path());
   FaultInjectingEnv env;
   const auto data = random_bytes(1 << 20, 6);
-  AsyncWriterOptions o;
-  o.env = &env;
+  AsyncWriterOptions o = options(env);
   o.threads = 2;
   o.chunk_bytes = 16 << 10;
   AsyncWriter w(o);
@@ -394,14 +418,15 @@ TEST(AsyncWriter, CrashMidWriteIsReportedAndLaterWritesDoNotHappen) {
   }
   EXPECT_LE(env.bytes_written(), 10u * (16 << 10));
   EXPECT_EQ(w.bytes_written(), env.bytes_written());
+  expect_backend_ran(w, GetParam());
 }
 
-TEST(AsyncWriter, SubmitStopsProducersAfterAFailure) {
-  TempDir dir;
+TEST_P(AsyncWriterBackendFaults, SubmitStopsProducersAfterAFailure) {
+  DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(GetParam(), dir.path());
   FaultInjectingEnv env;
   env.inject({.op = FaultOp::Write, .nth = 1, .error = EIO, .path_contains = "", .sticky = true});
-  AsyncWriterOptions o;
-  o.env = &env;
+  AsyncWriterOptions o = options(env);
   o.chunk_bytes = 4096;
   o.max_bytes_in_flight = 8192;
   std::vector<Error> uncollected;
@@ -418,17 +443,18 @@ TEST(AsyncWriter, SubmitStopsProducersAfterAFailure) {
   }
   EXPECT_LT(accepted, 100);  // stopped within a few chunks of the bound
   EXPECT_EQ(w.bytes_written(), 0u);
+  EXPECT_EQ(env.bytes_written(), 0u);
 }
 
-TEST(AsyncWriter, DestructorReportsAnUncollectedError) {
-  TempDir dir;
+TEST_P(AsyncWriterBackendFaults, DestructorReportsAnUncollectedError) {
+  DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(GetParam(), dir.path());
   FaultInjectingEnv env;
   env.inject(FaultOp::Write, 1, ENOSPC);
   std::vector<Error> uncollected;
   const std::vector<std::byte> data(1000);
   {
-    AsyncWriterOptions o;
-    o.env = &env;
+    AsyncWriterOptions o = options(env);
     o.on_uncollected_error = [&](const Error& e) { uncollected.push_back(e); };
     AsyncWriter w(o);
     const auto f = w.open(dir / "u.bin", OpenMode::CreateNew);
@@ -439,6 +465,11 @@ TEST(AsyncWriter, DestructorReportsAnUncollectedError) {
   EXPECT_EQ(uncollected[0].code(), ErrorCode::NoSpace);
   EXPECT_NE(uncollected[0].message().find("u.bin"), std::string::npos);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, AsyncWriterBackendFaults, testing::all_write_backends(),
+                         [](const ::testing::TestParamInfo<WriteBackendCase>& info) {
+                           return testing::write_backend_case_name(info.param);
+                         });
 
 TEST(AsyncWriter, AttachedFileIsSyncedNotClosed) {
   TempDir dir;

@@ -11,6 +11,7 @@
 #include "ckptio/error.h"
 #include "ckptio/fault_env.h"
 #include "ckptio/safetensors.h"
+#include "io/write_backends.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -93,16 +94,31 @@ INSTANTIATE_TEST_SUITE_P(Backends, SafetensorsEngine,
                                            Engine{"pwrite_direct", io::WriteBackend::Pwrite, true}),
                          [](const auto& info) { return std::string(info.param.name); });
 
-TEST(SafetensorsEngine, WriteFaultNamesTensorAndLeavesNoFile) {
-  TempDir dir;
+// Faults on every backend: the fault Env reaches io_uring submissions and O_DIRECT writes, and
+// ObservingEnv checks that they, not a fallback, wrote.
+class SafetensorsEngineFaults : public ::testing::TestWithParam<testing::WriteBackendCase> {
+ protected:
+  io::AsyncWriterOptions writer() const {
+    io::AsyncWriterOptions w;
+    w.backend = GetParam().backend;
+    w.direct_io = GetParam().direct;
+    return w;
+  }
+};
+
+TEST_P(SafetensorsEngineFaults, WriteFaultNamesTensorAndLeavesNoFile) {
+  testing::DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(GetParam(), dir.path());
   const State s = make_state();
   for (int error : {EIO, ENOSPC}) {
     io::FaultInjectingEnv env;
-    env.inject(io::FaultOp::Write, 2, error);
-    io::AsyncWriterOptions w;
+    testing::ObservingEnv observed(env);
+    // The 3rd write: past the header, inside the tensors (where O_DIRECT and the ring write).
+    env.inject(io::FaultOp::Write, 3, error);
+    io::AsyncWriterOptions w = writer();
     w.threads = 1;
     SafetensorsWriteOptions o;
-    o.env = &env;
+    o.env = &observed;
     o.writer = &w;
     try {
       save_safetensors(dir / "m.safetensors", s.tensors, o);
@@ -117,28 +133,41 @@ TEST(SafetensorsEngine, WriteFaultNamesTensorAndLeavesNoFile) {
   }
 }
 
-TEST(SafetensorsEngine, FsyncFaultIsNotReportedAsSuccess) {
-  TempDir dir;
+TEST_P(SafetensorsEngineFaults, FsyncFaultIsNotReportedAsSuccess) {
+  testing::DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(GetParam(), dir.path());
   const State s = make_state();
   io::FaultInjectingEnv env;
   env.inject(io::FaultOp::Sync, 1, EIO);
+  const io::AsyncWriterOptions w = writer();
   SafetensorsWriteOptions o;
   o.env = &env;
+  o.writer = &w;
   EXPECT_THROW(save_safetensors(dir / "m.safetensors", s.tensors, o), Error);
   EXPECT_TRUE(io::Env::posix().list_dir(dir.path()).empty());
 }
 
-TEST(SafetensorsEngine, ShortWritesAndEintrStillProduceTheSameBytes) {
-  TempDir dir;
+TEST_P(SafetensorsEngineFaults, ShortWritesAndEintrStillProduceTheSameBytes) {
+  testing::DiskDir dir;
+  CKPTIO_SKIP_UNLESS_BACKEND(GetParam(), dir.path());
   const State s = make_state();
   io::FaultInjectingEnv env;
+  testing::ObservingEnv observed(env);
   env.set_short_writes(5000);
   env.set_eintr_every(7);
+  const io::AsyncWriterOptions w = writer();
   SafetensorsWriteOptions o;
-  o.env = &env;
+  o.env = &observed;
+  o.writer = &w;
   save_safetensors(dir / "m.safetensors", s.tensors, o);
   EXPECT_EQ(read_file(dir / "m.safetensors"), serialize_safetensors(s.tensors));
+  testing::expect_backend_ran(observed, GetParam());
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, SafetensorsEngineFaults, testing::all_write_backends(),
+                         [](const ::testing::TestParamInfo<testing::WriteBackendCase>& info) {
+                           return testing::write_backend_case_name(info.param);
+                         });
 
 TEST(SafetensorsEngine, ParallelLoadReportsReadFaultWithFile) {
   TempDir dir;

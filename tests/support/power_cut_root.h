@@ -17,13 +17,10 @@ namespace ckptio::testing {
 
 class PowerCutRoot {
  public:
-  PowerCutRoot() {
+  PowerCutRoot() : PowerCutRoot(default_base()) {}
+  // Under `base` instead, for tests that need a real disk (O_DIRECT has no tmpfs).
+  explicit PowerCutRoot(const std::filesystem::path& base) {
     namespace fs = std::filesystem;
-    std::error_code ec;
-    fs::path base = "/dev/shm";
-    if (!fs::is_directory(base, ec) || ::access(base.c_str(), W_OK) != 0) {
-      base = fs::temp_directory_path();
-    }
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "ckptio";
     for (char& c : name) {
@@ -46,6 +43,14 @@ class PowerCutRoot {
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
 
  private:
+  static std::filesystem::path default_base() {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path shm = "/dev/shm";
+    if (fs::is_directory(shm, ec) && ::access(shm.c_str(), W_OK) == 0) return shm;
+    return fs::temp_directory_path();
+  }
+
   std::filesystem::path path_;
 };
 

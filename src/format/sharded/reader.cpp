@@ -99,10 +99,12 @@ struct ShardedReader::Impl {
         linked = linked || info.is_symlink;
       }
       if (linked) {
-        std::error_code ec;
-        if (!root) root = fs::weakly_canonical(root_input, ec);
-        const fs::path target = fs::canonical(p, ec);
-        if (ec) {
+        if (!root) root = env->stat(root_input).exists ? env->real_path(root_input)
+                                                       : fs::absolute(root_input).lexically_normal();
+        fs::path target;
+        try {
+          target = env->real_path(p);
+        } catch (const Error&) {
           throw Error(ErrorCode::NotFound, source() + ": shard '" + index.shard_files[s] +
                                                "' is a dangling symlink");
         }
@@ -111,8 +113,7 @@ struct ShardedReader::Impl {
                                              "' is a symlink to '" + target.string() +
                                              "', outside '" + root->string() + "'");
         }
-        std::error_code ec2;
-        if (!fs::is_regular_file(target, ec2)) {
+        if (!env->stat(target).is_regular_file) {  // target has no links left to follow
           throw Error(ErrorCode::Corrupt, source() + ": shard '" + index.shard_files[s] +
                                               "' is not a regular file");
         }
@@ -228,7 +229,7 @@ ShardedReader ShardedReader::open(const fs::path& path, const ShardedReadOptions
   if (!info.exists) throw Error(ErrorCode::NotFound, "'" + path.string() + "' does not exist");
   fs::path dir = path;
   std::string index_name;
-  if (info.is_directory || (info.is_symlink && fs::is_directory(path))) {
+  if (info.is_directory || (info.is_symlink && env.stat_target(path).is_directory)) {
     index_name = find_index_name(env, dir);
   } else {
     dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
