@@ -14,6 +14,7 @@
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
+#include "ckptio/sharded.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -26,7 +27,7 @@ using testing::TempDir;
 
 CheckpointOptions quiet_options() {
   CheckpointOptions o;
-  o.fsync = false;
+  o.sync = false;
   o.warn = [](const std::string&) {};
   return o;
 }
@@ -91,7 +92,7 @@ TEST(CheckpointIO, ManifestChecksumsAreXxh3OfTheFileBytes) {
 TEST(CheckpointIO, ShardsPastMaxShardSize) {
   TempDir dir;
   CheckpointOptions o = quiet_options();
-  o.max_shard_size = "40KB";
+  o.max_shard_size = parse_size("40KB");
   CheckpointIO io(dir.path(), o);
   const TrainingState s = make_training_state(3);
   const fs::path p = io.save(s);
@@ -668,14 +669,59 @@ TEST(CheckpointIO, LoadChecksChecksumsFallsBackAndPruningSparesTheResumedCheckpo
   expect_checkpoint_equals(io, "latest", make_training_state(3));
 }
 
+// One index renderer: the sharded index CheckpointIO writes is byte for byte the one save_sharded
+// writes for the same tensors, and what transformers' save_pretrained writes for it
+// (json.dumps(index, indent=2, sort_keys=True) + "\n", ensure_ascii being Python's default), also
+// for names outside ASCII and outside the Basic Multilingual Plane.
+TEST(CheckpointIndex, BytesMatchSaveShardedAndTransformers) {
+  TempDir dir;
+  TrainingState state;
+  state.model.emplace();
+  // Names in UTF-8: "w" + e-acute, a CJK character, an emoji (a surrogate pair in JSON), DEL.
+  for (const std::string name : {"w\xc3\xa9ight", "\xe6\xa8\xa1.bias", "z.\xf0\x9f\x98\x80",
+                                 "a.plain", "del\x7f"}) {
+    state.model->emplace(name, testing::patterned_tensor(DType::F32, {100}, name.size()));
+  }
+  CheckpointOptions o = quiet_options();
+  o.max_shard_size = 900;  // two tensors of 400 bytes per shard
+  CheckpointIO io(dir.path(), o);
+  const fs::path ckpt = io.save(state);
+  const std::string from_checkpoint =
+      testing::read_file(ckpt / "model" / "model.safetensors.index.json");
+  EXPECT_NE(from_checkpoint.find("\\u00e9"), std::string::npos) << from_checkpoint;
+  EXPECT_NE(from_checkpoint.find("\\ud83d\\ude00"), std::string::npos) << from_checkpoint;
+
+  std::vector<NamedTensor> named;
+  for (const auto& [name, t] : *state.model) named.push_back({name, t.view()});
+  ShardedWriteOptions so;
+  so.max_shard_size = 900;
+  so.sync = false;
+  save_sharded(dir / "sharded", named, so);
+  EXPECT_EQ(testing::read_file(dir / "sharded" / "model.safetensors.index.json"), from_checkpoint);
+  EXPECT_EQ(render_shard_index(plan_shards(named, 900), named), from_checkpoint);
+
+  // What transformers writes for this index.
+  const fs::path py_out = dir / "transformers.json";
+  ASSERT_EQ(testing::run_python(dir.path(),
+                                "import json, sys\n"
+                                "src, dst = sys.argv[1], sys.argv[2]\n"
+                                "index = json.load(open(src, encoding='utf-8'))\n"
+                                "with open(dst, 'w', encoding='utf-8') as f:\n"
+                                "    f.write(json.dumps(index, indent=2, sort_keys=True) + '\\n')\n",
+                                (ckpt / "model" / "model.safetensors.index.json").string() + " " +
+                                    py_out.string()),
+            0);
+  EXPECT_EQ(testing::read_file(py_out), from_checkpoint);
+}
+
 TEST(CheckpointNames, ParseSizesAndFolderNames) {
-  EXPECT_EQ(parse_byte_size("4GB"), 4'000'000'000u);
-  EXPECT_EQ(parse_byte_size("2GiB"), 2ull << 30);
-  EXPECT_EQ(parse_byte_size("500MB"), 500'000'000u);
-  EXPECT_EQ(parse_byte_size("1.5GB"), 1'500'000'000u);
-  EXPECT_EQ(parse_byte_size("123"), 123u);
-  EXPECT_THROW(parse_byte_size("4 parsecs"), Error);
-  EXPECT_THROW(parse_byte_size(""), Error);
+  EXPECT_EQ(parse_size("4GB"), 4'000'000'000u);
+  EXPECT_EQ(parse_size("2GiB"), 2ull << 30);
+  EXPECT_EQ(parse_size("500MB"), 500'000'000u);
+  EXPECT_EQ(parse_size("1.5GB"), 1'500'000'000u);
+  EXPECT_EQ(parse_size("123"), 123u);
+  EXPECT_THROW(parse_size("4 parsecs"), Error);
+  EXPECT_THROW(parse_size(""), Error);
   EXPECT_EQ(checkpoint_folder_name(2, 300), "epoch2-global_step300");
   EXPECT_EQ(parse_checkpoint_folder_name("epoch2-global_step300"), std::make_pair(int64_t{2}, int64_t{300}));
   EXPECT_FALSE(parse_checkpoint_folder_name("epoch2-global_step"));
