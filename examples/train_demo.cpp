@@ -209,7 +209,7 @@ int train(const Flags& f) {
   options.keep_n_latest = static_cast<size_t>(f.keep);
   options.async = f.async;
   options.snapshot = borrow ? ckptio::SnapshotMode::Borrow : ckptio::SnapshotMode::Copy;
-  options.fsync = f.fsync;
+  options.sync = f.fsync;
   options.on_phase = [&killer](ckptio::SavePhase phase, const ckptio::SaveInfo& save) {
     killer.on_phase(phase, save);
   };

@@ -12,8 +12,9 @@
 //     running_states.json {"epoch","step","global_step","batch_size","actual_update_step","extra"}
 //     ckptio.manifest.json  every other file with its size and xxh3-128: written last
 //
-// A save builds `<exp>/.epoch{E}-global_step{S}.tmp-<random>/`, fsyncs every file and folder in it,
-// writes and fsyncs the manifest, renames the folder into place and fsyncs `<exp>`. A folder at a
+// A save builds `<exp>/.epoch{E}-global_step{S}.tmp-<random>/`, fsyncs every file in it, writes and
+// fsyncs the manifest, and publishes the folder with the one folder commit (io::commit_folder of
+// io.h: every folder inside fsynced, rename into place, `<exp>` fsynced). A folder at a
 // final name without a valid manifest is never taken for a checkpoint of ours; temp folders left by
 // a crash are removed by the next successful save. Pruning happens only after a commit, renames a
 // victim to a temp name before deleting it (so a crash mid-delete leaves only temp debris), and
@@ -146,10 +147,12 @@ class SavePhaseHook {
 struct CheckpointOptions {
   size_t keep_n_latest = 0;             // 0 keeps every checkpoint
   bool async = false;                   // save() returns before the files are written
-  std::string max_shard_size = "4GB";   // "4GB" = 4*10^9, "500MB", "2GiB" = 2*2^30, or bytes
+  // Bytes per safetensors shard (a set past it is sharded); parse_size("4GB") etc. of sharded.h
+  // turns the strings the CLI and Python take into bytes.
+  uint64_t max_shard_size = 4'000'000'000;
   SnapshotMode snapshot = SnapshotMode::Copy;  // async saves only
   bool checksums = true;                // xxh3-128 of every file in the manifest
-  bool fsync = true;                    // off only for tests and benchmarks
+  bool sync = true;                     // fsync files and folders; off only for tests and benchmarks
   unsigned threads = 0;                 // staging copy threads; 0: ckptio::default_threads()
   io::Env* env = nullptr;               // nullptr: io::Env::posix()
   // Warnings (damaged checkpoint skipped, debris removed); default prints "ckptio: warning: ..." to

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -200,12 +201,24 @@ std::unique_ptr<FileLock> lock_file_within(Env& env, const fs::path& path,
 // A random suffix for temp names, unique across processes and threads.
 std::string random_suffix();
 
-// The crash-safe way to create or replace a file: fill `<dir>/.<name>.tmp-<random>`, fsync it,
-// rename it over `path`, fsync the directory. On any failure the temp file is removed and `path`
-// is untouched. `fill` writes the content through the WritableFile it is given.
+struct AtomicWriteOptions {
+  // fsync the file before the rename and the folder after it. Off only where a caller asked for
+  // no durability (tests, benchmarks, the Python package's save_file(sync=False)): the same temp
+  // name and rename, so readers still never see a partial file.
+  bool sync = true;
+  // The temp file; empty: temp_path_for(path). Must be in the same folder as `path` and carry a
+  // name is_temp_name() recognises. For writers whose leftovers need a name of their own.
+  fs::path temp = {};
+};
+
+// The one temp-then-rename of a file: fill `<dir>/.<name>.tmp-<random>`, fsync it, rename it over
+// `path`, fsync the directory. On any failure the temp file is removed and `path` is untouched.
+// `fill` writes the content through the WritableFile it is given.
 void write_file_atomic(Env& env, const fs::path& path,
-                       const std::function<void(WritableFile&)>& fill);
-void write_file_atomic(Env& env, const fs::path& path, std::string_view contents);
+                       const std::function<void(WritableFile&)>& fill,
+                       const AtomicWriteOptions& options = {});
+void write_file_atomic(Env& env, const fs::path& path, std::string_view contents,
+                       const AtomicWriteOptions& options = {});
 
 // mkdir -p that survives a power cut: a new folder's entry is durable only once its parent is
 // fsynced, so every folder this creates is synced into its parent before it returns.
@@ -220,12 +233,49 @@ bool is_temp_name(std::string_view name);
 
 // `<dir>/.<name>.tmp-<random>` for `<dir>/<name>`: the temp name of an atomic commit.
 fs::path temp_path_for(const fs::path& path);
+// `<dir>/.<name>.replaced-<random>`: where a replace without RENAME_EXCHANGE keeps the old folder
+// until the new one is durable. Not a temp name: it holds the only copy of the old version while
+// the final name is empty.
+fs::path replaced_path_for(const fs::path& path);
+// "<name>" for ".<name>.replaced-<random>", nullopt for any other name.
+std::optional<std::string> replaced_target(std::string_view name);
+
+// What commit_folder does when the final name is already taken (by a folder; anything else is
+// always Error(AlreadyExists)).
+enum class IfExists : uint8_t {
+  Fail,       // Error(AlreadyExists); nothing changes
+  Replace,    // the new folder takes its place; the old one is deleted once the new one is durable
+  MoveAside,  // the old folder moves to FolderCommitOptions::aside and stays there
+};
+
+struct FolderCommitOptions {
+  IfExists if_exists = IfExists::Fail;
+  // fsync every file in the folder before publishing it; false when whoever wrote them already
+  // did. The folders themselves are fsynced either way (when `sync`).
+  bool sync_files = true;
+  // Make the commit durable (fsync the tree and the parent); off only for tests and benchmarks.
+  bool sync = true;
+  // Where the old folder goes for MoveAside (required) and for Replace where the filesystem has
+  // no RENAME_EXCHANGE (empty: replaced_path_for(final)). Must be in the same parent folder.
+  fs::path aside = {};
+  // Told when the replaced old folder could not be deleted after a durable commit (the commit
+  // still succeeded); nullptr: silent.
+  std::function<void(const std::string&)> warn = nullptr;
+};
+
+// The one folder commit: publishes the complete folder `temp` under `final_path` (same parent).
+// Without RENAME_EXCHANGE a replace renames the old folder aside, the new one in, fsyncs the
+// parent, and only then deletes the old one. Until the parent fsync has succeeded every failure
+// takes the new folder back to `temp` and puts the old one back, so a failed commit leaves the
+// folder as it was; a crash between the two renames leaves the old version under its
+// replaced_path_for name, which remove_temp_leftovers puts back.
+void commit_folder(Env& env, const fs::path& temp, const fs::path& final_path,
+                   const FolderCommitOptions& options = {});
 
 // The crash-safe way to create or replace a folder (a sharded checkpoint): everything is written
-// into `<parent>/.<name>.tmp-<random>/`, then commit() fsyncs every file and folder in it,
-// renames it to `<parent>/<name>` and fsyncs the parent. A crash at any point leaves either no
-// folder (or the old one) under the final name plus a temp folder that is_temp_name() recognises
-// and remove_temp_leftovers() deletes.
+// into `<parent>/.<name>.tmp-<random>/`, then commit() publishes it with commit_folder. A crash at
+// any point leaves either no folder (or the old one) under the final name plus a temp folder that
+// is_temp_name() recognises and remove_temp_leftovers() deletes.
 //
 // Not thread-safe; files inside may be written from any thread before commit().
 class AtomicDir {
@@ -243,17 +293,12 @@ class AtomicDir {
   // temp_path() / name: where to write a file that will be published as final_path() / name.
   fs::path operator/(const fs::path& name) const { return temp_ / name; }
 
-  // Publishes the folder. When `final_path` exists: replace == false throws
-  // Error(AlreadyExists) and leaves everything as it was (the temp folder stays until
-  // destruction); replace == true swaps the folders atomically and removes the old one.
-  // `sync_files` == false skips the per-file fsync for callers that already synced each file
-  // (the folder fsyncs are always done). After a failure nothing is published.
-  void commit(bool replace = false, bool sync_files = true);
+  // Publishes the folder with commit_folder(options). After a failure nothing is published and
+  // the temp folder stays until destruction (a later commit may retry).
+  void commit(const FolderCommitOptions& options = {});
   bool committed() const { return committed_; }
 
  private:
-  void remove_old_version(const fs::path& old);
-
   Env& env_;
   fs::path final_;
   fs::path temp_;
@@ -261,9 +306,11 @@ class AtomicDir {
 };
 
 // Removes the leftovers of interrupted atomic commits in `dir`: entries whose names are temp
-// names (files and folders). With `name` non-empty only leftovers of `<dir>/<name>` are touched,
-// so an owner never deletes another writer's temp files. Returns the names removed. Call it only
-// when no other process is committing the same names.
+// names (files and folders). An old folder that an interrupted replace moved aside
+// (replaced_path_for) is put back when its final name is empty, and deleted otherwise. With
+// `name` non-empty only leftovers of `<dir>/<name>` are touched, so an owner never deletes
+// another writer's temp files. Returns the names removed (not those put back). Call it only when
+// no other process is committing the same names.
 std::vector<std::string> remove_temp_leftovers(Env& env, const fs::path& dir,
                                                std::string_view name = {});
 

@@ -223,8 +223,9 @@ struct LoadedCheckpoint {
 struct ConvertOptions {
   // Output: a path ending in ".safetensors" is one file (Error(InvalidArgument) when
   // max_shard_size is set and the tensors exceed it); anything else is a folder written by
-  // save_sharded with this limit (default 5GB).
-  std::optional<uint64_t> max_shard_size;
+  // save_sharded with this limit. Bytes (parse_size of sharded.h reads "5GB"); 0: not set (a
+  // folder then gets kDefaultMaxShardSize).
+  uint64_t max_shard_size = 0;
   std::optional<DType> dtype;  // convert every float tensor
   // Folder output: the base name; empty keeps the source's ("pytorch_model" becomes "model").
   std::string base_name;
@@ -233,6 +234,10 @@ struct ConvertOptions {
   // Allow the output to be the input (same path, or the same file by device and inode): the new
   // file replaces it only after it has been verified. Without it that is Error(InvalidArgument).
   bool in_place = false;
+  // Torch sources to one .safetensors file (no dtype, no max_shard_size): identical views of one
+  // storage are written once and the other names recorded as aliases in the metadata
+  // (pt::convert_torch_to_safetensors).
+  bool dedupe_shared = false;
   SourceOptions source;
 };
 
@@ -244,10 +249,13 @@ struct ConvertReport {
   uint64_t tensor_bytes = 0;
   size_t converted = 0;
   size_t verified = 0;  // tensors read back from the output and compared with the source
+  size_t aliases = 0;   // dedupe_shared: names recorded as aliases of a written tensor
   std::vector<std::string> removed_temp_files;  // stale temp files of killed converts, removed
 };
 
-// Any readable source to one safetensors file or a sharded folder. A single safetensors file
+// Any readable source to one safetensors file or a sharded folder, verified here: every tensor
+// of the output is read back and compared with the source (after the cast, if any) and a
+// difference is Error(Mismatch). A single safetensors file
 // converted without dtype change is re-written with its own metadata by the reference layout, so
 // the output is what the reference writer produces for the same tensors and metadata; a torch
 // file's non-tensor values go into the metadata as JSON under their dotted names.
@@ -257,7 +265,8 @@ struct ConvertReport {
 // fresh read of the source before the temp file is renamed into place; memory stays near the
 // largest tensor plus a fixed buffer (torch zip records are CRC-checked the same way; a legacy
 // torch file is read whole). Temp files of earlier converts to the same output whose process is
-// gone are removed first.
+// gone are removed first. A folder output is written by save_sharded, then each shard is read back
+// and compared with the tensors written. The `ckptio convert` command is this function.
 ConvertReport convert_checkpoint(const std::filesystem::path& src, const std::filesystem::path& dst,
                                  const ConvertOptions& options = {});
 

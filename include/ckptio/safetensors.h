@@ -125,7 +125,7 @@ struct SafetensorsWriteOptions {
   io::Env* env = nullptr;      // nullptr: Env::posix()
   // How the bytes are written (backend, threads, O_DIRECT, bytes in flight); nullptr: the
   // defaults. Its env and sync fields are ignored: the writer uses `env` above and the commit
-  // fsyncs the file once.
+  // (io::write_file_atomic) fsyncs the file and its folder once.
   const io::AsyncWriterOptions* writer = nullptr;
 };
 
@@ -136,8 +136,11 @@ struct SafetensorsWriteOptions {
 SafetensorsLayout plan_safetensors(std::span<const NamedTensor> tensors,
                                    const SafetensorsWriteOptions& options = {});
 
-// Crash-safe write: streams each tensor from its own buffer (no second copy), temp name + fsync +
-// rename + fsync of the folder. Replacing a file that is memory-mapped by a live reader is safe.
+// Crash-safe write through io::write_file_atomic (temp name in the same folder, fsync, rename,
+// fsync of the folder; without `sync` the same steps minus the fsyncs). The bytes go through the
+// one safetensors file writer, an io::AsyncWriter that streams each tensor from its own buffer (no
+// second copy; small tensors are gathered into larger writes). Replacing a file that is
+// memory-mapped by a live reader is safe.
 void save_safetensors(const std::filesystem::path& path, std::span<const NamedTensor> tensors,
                       const SafetensorsWriteOptions& options = {});
 

@@ -76,8 +76,8 @@ struct ShardedWriteOptions {
   // Sharded: extra entries of the index's "metadata" (next to "total_size", which is reserved and
   // rejected here). Single file: the file's "__metadata__" next to "format": "pt".
   Metadata metadata;
-  // Threads writing shards (and chunks of large tensors) at once; 0: ckptio::default_threads().
-  // 1 writes sequentially.
+  // Threads of the one safetensors writer (an io::AsyncWriter) writing shards and chunks of large
+  // tensors at once; 0: ckptio::default_threads(). 1 writes sequentially.
   int threads = 0;
   bool sync = true;        // fsync every file and the folder; off only for tests and benchmarks
   io::Env* env = nullptr;  // nullptr: Env::posix()
@@ -95,8 +95,8 @@ struct ShardedWriteResult {
 };
 
 // Writes `tensors` into `dir` (created if missing) as planned by plan_shards. Every shard file goes
-// through a temp name and is fsynced; the index is written last (atomically), and only then are
-// files of an earlier save with the same base name that the new save does not name (older shards,
+// through a temp name and is fsynced; the index is written last (io::write_file_atomic), and only
+// then are files of an earlier save with the same base name that the new save does not name (older shards,
 // an index when the new save is a single file, a single file when it is sharded, temp files left
 // by a crash) removed. When a new shard name collides with a shard of the previous save, the old
 // index is removed before the new shards are renamed into place, so a reader sees the old
@@ -107,8 +107,10 @@ ShardedWriteResult save_sharded(const std::filesystem::path& dir,
                                 std::span<const NamedTensor> tensors,
                                 const ShardedWriteOptions& options = {});
 
-// The index JSON for a plan, as save_sharded writes it: indent 2, keys sorted, trailing newline
-// (what transformers' save_pretrained writes).
+// The index JSON for a plan, as save_sharded and CheckpointIO write it: indent 2, keys sorted,
+// non-ASCII escaped as \uXXXX, trailing newline: byte for byte what transformers'
+// save_pretrained writes (json.dumps(index, indent=2, sort_keys=True) + "\n", ensure_ascii
+// being Python's default).
 std::string render_shard_index(const ShardPlan& plan, std::span<const NamedTensor> tensors,
                                const Metadata& extra_metadata = {});
 

@@ -239,9 +239,9 @@ struct TorchConvertReport {
 // anything.
 inline constexpr std::string_view kAliasesMetadataKey = "__ckptio_aliases__";
 
-// Converts the selected object to a safetensors file (crash-safe write), then re-reads the output
-// and compares every tensor bit for bit (and every metadata value) with the source; throws
-// Error(Mismatch) and removes the output if anything differs. Non-tensor leaves are stored as
+// Converts the selected object to a safetensors file (crash-safe write) and, before the file is
+// renamed into place, re-reads it and compares every tensor bit for bit (and every metadata
+// value) with the source; throws Error(Mismatch) and leaves `dst` untouched if anything differs. Non-tensor leaves are stored as
 // JSON strings in the metadata under their dotted names, next to "format": "pt".
 TorchConvertReport convert_torch_to_safetensors(const std::filesystem::path& src,
                                                 const std::filesystem::path& dst,

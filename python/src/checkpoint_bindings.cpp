@@ -139,7 +139,7 @@ DType dtype_named(const std::string& name) {
 class PyCheckpointIO {
  public:
   PyCheckpointIO(const std::string& dir, size_t keep_n_latest, bool async, const std::string& snapshot,
-                 const std::string& max_shard_size, bool fsync, nb::object on_phase) {
+                 uint64_t max_shard_size, bool sync, nb::object on_phase) {
     CheckpointOptions options;
     if (!on_phase.is_none()) {
       // Called from whichever thread runs the phase; Python code needs the GIL there. The
@@ -159,8 +159,7 @@ class PyCheckpointIO {
     options.async = async;
     options.snapshot = snapshot_mode(snapshot);
     options.max_shard_size = max_shard_size;
-    parse_size(max_shard_size);  // reject a bad size now rather than at the first save
-    options.fsync = fsync;
+    options.sync = sync;
     io_ = std::make_unique<CheckpointIO>(dir, std::move(options));
   }
 
@@ -464,7 +463,7 @@ nb::tuple load_all(const std::string& source,
 }
 
 nb::dict save_sharded_py(const std::string& folder, const std::vector<TensorIn>& tensors,
-                         const std::string& max_shard_size, const std::string& base_name,
+                         uint64_t max_shard_size, const std::string& base_name,
                          const Metadata& metadata, bool sync) {
   std::vector<NamedTensor> named;
   named.reserve(tensors.size());
@@ -472,7 +471,7 @@ nb::dict save_sharded_py(const std::string& folder, const std::vector<TensorIn>&
     named.push_back(NamedTensor{name, view_of(name, dtype, shape, raw)});
   }
   ShardedWriteOptions options;
-  options.max_shard_size = parse_size(max_shard_size);
+  options.max_shard_size = max_shard_size;
   options.base_name = base_name;
   options.metadata = metadata;
   options.sync = sync;
@@ -496,10 +495,10 @@ nb::dict save_sharded_py(const std::string& folder, const std::vector<TensorIn>&
 void bind_checkpoint(nb::module_& m) {
 
   nb::class_<PyCheckpointIO>(m, "CheckpointIO")
-      .def(nb::init<const std::string&, size_t, bool, const std::string&, const std::string&, bool,
+      .def(nb::init<const std::string&, size_t, bool, const std::string&, uint64_t, bool,
                     nb::object>(),
            nb::arg("exp_dir"), nb::arg("keep_n_latest"), nb::arg("async_save"), nb::arg("snapshot"),
-           nb::arg("max_shard_size"), nb::arg("fsync"), nb::arg("on_phase").none())
+           nb::arg("max_shard_size"), nb::arg("sync"), nb::arg("on_phase").none())
       .def("save", &PyCheckpointIO::save, nb::arg("model").none(), nb::arg("ema").none(),
            nb::arg("optimizer_tensors").none(), nb::arg("optimizer_meta").none(),
            nb::arg("lr_scheduler").none(), nb::arg("sampler").none(), nb::arg("running"),
@@ -532,7 +531,8 @@ void bind_checkpoint(nb::module_& m) {
         nb::arg("weights"), nb::arg("allow_pickle"));
   m.def("save_sharded", &save_sharded_py, nb::arg("folder"), nb::arg("tensors"),
         nb::arg("max_shard_size"), nb::arg("base_name"), nb::arg("metadata"), nb::arg("sync"));
-  m.def("parse_size", [](const std::string& text) { return parse_size(text); });
+  // Sizes as the Python edge takes them ("5GB", "2GiB", bytes) to the bytes the C++ options hold.
+  m.def("parse_size", [](const std::string& text) { return parse_size(text); }, nb::arg("text"));
 }
 
 }  // namespace ckptio::python

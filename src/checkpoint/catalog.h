@@ -7,11 +7,11 @@
 #include <vector>
 
 #include "ckptio/checkpoint_io.h"
+#include "checkpoint/naming.h"
 #include "ckptio/io.h"
 
 namespace ckptio::checkpoint {
 
-inline constexpr std::string_view kRunningStatesName = "running_states.json";
 
 // Removes a checkpoint folder crash-safely: renames it to a temp name, fsyncs the experiment
 // folder, then deletes the tree. A crash mid-delete leaves only a temp folder.

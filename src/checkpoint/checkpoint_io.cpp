@@ -74,7 +74,7 @@ CheckpointIO::CheckpointIO(fs::path experiment_dir, CheckpointOptions options)
   impl_->experiment_dir = std::move(experiment_dir);
   impl_->options = std::move(options);
   impl_->env = impl_->options.env ? impl_->options.env : &io::Env::posix();
-  impl_->max_shard_bytes = parse_size(impl_->options.max_shard_size);
+  impl_->max_shard_bytes = impl_->options.max_shard_size;
   if (impl_->max_shard_bytes == 0) {
     throw Error(ErrorCode::InvalidArgument, "max_shard_size must be more than 0 bytes");
   }
@@ -176,7 +176,7 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
   }
   job->final_name = checkpoint_folder_name(job->epoch, job->global_step);
   job->replace = save_options.replace;
-  job->settings = {o.fsync, o.checksums};
+  job->settings = {o.sync, o.checksums};
   job->max_shard_bytes = im.max_shard_bytes;
   job->keep_n_latest = o.keep_n_latest;
   job->warn = o.warn;

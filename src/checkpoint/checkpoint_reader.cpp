@@ -6,9 +6,11 @@
 #include "checkpoint/catalog.h"
 #include "checkpoint/file_hash.h"
 #include "checkpoint/manifest.h"
+#include "checkpoint/naming.h"
 #include "checkpoint/tensor_source.h"
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
+#include "ckptio/sharded.h"
 #include "ckptio/torch_pickle.h"
 
 namespace ckptio {
@@ -79,14 +81,14 @@ struct OptimizerSource {
 
 OptimizerSource open_own_optimizer(io::Env& env, const fs::path& dir) {
   OptimizerSource out;
-  const fs::path json_path = dir / "optimizer.json";
+  const fs::path json_path = dir.parent_path() / checkpoint::kOptimizerJsonName;
   const json doc = read_json_file(env, json_path);
   if (!doc.is_object() || doc.value("format", "") != "ckptio.optimizer" ||
       !doc.contains("tensor_state") || !doc["tensor_state"].is_object()) {
     throw Error(ErrorCode::Corrupt, "'" + json_path.string() + "' is not a ckptio optimizer file");
   }
   out.meta = doc.contains("meta") ? doc["meta"] : json::object();
-  out.tensors = checkpoint::open_tensor_folder(env, dir, "optimizer");
+  out.tensors = checkpoint::open_tensor_folder(env, dir, std::string(checkpoint::kOptimizerDir));
   for (const auto& [name, pk] : doc["tensor_state"].items()) {
     if (!pk.is_array() || pk.size() != 2 || !pk[0].is_string() || !pk[1].is_string()) {
       throw Error(ErrorCode::Corrupt,
@@ -153,7 +155,7 @@ OptimizerSource open_colossalai_optimizer(io::Env& env, const fs::path& dir) {
       for (const auto& [k, v] : param_state.dict_items()) {
         const std::string key = pt::Value::key_to_string(k);
         if (v.is_tensor()) {
-          const std::string name = "state." + param + "." + key;
+          const std::string name = checkpoint::optimizer_tensor_name(param, key);
           const Tensor t = v.as_tensor().contiguous();
           out.tensors.merge(checkpoint::source_from_tensors(TensorMap{{name, t}}));
           out.split[name] = {param, key};
@@ -179,9 +181,9 @@ OptimizerSource open_colossalai_optimizer(io::Env& env, const fs::path& dir) {
 
 // The optimizer of either layout, or nullopt when the folder has none.
 std::optional<OptimizerSource> open_optimizer(io::Env& env, const fs::path& ckpt) {
-  const fs::path dir = ckpt / "optimizer";
+  const fs::path dir = ckpt / checkpoint::kOptimizerDir;
   if (!is_dir(env, dir)) return std::nullopt;
-  if (exists(env, dir / "optimizer.json")) return open_own_optimizer(env, dir);
+  if (exists(env, ckpt / checkpoint::kOptimizerJsonName)) return open_own_optimizer(env, dir);
   if (exists(env, dir / "pytorch_optim.bin.index.json")) {
     return open_colossalai_optimizer(env, dir);
   }
@@ -190,17 +192,18 @@ std::optional<OptimizerSource> open_optimizer(io::Env& env, const fs::path& ckpt
 }
 
 std::optional<SourceMap> open_model(io::Env& env, const fs::path& ckpt) {
-  const fs::path dir = ckpt / "model";
+  const fs::path dir = ckpt / checkpoint::kModelDir;
   if (!is_dir(env, dir)) return std::nullopt;
-  return checkpoint::open_tensor_folder(env, dir, "model");
+  return checkpoint::open_tensor_folder(env, dir, std::string(checkpoint::kModelBaseName));
 }
 
 std::optional<SourceMap> open_ema(io::Env& env, const fs::path& ckpt) {
-  if (exists(env, ckpt / "ema.safetensors")) {
-    return checkpoint::open_safetensors_source(env, ckpt / "ema.safetensors");
-  }
-  if (is_dir(env, ckpt / "ema")) return checkpoint::open_tensor_folder(env, ckpt / "ema", "ema");
-  if (exists(env, ckpt / "ema.pt")) return checkpoint::open_torch_source(env, ckpt / "ema.pt");
+  const std::string ema(checkpoint::kEmaName);
+  const fs::path single = ckpt / single_file_name(ema);
+  if (exists(env, single)) return checkpoint::open_safetensors_source(env, single);
+  if (is_dir(env, ckpt / ema)) return checkpoint::open_tensor_folder(env, ckpt / ema, ema);
+  const fs::path pt = ckpt / checkpoint::kEmaTorchName;
+  if (exists(env, pt)) return checkpoint::open_torch_source(env, pt);
   return std::nullopt;
 }
 
@@ -225,7 +228,7 @@ void load_optimizer(const OptimizerSource& src, OptimizerState& target, bool str
                     LoadResult& result) {
   TensorMap flat;
   for (auto& [param, tensors] : target.tensors) {
-    for (auto& [key, tensor] : tensors) flat["state." + param + "." + key] = tensor;
+    for (auto& [key, tensor] : tensors) flat[checkpoint::optimizer_tensor_name(param, key)] = tensor;
   }
   const bool fill_all = flat.empty();
   if (!fill_all) {
@@ -233,7 +236,7 @@ void load_optimizer(const OptimizerSource& src, OptimizerState& target, bool str
     SourceMap by_target_name;
     for (const auto& [name, t] : src.tensors) {
       const auto& [param, key] = src.split.at(name);
-      by_target_name["state." + param + "." + key] = t;
+      by_target_name[checkpoint::optimizer_tensor_name(param, key)] = t;
     }
     checkpoint::fill_tensor_map(by_target_name, flat, "optimizer", strict, result);
   } else {
@@ -250,11 +253,15 @@ void load_optimizer(const OptimizerSource& src, OptimizerState& target, bool str
 // always read).
 bool requested(const std::string& rel, const LoadTargets& targets) {
   if (rel == checkpoint::kRunningStatesName) return true;
-  if (targets.model && rel.starts_with("model/")) return true;
-  if (targets.ema && (rel == "ema.safetensors" || rel.starts_with("ema/"))) return true;
-  if (targets.optimizer && rel.starts_with("optimizer/")) return true;
-  if (targets.lr_scheduler && rel == "lr_scheduler.json") return true;
-  if (targets.sampler && rel == "sampler.json") return true;
+  using namespace checkpoint;
+  const auto in = [&](std::string_view dir) {
+    return rel.size() > dir.size() && rel.starts_with(dir) && rel[dir.size()] == '/';
+  };
+  if (targets.model && in(kModelDir)) return true;
+  if (targets.ema && (rel == single_file_name(kEmaName) || in(kEmaName))) return true;
+  if (targets.optimizer && in(kOptimizerDir)) return true;
+  if (targets.lr_scheduler && rel == kLrSchedulerName) return true;
+  if (targets.sampler && rel == kSamplerName) return true;
   return false;
 }
 

@@ -10,11 +10,11 @@
 #include <string_view>
 #include <vector>
 
+#include "checkpoint/naming.h"
 #include "ckptio/io.h"
 
 namespace ckptio::checkpoint {
 
-inline constexpr std::string_view kManifestName = "ckptio.manifest.json";
 inline constexpr std::string_view kManifestFormat = "ckptio.checkpoint";
 inline constexpr int kManifestVersion = 1;
 // Refuse absurd manifests before parsing them.

@@ -4,7 +4,6 @@
 
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
-#include "ckptio/sharded.h"
 
 namespace ckptio {
 
@@ -57,7 +56,7 @@ std::string_view checkpoint_state_name(CheckpointState state) {
 namespace checkpoint {
 
 std::string temp_folder_name(std::string_view final_name) {
-  return "." + std::string(final_name) + ".tmp-" + io::random_suffix();
+  return io::temp_path_for(std::string(final_name)).string();
 }
 
 std::optional<std::string> temp_folder_target(std::string_view name) {
@@ -70,15 +69,12 @@ std::optional<std::string> temp_folder_target(std::string_view name) {
 }
 
 std::string replaced_folder_name(std::string_view final_name) {
-  return "." + std::string(final_name) + ".replaced-" + io::random_suffix();
+  return io::replaced_path_for(std::string(final_name)).string();
 }
 
 std::optional<std::string> replaced_folder_target(std::string_view name) {
-  if (!name.starts_with('.')) return std::nullopt;
-  const size_t mark = name.rfind(".replaced-");
-  if (mark == std::string_view::npos || mark < 1) return std::nullopt;
-  std::string target(name.substr(1, mark - 1));
-  if (!parse_checkpoint_folder_name(target)) return std::nullopt;
+  auto target = io::replaced_target(name);
+  if (!target || !parse_checkpoint_folder_name(*target)) return std::nullopt;
   return target;
 }
 

@@ -1,4 +1,5 @@
-// Names of checkpoint folders and of the temp folders a save builds them in.
+// Names of checkpoint folders and of the temp folders a save builds them in; the names inside a
+// checkpoint folder are in ckptio/checkpoint_layout.h.
 #pragma once
 
 #include <cstdint>
@@ -6,6 +7,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include "ckptio/checkpoint_layout.h"
 
 namespace ckptio::checkpoint {
 

@@ -36,10 +36,6 @@ std::string running_states_to_json(const RunningStates& r, std::string_view extr
   return doc.dump(4) + "\n";
 }
 
-std::string optimizer_tensor_name(const std::string& param, const std::string& key) {
-  return "state." + param + "." + key;
-}
-
 std::string optimizer_to_json(const OptimizerState& state) {
   json tensor_state = json::object();
   for (const auto& [param, tensors] : state.tensors) {
@@ -72,100 +68,28 @@ void SaveJob::phase_after_commit(SavePhase p) const {
   }
 }
 
-void SaveJob::sync_or_take_back(const fs::path& temp, const fs::path& final_path,
-                                const fs::path& aside) {
-  if (!settings.fsync) return;
-  try {
-    env->sync_dir(experiment_dir);
-  } catch (...) {
-    // The rename may not be durable and the save is reported as failed: take the new folder back
-    // (so that a retry of this step does not find it in the way) and put the old one back.
-    try {
-      env->rename(final_path, temp);
-      if (!aside.empty()) env->rename(aside, final_path);
-    } catch (...) {
-    }
-    throw;
-  }
-}
-
-// Without RENAME_EXCHANGE: the old folder goes aside, the new one comes in, the folder is fsynced,
-// and only then is the old one deleted (or, when damaged, kept aside for a person). Until the new
-// one is durable, every failure puts the old one back.
-void SaveJob::replace_without_exchange(const fs::path& temp, const fs::path& final_path,
-                                       const fs::path& aside, bool old_is_damaged) {
-  io::Env& e = *env;
-  e.rename(final_path, aside);
-  try {
-    e.rename(temp, final_path);
-  } catch (...) {
-    try {
-      e.rename(aside, final_path);
-    } catch (...) {
-    }
-    throw;
-  }
-  sync_or_take_back(temp, final_path, aside);
-  if (old_is_damaged) {
-    emit_warning(warn, "'" + final_path.string() + "' did not verify (" + damaged_problem +
-                           "): moved it to '" + aside.filename().string() +
-                           "' and saved the new checkpoint in its place");
-    return;
-  }
-  try {
-    e.remove_all(aside);
-  } catch (const Error& err) {
-    // Committed and durable: the old version is debris the next save or load removes.
-    emit_warning(warn, "removing the replaced checkpoint '" + aside.string() + "': " +
-                           err.message());
-  }
-}
-
 void SaveJob::commit(const fs::path& temp, const fs::path& final_path) {
-  io::Env& e = *env;
-  const io::FileInfo existing = e.stat(final_path);
-  if (!existing.exists) {
-    e.rename(temp, final_path);
-    sync_or_take_back(temp, final_path, {});
-    return;
+  io::FolderCommitOptions options;
+  options.sync = settings.sync;
+  options.sync_files = false;  // every file was fsynced as it was written
+  options.warn = [this](const std::string& text) { emit_warning(warn, text); };
+  fs::path damaged;
+  if (set_aside_damaged && env->stat(final_path).exists) {
+    // Kept for a person under a name no listing, latest or prune ever takes.
+    damaged = free_damaged_path(*env, experiment_dir, final_name);
+    options.if_exists = io::IfExists::MoveAside;
+    options.aside = damaged;
+  } else if (replace) {
+    // Without RENAME_EXCHANGE the old checkpoint waits under replaced_folder_name until the new
+    // one is durable; recover_replaced_folders puts it back after a crash in between.
+    options.if_exists = io::IfExists::Replace;
+    options.aside = experiment_dir / replaced_folder_name(final_name);
   }
-  if (set_aside_damaged) {
-    replace_without_exchange(temp, final_path, free_damaged_path(e, experiment_dir, final_name),
-                             /*old_is_damaged=*/true);
-    return;
-  }
-  if (!replace) {
-    throw Error(ErrorCode::AlreadyExists,
-                "checkpoint '" + final_path.string() + "' already exists (ask to replace it)");
-  }
-  // RENAME_EXCHANGE swaps the two atomically, so a reader sees the old checkpoint or the new one,
-  // never neither.
-  try {
-    e.exchange(temp, final_path);
-  } catch (const Error& err) {
-    if (err.code() != ErrorCode::Unsupported) throw;
-    replace_without_exchange(temp, final_path,
-                             experiment_dir / replaced_folder_name(final_name),
-                             /*old_is_damaged=*/false);
-    return;
-  }
-  // `temp` now holds the old checkpoint under a temp name: debris if we crash here.
-  if (settings.fsync) {
-    try {
-      e.sync_dir(experiment_dir);
-    } catch (...) {
-      try {
-        e.exchange(temp, final_path);  // the save failed: put the old checkpoint back
-      } catch (...) {
-      }
-      throw;
-    }
-  }
-  try {
-    e.remove_all(temp);
-  } catch (const Error& err) {
-    emit_warning(warn, "removing the replaced checkpoint '" + temp.string() + "': " +
-                           err.message());
+  io::commit_folder(*env, temp, final_path, options);
+  if (!damaged.empty()) {
+    emit_warning(warn, "'" + final_path.string() + "' did not verify (" + damaged_problem +
+                           "): moved it to '" + damaged.filename().string() +
+                           "' and saved the new checkpoint in its place");
   }
 }
 
@@ -176,7 +100,7 @@ fs::path SaveJob::run() {
   try {
     phase(SavePhase::WriteFiles);
     if (!e.stat(experiment_dir).exists) {
-      if (settings.fsync) {
+      if (settings.sync) {
         io::create_dirs_synced(e, experiment_dir);  // every new level, not only the last
       } else {
         e.create_dirs(experiment_dir);
@@ -186,33 +110,32 @@ fs::path SaveJob::run() {
     Manifest manifest;
     manifest.epoch = epoch;
     manifest.global_step = global_step;
-    std::vector<std::string> dirs;
     auto record = [&](const WrittenFile& f) { manifest.files[f.rel] = {f.size, f.xxh3_128}; };
     auto record_all = [&](const std::vector<WrittenFile>& files) {
       for (const auto& f : files) record(f);
     };
+    const std::string model_dir(kModelDir), ema_name(kEmaName), optimizer_dir(kOptimizerDir);
     if (model) {
-      record_all(write_tensor_set(e, temp, "model", "model", "model", *model, max_shard_bytes,
-                                  settings, dirs));
+      record_all(write_tensor_set(e, temp, model_dir, model_dir, std::string(kModelBaseName),
+                                  *model, max_shard_bytes, settings));
     }
     if (ema) {
-      record_all(
-          write_tensor_set(e, temp, "", "ema", "ema", *ema, max_shard_bytes, settings, dirs));
+      record_all(write_tensor_set(e, temp, "", ema_name, ema_name, *ema, max_shard_bytes,
+                                  settings));
     }
     if (optimizer_tensors) {
-      record_all(write_tensor_set(e, temp, "optimizer", "optimizer", "optimizer",
-                                  *optimizer_tensors, max_shard_bytes, settings, dirs));
-      record(write_text_file(e, temp, "optimizer/optimizer.json", *optimizer_json, settings));
+      record_all(write_tensor_set(e, temp, optimizer_dir, optimizer_dir, optimizer_dir,
+                                  *optimizer_tensors, max_shard_bytes, settings));
+      record(write_text_file(e, temp, std::string(kOptimizerJsonName), *optimizer_json, settings));
     }
     if (lr_scheduler_json) {
-      record(write_text_file(e, temp, "lr_scheduler.json", *lr_scheduler_json, settings));
+      record(write_text_file(e, temp, std::string(kLrSchedulerName), *lr_scheduler_json, settings));
     }
-    if (sampler_json) record(write_text_file(e, temp, "sampler.json", *sampler_json, settings));
+    if (sampler_json) {
+      record(write_text_file(e, temp, std::string(kSamplerName), *sampler_json, settings));
+    }
     record(write_text_file(e, temp, std::string(kRunningStatesName), running_states_json,
                            settings));
-    if (settings.fsync) {
-      for (const auto& d : dirs) e.sync_dir(temp / d);
-    }
 
     phase(SavePhase::WriteManifest);
     manifest.sequence = next_commit_sequence(e, experiment_dir);
@@ -220,7 +143,6 @@ fs::path SaveJob::run() {
     manifest_settings.checksums = false;
     write_text_file(e, temp, std::string(kManifestName), manifest_to_json(manifest),
                     manifest_settings);
-    if (settings.fsync) e.sync_dir(temp);
 
     phase(SavePhase::Commit);
     std::unique_lock<std::shared_mutex> lock;

@@ -60,14 +60,9 @@ struct SaveJob {
   void phase(SavePhase p) const;
   // After the commit a throwing hook is only worth a warning.
   void phase_after_commit(SavePhase p) const;
+  // Publishes the temp folder with io::commit_folder: fails on an existing checkpoint unless
+  // `replace`, and moves a damaged one aside when `set_aside_damaged`.
   void commit(const std::filesystem::path& temp, const std::filesystem::path& final_path);
-  void replace_without_exchange(const std::filesystem::path& temp,
-                                const std::filesystem::path& final_path,
-                                const std::filesystem::path& aside, bool old_is_damaged);
-  // fsync of the experiment folder after the new checkpoint was renamed in; on failure renames it
-  // back to `temp` (and `aside`, when given, back to the final name) and rethrows.
-  void sync_or_take_back(const std::filesystem::path& temp, const std::filesystem::path& final_path,
-                         const std::filesystem::path& aside);
 };
 
 // The JSON text of running_states.json.
@@ -77,9 +72,6 @@ std::string running_states_to_json(const RunningStates& running, std::string_vie
 nlohmann::json parse_json_text(std::string_view text, std::string_view what);
 // `text` re-written with two-space indentation and a final newline (files a person may read).
 std::string pretty_json(std::string_view text, std::string_view what);
-
-// "state.<param>.<key>", the file name of one optimizer state tensor.
-std::string optimizer_tensor_name(const std::string& param, const std::string& key);
 
 // optimizer.json: the non-tensor state and the mapping of tensor names to (param, key).
 std::string optimizer_to_json(const OptimizerState& state);

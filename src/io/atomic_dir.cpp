@@ -1,5 +1,6 @@
 // Crash-safe publication of a whole folder: build it under a temp name, fsync everything, rename,
 // fsync the parent. Readers never see a half-written folder under the final name.
+#include <optional>
 #include <string>
 
 #include "ckptio/error.h"
@@ -37,6 +38,120 @@ fs::path temp_path_for(const fs::path& path) {
   return dir / ("." + name.string() + ".tmp-" + random_suffix());
 }
 
+fs::path replaced_path_for(const fs::path& path) {
+  return path.parent_path() / ("." + path.filename().string() + ".replaced-" + random_suffix());
+}
+
+std::optional<std::string> replaced_target(std::string_view name) {
+  if (!name.starts_with('.')) return std::nullopt;
+  const size_t mark = name.rfind(".replaced-");
+  if (mark == std::string_view::npos || mark < 2) return std::nullopt;
+  return std::string(name.substr(1, mark - 1));
+}
+
+namespace {
+
+// fsync of the parent after `final_path` was renamed in; on failure the rename may not be durable
+// and the commit is reported as failed, so the new folder goes back to `temp` (a retry does not
+// find it in the way) and `aside`, when given, back to the final name.
+void sync_or_take_back(Env& env, const fs::path& temp, const fs::path& final_path,
+                       const fs::path& aside, const FolderCommitOptions& options) {
+  if (!options.sync) return;
+  try {
+    env.sync_dir(final_path.parent_path());
+  } catch (...) {
+    try {
+      env.rename(final_path, temp);
+      if (!aside.empty()) env.rename(aside, final_path);
+    } catch (...) {
+      // The first error is the one to report; a crash-like Env refuses everything here.
+    }
+    throw;
+  }
+}
+
+void remove_old_version(Env& env, const fs::path& old, const FolderCommitOptions& options) {
+  try {
+    env.remove_all(old);
+  } catch (const Error& e) {
+    // The new folder is published and durable; the old one is a recognisable leftover.
+    if (options.warn) options.warn("removing the replaced folder '" + old.string() + "': " + e.message());
+  }
+}
+
+// The old folder aside, the new one in, the parent fsynced; every failure before that puts the
+// old one back.
+void move_aside_and_commit(Env& env, const fs::path& temp, const fs::path& final_path,
+                           const fs::path& aside, const FolderCommitOptions& options) {
+  env.rename(final_path, aside);
+  try {
+    env.rename(temp, final_path);
+  } catch (...) {
+    try {
+      env.rename(aside, final_path);
+    } catch (...) {
+    }
+    throw;
+  }
+  sync_or_take_back(env, temp, final_path, aside, options);
+}
+
+}  // namespace
+
+void commit_folder(Env& env, const fs::path& temp, const fs::path& final_path,
+                   const FolderCommitOptions& options) {
+  const fs::path parent = final_path.parent_path();
+  if (options.sync) sync_tree(env, temp, options.sync_files);
+  const FileInfo existing = env.stat(final_path);
+  if (!existing.exists) {
+    // rename(2) onto a missing name; an empty folder created meanwhile would be replaced, a
+    // non-empty one makes rename fail, and either way the result is one whole folder.
+    env.rename(temp, final_path);
+    sync_or_take_back(env, temp, final_path, {}, options);
+    return;
+  }
+  if (options.if_exists == IfExists::Fail) {
+    throw Error(ErrorCode::AlreadyExists,
+                quoted(final_path) + " already exists; refusing to replace it (ask to replace it)");
+  }
+  if (!existing.is_directory) {
+    throw Error(ErrorCode::AlreadyExists,
+                quoted(final_path) + " exists and is not a folder; refusing to replace it");
+  }
+  if (options.if_exists == IfExists::MoveAside) {
+    if (options.aside.empty()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "moving " + quoted(final_path) + " aside needs a name to move it to");
+    }
+    move_aside_and_commit(env, temp, final_path, options.aside, options);
+    return;
+  }
+  // RENAME_EXCHANGE swaps the two atomically, so a reader sees the old folder or the new one,
+  // never neither.
+  try {
+    env.exchange(temp, final_path);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::Unsupported) throw;
+    const fs::path aside = options.aside.empty() ? replaced_path_for(final_path) : options.aside;
+    move_aside_and_commit(env, temp, final_path, aside, options);
+    remove_old_version(env, aside, options);
+    return;
+  }
+  // `temp` now holds the old folder under a temp name: debris if we crash here.
+  if (options.sync) {
+    try {
+      env.sync_dir(parent);
+    } catch (...) {
+      try {
+        env.exchange(temp, final_path);  // the commit failed: put the old folder back
+      } catch (...) {
+      }
+      throw;
+    }
+  }
+  remove_old_version(env, temp, options);
+}
+
 AtomicDir::AtomicDir(Env& env, fs::path final_path) : env_(env), final_(std::move(final_path)) {
   if (final_.filename().empty()) final_ = final_.parent_path();
   if (final_.filename().empty() || final_.filename() == "." || final_.filename() == "..") {
@@ -58,60 +173,12 @@ AtomicDir::~AtomicDir() {
   }
 }
 
-void AtomicDir::commit(bool replace, bool sync_files) {
+void AtomicDir::commit(const FolderCommitOptions& options) {
   if (committed_) {
     throw Error(ErrorCode::InvalidArgument, quoted(final_) + " was already committed");
   }
-  const fs::path parent = final_.parent_path();
-  sync_tree(env_, temp_, sync_files);
-  const FileInfo existing = env_.stat(final_);
-  if (!existing.exists) {
-    // rename(2) onto a missing name; an empty folder created meanwhile would be replaced, a
-    // non-empty one makes rename fail, and either way the result is one whole folder.
-    env_.rename(temp_, final_);
-    committed_ = true;
-    env_.sync_dir(parent);
-    return;
-  }
-  if (!replace) {
-    throw Error(ErrorCode::AlreadyExists,
-                quoted(final_) + " exists; refusing to replace it (pass replace to overwrite)");
-  }
-  if (!existing.is_directory) {
-    throw Error(ErrorCode::AlreadyExists,
-                quoted(final_) + " exists and is not a folder; refusing to replace it");
-  }
-  try {
-    env_.exchange(temp_, final_);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::Unsupported) throw;
-    // No atomic swap on this filesystem: move the old folder aside under a temp name first. A
-    // crash between the two renames leaves no folder under the final name, but both versions
-    // survive under recognisable temp names.
-    const fs::path aside = temp_path_for(final_);
-    env_.rename(final_, aside);
-    try {
-      env_.rename(temp_, final_);
-    } catch (...) {
-      env_.rename(aside, final_);  // put the old folder back before reporting
-      throw;
-    }
-    committed_ = true;
-    env_.sync_dir(parent);
-    remove_old_version(aside);
-    return;
-  }
+  commit_folder(env_, temp_, final_, options);
   committed_ = true;
-  env_.sync_dir(parent);
-  remove_old_version(temp_);  // after the swap, temp_ holds the old folder
-}
-
-void AtomicDir::remove_old_version(const fs::path& old) {
-  try {
-    env_.remove_all(old);
-  } catch (...) {
-    // The new folder is published and durable; the old one is a recognisable leftover.
-  }
 }
 
 std::vector<std::string> remove_temp_leftovers(Env& env, const fs::path& dir,
@@ -120,13 +187,25 @@ std::vector<std::string> remove_temp_leftovers(Env& env, const fs::path& dir,
   const fs::path d = dir.empty() ? fs::path(".") : dir;
   if (!env.stat(d).exists) return removed;
   const std::string prefix = name.empty() ? std::string() : "." + std::string(name) + ".tmp-";
+  bool restored = false;
   for (const std::string& entry : env.list_dir(d)) {
+    if (const auto target = replaced_target(entry); target && (name.empty() || *target == name)) {
+      // An interrupted replace: the old version is the one to keep when nothing took its place.
+      if (env.stat(d / *target).exists) {
+        env.remove_all(d / entry);
+        removed.push_back(entry);
+      } else {
+        env.rename(d / entry, d / *target);
+        restored = true;
+      }
+      continue;
+    }
     if (!is_temp_name(entry)) continue;
     if (!prefix.empty() && entry.rfind(prefix, 0) != 0) continue;
     env.remove_all(d / entry);
     removed.push_back(entry);
   }
-  if (!removed.empty()) env.sync_dir(d);
+  if (!removed.empty() || restored) env.sync_dir(d);
   return removed;
 }
 

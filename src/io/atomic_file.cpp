@@ -33,13 +33,13 @@ bool is_temp_name(std::string_view name) {
 }
 
 void write_file_atomic(Env& env, const fs::path& path,
-                       const std::function<void(WritableFile&)>& fill) {
-  const fs::path dir = path.parent_path();
-  const fs::path temp = dir / ("." + path.filename().string() + ".tmp-" + random_suffix());
+                       const std::function<void(WritableFile&)>& fill,
+                       const AtomicWriteOptions& options) {
+  const fs::path temp = options.temp.empty() ? temp_path_for(path) : options.temp;
   try {
     auto file = env.open_write(temp, OpenMode::CreateNew);
     fill(*file);
-    file->sync();
+    if (options.sync) file->sync();
     file->close();
     env.rename(temp, path);
   } catch (...) {
@@ -50,13 +50,15 @@ void write_file_atomic(Env& env, const fs::path& path,
     }
     throw;
   }
-  env.sync_dir(dir);
+  if (options.sync) env.sync_dir(temp.parent_path());
 }
 
-void write_file_atomic(Env& env, const fs::path& path, std::string_view contents) {
-  write_file_atomic(env, path, [&](WritableFile& f) {
-    f.write_at(0, std::as_bytes(std::span(contents.data(), contents.size())));
-  });
+void write_file_atomic(Env& env, const fs::path& path, std::string_view contents,
+                       const AtomicWriteOptions& options) {
+  write_file_atomic(
+      env, path,
+      [&](WritableFile& f) { f.write_at(0, std::as_bytes(std::span(contents.data(), contents.size()))); },
+      options);
 }
 
 void create_dirs_synced(Env& env, const fs::path& dir) {

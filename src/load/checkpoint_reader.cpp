@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "checkpoint/naming.h"
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/dcp.h"
 #include "ckptio/dist.h"
@@ -118,7 +119,7 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         // An empty target receives every tensor: nothing can be missing or mismatched.
         static_cast<void>(load_checkpoint_folder(impl->source.path.parent_path(), targets, lo));
         for (const auto& [param, keys] : state.tensors) {
-          for (const auto& [key, t] : keys) impl->torch_tensors.emplace("state." + param + "." + key, t);
+          for (const auto& [key, t] : keys) impl->torch_tensors.emplace(checkpoint::optimizer_tensor_name(param, key), t);
         }
         for (const auto& [name, t] : impl->torch_tensors) {
           impl->tensors.push_back({name, t.dtype(), t.shape(), t.nbytes()});

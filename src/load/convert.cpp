@@ -1,5 +1,7 @@
-// convert_checkpoint: any readable source to one safetensors file (streamed, verified before it is
-// published) or a sharded folder.
+// convert_checkpoint, the one conversion path: any readable source to one safetensors file
+// (streamed, verified before it is published) or a sharded folder (verified after save_sharded),
+// and torch files with shared storages deduplicated through the torch converter.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -8,12 +10,17 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <map>
 #include <functional>
 #include <memory>
 #include <string>
 
 #include "ckptio/error.h"
+#include "ckptio/async_writer.h"
 #include "ckptio/load.h"
+#include "ckptio/sharded.h"
+#include "ckptio/torch_pickle.h"
 #include "format/torch/zip_crc32.h"
 #include "format/torch/zip_reader.h"
 #include "load/read_all.h"
@@ -240,7 +247,7 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
   }
   report.tensor_bytes = 0;
   for (size_t i = 0; i < infos.size(); ++i) report.tensor_bytes += tensor_nbytes(plan.out_dtype[i], infos[i].shape);
-  if (options.max_shard_size && report.tensor_bytes > *options.max_shard_size) {
+  if (options.max_shard_size != 0 && report.tensor_bytes > options.max_shard_size) {
     throw Error(ErrorCode::InvalidArgument,
                 "the tensors (" + std::to_string(report.tensor_bytes) +
                     " bytes) exceed --max-shard-size; give a folder as the output to shard them");
@@ -269,9 +276,7 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
   report.removed_temp_files = remove_stale_temp_files(env, dst);
   const fs::path dir = dst.parent_path().empty() ? fs::path(".") : dst.parent_path();
   const fs::path temp = dir / (temp_prefix(dst) + std::to_string(::getpid()) + "-" + io::random_suffix());
-  bool published = false;
-  try {
-    auto out = env.open_write(temp, io::OpenMode::CreateNew);
+  auto fill = [&](io::WritableFile& out) {
     // Held until the file is renamed or removed: tells a later convert that it is not stale.
     // Best effort: without it a later convert still spares the temp file of a live process.
     std::unique_ptr<io::FileLock> held;
@@ -279,30 +284,117 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
       held = env.lock_file(temp, io::LockCreate::Never);
     } catch (const Error&) {
     }
+    // The bytes go through the async writer as copies (the source chunk is dropped or reused
+    // right after), at most one compare chunk in flight: memory stays bounded.
+    io::AsyncWriterOptions wo;
+    wo.env = &env;
+    wo.sync = false;  // write_file_atomic fsyncs the file once
+    wo.threads = 2;
+    wo.chunk_bytes = kCompareChunk;
+    wo.max_bytes_in_flight = kCompareChunk;
+    io::AsyncWriter writer(wo);
+    const auto id = writer.attach(out);
+    std::deque<std::string> labels;  // borrowed by the writer until synchronize()
+    writer.submit(id, 0, std::as_bytes(std::span(plan.layout.header)), "header");
     const uint64_t data_start = plan.layout.header.size();
-    out->write_at(0, std::as_bytes(std::span(plan.layout.header)));
     for (size_t j = 0; j < plan.layout.order.size(); ++j) {
       const uint64_t at = data_start + plan.layout.entries[j].begin;
+      labels.push_back("tensor \"" + plan.layout.entries[j].name + "\"");
       for_each_chunk(reader, plan, plan.layout.order[j], staging.get(), options.threads,
-                     [&](uint64_t done, std::span<const std::byte> chunk) { out->write_at(at + done, chunk); });
+                     [&](uint64_t done, std::span<const std::byte> chunk) {
+                       writer.submit_copy(id, at + done, chunk, labels.back());
+                     });
     }
-    out->truncate(plan.layout.file_size);
-    if (options.sync) out->sync();
+    writer.synchronize();
+    out.truncate(plan.layout.file_size);
+    // Proven equal before it is published.
     report.verified = verify_written(reader, plan, temp, dst, env, staging.get(), options.threads);
-    env.rename(temp, dst);
-    published = true;
-    out->close();
-    if (options.sync) env.sync_dir(dir);
-  } catch (...) {
-    if (!published) {
-      try {
-        env.remove(temp);
-      } catch (...) {
-      }
-    }
-    throw;
-  }
+  };
+  io::write_file_atomic(env, dst, fill, {.sync = options.sync, .temp = temp});
   report.shards = 1;
+}
+
+// A folder output, read back: every shard holds exactly the tensors it should, with the bytes
+// that were written.
+size_t verify_folder(const fs::path& dst, const ShardedWriteResult& written,
+                     std::span<const NamedTensor> views, io::Env& env) {
+  std::map<std::string_view, const NamedTensor*> by_name;
+  for (const auto& v : views) by_name.emplace(v.name, &v);
+  const auto fail = [&](const std::string& what) {
+    throw Error(ErrorCode::Mismatch, "read-back of '" + dst.string() + "' differs from the source: " + what);
+  };
+  size_t verified = 0;
+  for (const auto& shard : written.shards) {
+    const SafetensorsReader out = SafetensorsReader::open(dst / shard.name, ReadMode::Mmap, env);
+    for (const TensorInfo& got : out.tensors()) {
+      const auto it = by_name.find(got.name);
+      if (it == by_name.end()) fail("'" + shard.name + "' holds an unknown tensor '" + got.name + "'");
+      const TensorView& want = it->second->view;
+      if (got.dtype != want.dtype || got.shape != want.shape) {
+        fail("tensor '" + got.name + "' has another dtype or shape");
+      }
+      const Tensor back = out.tensor(got.name);
+      if (back.nbytes() != want.bytes.size() ||
+          (!want.bytes.empty() && std::memcmp(back.bytes().data(), want.bytes.data(), want.bytes.size()) != 0)) {
+        fail("tensor '" + got.name + "' bytes differ");
+      }
+      ++verified;
+    }
+  }
+  if (verified != views.size()) {
+    fail(std::to_string(verified) + " tensors in the shards, " + std::to_string(views.size()) + " written");
+  }
+  return verified;
+}
+
+// dedupe_shared: the torch converter, which knows which views share a storage; it verifies its
+// output before publishing it.
+ConvertReport convert_torch_deduped(const fs::path& src, const fs::path& dst,
+                                    const ConvertOptions& options, bool single_file) {
+  if (!single_file || options.max_shard_size != 0 || options.dtype) {
+    throw Error(ErrorCode::InvalidArgument,
+                "--dedupe-shared writes one .safetensors file, without --max-shard-size or --dtype");
+  }
+  const ResolvedSource resolved = resolve_checkpoint_source(src, options.source);
+  if (resolved.kind != SourceKind::TorchFile) {
+    throw Error(ErrorCode::InvalidArgument,
+                "--dedupe-shared needs a torch file (.pt/.pth/.bin) as the source");
+  }
+  refuse_output_equal_to_input(src, resolved, dst, options);
+  const std::string& key = options.source.torch_key;
+  pt::TorchLoadOptions load;
+  load.env = options.source.env;
+  {
+    // The same refusals as the general converter: a key must select tensors, and a lone tensor
+    // has nothing to dedupe (the general converter names it by its key).
+    pt::TorchLoadOptions lo = load;
+    lo.verify_crc = false;  // the converter checks every record
+    const pt::TorchFile f = pt::load_torch_file(resolved.path, lo);
+    const pt::Value& v = pt::select_path(f.root, key);
+    if (v.is_tensor()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "key '" + key + "' selects a single tensor: convert it without --dedupe-shared");
+    }
+    if ((!v.is_dict() && !v.is_sequence()) || pt::flatten_tensors(v).empty()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  (key.empty() ? std::string("the file") : "key '" + key + "'") + " holds no tensor");
+    }
+  }
+  pt::TorchConvertOptions to;
+  to.key = key;
+  to.dedupe_shared = true;
+  to.sync = options.sync;
+  to.load = load;
+  const pt::TorchConvertReport r = pt::convert_torch_to_safetensors(resolved.path, dst, to);
+  ConvertReport report;
+  report.source = resolved;
+  report.output = dst;
+  report.tensors = r.tensors_written;
+  report.tensor_bytes = r.data_bytes;
+  report.shards = 1;
+  report.verified = r.tensors_written;
+  report.aliases = r.aliases;
+  return report;
 }
 
 }  // namespace
@@ -313,6 +405,7 @@ ConvertReport convert_checkpoint(const fs::path& src, const fs::path& dst,
   ConvertReport report;
   report.output = dst;
   const bool single_file = ends_with(dst.filename().string(), ".safetensors");
+  if (options.dedupe_shared) return convert_torch_deduped(src, dst, options, single_file);
   SourceOptions source_options = options.source;
   if (single_file) {
     // Streaming: torch records are CRC-checked below one buffer at a time instead of all at once.
@@ -346,7 +439,7 @@ ConvertReport convert_checkpoint(const fs::path& src, const fs::path& dst,
   }
   const std::optional<Metadata> metadata = reader.metadata();
   ShardedWriteOptions so;
-  so.max_shard_size = options.max_shard_size.value_or(kDefaultMaxShardSize);
+  so.max_shard_size = options.max_shard_size != 0 ? options.max_shard_size : kDefaultMaxShardSize;
   so.base_name = options.base_name.empty() ? default_base_name(report.source) : options.base_name;
   so.threads = options.threads;
   so.sync = options.sync;
@@ -358,6 +451,7 @@ ConvertReport convert_checkpoint(const fs::path& src, const fs::path& dst,
   }
   const ShardedWriteResult written = save_sharded(dst, views, so);
   report.shards = written.shards.size();
+  report.verified = verify_folder(dst, written, views, env);
   return report;
 }
 

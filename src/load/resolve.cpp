@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ckptio/dist.h"
+#include "ckptio/checkpoint_layout.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
 
@@ -92,9 +93,10 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
                               int depth);
 
 bool is_training_folder(const Probe& probe, const fs::path& dir) {
-  return probe.is_dir(dir / "model") || probe.exists(dir / "running_states.json") ||
-         probe.exists(dir / "ckptio.manifest.json") || probe.exists(dir / "ema.safetensors") ||
-         probe.is_dir(dir / "ema") || probe.exists(dir / "ema.pt");
+  using namespace checkpoint;
+  return probe.is_dir(dir / kModelDir) || probe.exists(dir / kRunningStatesName) ||
+         probe.exists(dir / kManifestName) || probe.exists(dir / single_file_name(kEmaName)) ||
+         probe.is_dir(dir / kEmaName) || probe.exists(dir / kEmaTorchName);
 }
 
 // ema.safetensors, ema/ (sharded) or ema.pt; model/ or model.pt.
@@ -158,13 +160,13 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
 
   if (is_training_folder(probe, dir)) {
     if (options.weights != WeightsChoice::Model) {
-      if (auto ema = training_component(dir, "ema", options, env, depth)) return *ema;
+      if (auto ema = training_component(dir, checkpoint::kEmaName, options, env, depth)) return *ema;
       if (options.weights == WeightsChoice::Ema) {
         throw Error(ErrorCode::NotFound, "training checkpoint '" + dir.string() +
                                              "' has no EMA weights (ema.safetensors, ema/, ema.pt)");
       }
     }
-    if (auto model = training_component(dir, "model", options, env, depth)) return *model;
+    if (auto model = training_component(dir, checkpoint::kModelDir, options, env, depth)) return *model;
     throw Error(ErrorCode::NotFound, "training checkpoint '" + dir.string() +
                                          "' has no model weights (model/, model.safetensors, model.pt)");
   }
@@ -275,11 +277,12 @@ namespace {
 ResolvedSource resolve_local(const fs::path& path, const SourceOptions& options, io::Env& env) {
   const io::FileInfo info = env.stat(path);
   const std::string leaf = path.filename().string();
-  const bool component = leaf == "model" || leaf == "ema" || leaf == "optimizer";
+  const bool component = leaf == checkpoint::kModelDir || leaf == checkpoint::kEmaName ||
+                         leaf == checkpoint::kOptimizerDir;
   if (component && Probe{env}.is_dir(path.parent_path()) &&
       is_training_folder(Probe{env}, path.parent_path())) {
     // CKPT/ema names the EMA weights whatever form they take (ema.safetensors, ema/, ema.pt).
-    if (leaf == "optimizer") {
+    if (leaf == checkpoint::kOptimizerDir) {
       if (Probe{env}.exists(path / "pytorch_optim.bin.index.json")) {
         return {SourceKind::TorchOptimizerFolder, path, "ColossalAI optimizer of a training checkpoint"};
       }

@@ -29,7 +29,7 @@ class CheckpointCli : public ::testing::Test {
   void SetUp() override {
     if (!fs::exists(fs::path(CKPTIO_BIN_DIR) / "ckptio")) GTEST_SKIP() << "ckptio not built";
     CheckpointOptions o;
-    o.fsync = false;
+    o.sync = false;
     CheckpointIO io(exp_, o);
     for (int64_t step : {10, 20, 30}) io.save(testing::make_training_state(step));
   }

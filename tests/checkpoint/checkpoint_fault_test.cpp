@@ -9,6 +9,7 @@
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/error.h"
 #include "ckptio/fault_env.h"
+#include "ckptio/sharded.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -22,9 +23,9 @@ using io::FaultOp;
 CheckpointOptions options_with(io::Env* env, bool async) {
   CheckpointOptions o;
   o.env = env;
-  o.fsync = env != nullptr;  // the saves under test fsync; set-up and checks need not
+  o.sync = env != nullptr;  // the saves under test fsync; set-up and checks need not
   o.async = async;
-  o.max_shard_size = "60KB";  // several shards and an index per component
+  o.max_shard_size = parse_size("60KB");  // several shards and an index per component
   o.warn = [](const std::string&) {};
   return o;
 }

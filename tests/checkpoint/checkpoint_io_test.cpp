@@ -15,6 +15,7 @@
 #include "ckptio/sharded.h"
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
+#include "ckptio/sharded.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -27,7 +28,7 @@ using testing::TempDir;
 
 CheckpointOptions quiet_options() {
   CheckpointOptions o;
-  o.fsync = false;
+  o.sync = false;
   o.warn = [](const std::string&) {};
   return o;
 }
@@ -92,7 +93,7 @@ TEST(CheckpointIO, ManifestChecksumsAreXxh3OfTheFileBytes) {
 TEST(CheckpointIO, ShardsPastMaxShardSize) {
   TempDir dir;
   CheckpointOptions o = quiet_options();
-  o.max_shard_size = "40KB";
+  o.max_shard_size = parse_size("40KB");
   CheckpointIO io(dir.path(), o);
   const TrainingState s = make_training_state(3);
   const fs::path p = io.save(s);
@@ -691,6 +692,51 @@ TEST(CheckpointIO, LoadChecksChecksumsFallsBackAndPruningSparesTheResumedCheckpo
   EXPECT_TRUE(fs::is_directory(dir / "epoch0-global_step3.damaged-1"));
   EXPECT_EQ(names_of(io.list()), std::vector<std::string>{"epoch0-global_step3"});
   expect_checkpoint_equals(io, "latest", make_training_state(3));
+}
+
+// One index renderer: the sharded index CheckpointIO writes is byte for byte the one save_sharded
+// writes for the same tensors, and what transformers' save_pretrained writes for it
+// (json.dumps(index, indent=2, sort_keys=True) + "\n", ensure_ascii being Python's default), also
+// for names outside ASCII and outside the Basic Multilingual Plane.
+TEST(CheckpointIndex, BytesMatchSaveShardedAndTransformers) {
+  TempDir dir;
+  TrainingState state;
+  state.model.emplace();
+  // Names in UTF-8: "w" + e-acute, a CJK character, an emoji (a surrogate pair in JSON), DEL.
+  for (const std::string name : {"w\xc3\xa9ight", "\xe6\xa8\xa1.bias", "z.\xf0\x9f\x98\x80",
+                                 "a.plain", "del\x7f"}) {
+    state.model->emplace(name, testing::patterned_tensor(DType::F32, {100}, name.size()));
+  }
+  CheckpointOptions o = quiet_options();
+  o.max_shard_size = 900;  // two tensors of 400 bytes per shard
+  CheckpointIO io(dir.path(), o);
+  const fs::path ckpt = io.save(state);
+  const std::string from_checkpoint =
+      testing::read_file(ckpt / "model" / "model.safetensors.index.json");
+  EXPECT_NE(from_checkpoint.find("\\u00e9"), std::string::npos) << from_checkpoint;
+  EXPECT_NE(from_checkpoint.find("\\ud83d\\ude00"), std::string::npos) << from_checkpoint;
+
+  std::vector<NamedTensor> named;
+  for (const auto& [name, t] : *state.model) named.push_back({name, t.view()});
+  ShardedWriteOptions so;
+  so.max_shard_size = 900;
+  so.sync = false;
+  save_sharded(dir / "sharded", named, so);
+  EXPECT_EQ(testing::read_file(dir / "sharded" / "model.safetensors.index.json"), from_checkpoint);
+  EXPECT_EQ(render_shard_index(plan_shards(named, 900), named), from_checkpoint);
+
+  // What transformers writes for this index.
+  const fs::path py_out = dir / "transformers.json";
+  ASSERT_EQ(testing::run_python(dir.path(),
+                                "import json, sys\n"
+                                "src, dst = sys.argv[1], sys.argv[2]\n"
+                                "index = json.load(open(src, encoding='utf-8'))\n"
+                                "with open(dst, 'w', encoding='utf-8') as f:\n"
+                                "    f.write(json.dumps(index, indent=2, sort_keys=True) + '\\n')\n",
+                                (ckpt / "model" / "model.safetensors.index.json").string() + " " +
+                                    py_out.string()),
+            0);
+  EXPECT_EQ(testing::read_file(py_out), from_checkpoint);
 }
 
 TEST(CheckpointNames, ParseSizesAndFolderNames) {

@@ -85,9 +85,9 @@ std::vector<Save> script_saves() {
 CheckpointOptions options_for(io::Env* env) {
   CheckpointOptions o;
   o.env = env;
-  o.fsync = env != nullptr;  // the recovery check runs on the real disk, where fsync only costs time
+  o.sync = env != nullptr;  // the recovery check runs on the real disk, where fsync only costs time
   o.keep_n_latest = 2;
-  o.max_shard_size = "300";  // bytes: two or three shards per tensor set
+  o.max_shard_size = 300;  // bytes: two or three shards per tensor set
   o.threads = 1;
   o.warn = [](const std::string&) {};
   return o;

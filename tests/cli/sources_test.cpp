@@ -59,7 +59,7 @@ class CliSources : public ::testing::Test {
   void SetUp() override {
     if (!testing::python_has_torch()) GTEST_SKIP() << "no torch in /usr/bin/python3";
     CheckpointOptions o;
-    o.fsync = false;
+    o.sync = false;
     CheckpointIO(dir_ / "exp", o).save(testing::make_training_state(10));
     ckpt_ = dir_ / "exp" / checkpoint_folder_name(testing::make_training_state(10).running.epoch, 10);
     ASSERT_TRUE(fs::is_directory(ckpt_));

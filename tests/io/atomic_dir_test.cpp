@@ -55,7 +55,7 @@ TEST(AtomicDir, RefusesToReplaceUnlessAsked) {
       EXPECT_EQ(e.code(), ErrorCode::AlreadyExists);
     }
     EXPECT_EQ(read_file(dir / "ckpt" / "old.bin"), "old");
-    out.commit(/*replace=*/true);
+    out.commit({.if_exists = IfExists::Replace});
   }
   EXPECT_EQ(env.list_dir(dir / "ckpt"), std::vector<std::string>{"new.bin"});
   EXPECT_EQ(env.list_dir(dir.path()), std::vector<std::string>{"ckpt"});
@@ -120,7 +120,7 @@ TEST(AtomicDir, FailedReplaceKeepsTheOldFolder) {
     AtomicDir out(env, dir / "ckpt");
     write_file(out / "new.bin", "new");
     env.inject(FaultOp::Rename, 1, EIO);
-    EXPECT_THROW(out.commit(/*replace=*/true), Error);
+    EXPECT_THROW(out.commit({.if_exists = IfExists::Replace}), Error);
   }
   EXPECT_EQ(posix.list_dir(dir / "ckpt"), std::vector<std::string>{"old.bin"});
   EXPECT_EQ(posix.list_dir(dir.path()), std::vector<std::string>{"ckpt"});
@@ -134,6 +134,64 @@ TEST(AtomicDir, FsyncsEveryFileBeforeRename) {
   out.commit();
   EXPECT_EQ(env.count(FaultOp::Sync), 5u);
   EXPECT_GE(env.count(FaultOp::SyncDir), 2u);  // the folder and its parent
+}
+
+// Without RENAME_EXCHANGE a replace renames the old folder aside and the new one in; when the
+// fsync of the parent then fails the commit is not durable, so both go back where they were.
+TEST(AtomicDir, ReplaceWithoutExchangeTakesBothBackWhenTheParentSyncFails) {
+  TempDir dir;
+  Env& posix = Env::posix();
+  posix.create_dirs(dir / "ckpt");
+  write_file(dir / "ckpt" / "old.bin", "old");
+  FaultInjectingEnv env;
+  env.refuse_exchange();
+  {
+    AtomicDir out(env, dir / "ckpt");
+    write_file(out / "new.bin", "new");
+    // The tree sync fsyncs the temp folder first; the second folder fsync is the parent's.
+    env.inject(FaultOp::SyncDir, 2, EIO);
+    EXPECT_THROW(out.commit({.if_exists = IfExists::Replace}), Error);
+    EXPECT_FALSE(out.committed());
+    EXPECT_EQ(posix.list_dir(dir / "ckpt"), std::vector<std::string>{"old.bin"});
+    EXPECT_EQ(read_file(out / "new.bin"), "new");  // back under the temp name: a retry works
+    out.commit({.if_exists = IfExists::Replace});
+  }
+  EXPECT_EQ(posix.list_dir(dir / "ckpt"), std::vector<std::string>{"new.bin"});
+  EXPECT_EQ(posix.list_dir(dir.path()), std::vector<std::string>{"ckpt"});
+}
+
+// A crash between the two renames of a replace leaves no folder under the final name and the old
+// version under its replaced name: the owner's cleanup puts it back instead of deleting it.
+TEST(AtomicDir, CrashBetweenTheRenamesOfAReplaceKeepsTheOldVersion) {
+  TempDir dir;
+  Env& posix = Env::posix();
+  const fs::path aside = replaced_path_for(dir / "ckpt");
+  EXPECT_EQ(replaced_target(aside.filename().string()), std::optional<std::string>("ckpt"));
+  EXPECT_FALSE(is_temp_name(aside.filename().string()));
+  posix.create_dirs(aside);
+  write_file(aside / "old.bin", "old");
+  posix.create_dirs(temp_path_for(dir / "ckpt"));  // the new folder, never renamed in
+  remove_temp_leftovers(posix, dir.path(), "ckpt");
+  EXPECT_EQ(posix.list_dir(dir.path()), std::vector<std::string>{"ckpt"});
+  EXPECT_EQ(read_file(dir / "ckpt" / "old.bin"), "old");
+
+  // Once the final name holds the new version, a replaced folder is debris.
+  posix.create_dirs(aside);
+  remove_temp_leftovers(posix, dir.path());
+  EXPECT_EQ(posix.list_dir(dir.path()), std::vector<std::string>{"ckpt"});
+}
+
+// MoveAside keeps the old folder under the given name (a checkpoint that did not verify).
+TEST(AtomicDir, MoveAsideKeepsTheOldFolder) {
+  TempDir dir;
+  Env& posix = Env::posix();
+  posix.create_dirs(dir / "ckpt");
+  write_file(dir / "ckpt" / "old.bin", "old");
+  AtomicDir out(posix, dir / "ckpt");
+  write_file(out / "new.bin", "new");
+  out.commit({.if_exists = IfExists::MoveAside, .aside = dir / "ckpt.damaged-1"});
+  EXPECT_EQ(read_file(dir / "ckpt" / "new.bin"), "new");
+  EXPECT_EQ(read_file(dir / "ckpt.damaged-1" / "old.bin"), "old");
 }
 
 }  // namespace

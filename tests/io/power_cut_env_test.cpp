@@ -302,7 +302,7 @@ TEST(PowerCutEnv, AtomicDirSurvivesEveryBoundary) {
       write_new(env, out / "x", version + "x", true);
       env.create_dirs(out / "sub");
       write_new(env, out / "sub" / "y", version + "y", true);
-      out.commit(/*replace=*/true);
+      out.commit({.if_exists = IfExists::Replace});
       ++committed;
     }
   };

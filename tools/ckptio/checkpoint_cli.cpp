@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ckptio/checkpoint_io.h"
+#include "ckptio/checkpoint_layout.h"
 #include "ckptio/error.h"
 #include "source_kind.h"
 
@@ -97,7 +98,7 @@ int inspect_training_checkpoint(const fs::path& path, bool json) {
   std::cout << fmt::format("  {} files, {} bytes, state {}\n", files.size(), total,
                            v.ok ? "ok" : "damaged");
   for (const auto& p : v.problems) std::cout << "  problem: " << printable(p) << "\n";
-  std::cout << "  tensors: ckptio inspect " << printable((path / "model").string())
+  std::cout << "  tensors: ckptio inspect " << printable((path / checkpoint::kModelDir).string())
             << " (or ema, optimizer)\n";
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "cli_source.h"
 
+#include "ckptio/checkpoint_layout.h"
 #include "ckptio/error.h"
 #include "ckptio/hub.h"
 
@@ -28,7 +29,8 @@ CliSource resolve_cli_source(const std::string& spec) {
   std::error_code ec;
   if (fs::exists(s.path, ec)) return s;
   const std::string leaf = s.path.filename().string();
-  if ((leaf == "model" || leaf == "ema" || leaf == "optimizer") &&
+  if ((leaf == checkpoint::kModelDir || leaf == checkpoint::kEmaName ||
+       leaf == checkpoint::kOptimizerDir) &&
       fs::is_directory(s.path.parent_path(), ec)) {
     s.component = true;  // resolve_checkpoint_source says whether CKPT really has it
     return s;

@@ -7,11 +7,9 @@
 #include <string>
 
 #include "ckptio/error.h"
-#include "ckptio/torch_pickle.h"
 #include "cli_source.h"
 #include "command.h"
 #include "convert_any.h"
-#include "source_kind.h"
 
 namespace ckptio::cli {
 
@@ -27,53 +25,8 @@ struct ConvertArgs {
   std::string dtype;
 };
 
-// --dedupe-shared: torch's own converter, which knows which views share a storage.
-int convert_torch_dedupe(const ConvertArgs& args, const std::filesystem::path& src) {
-  const SourceKind kind = detect_source_kind(src);
-  if (kind != SourceKind::TorchZip && kind != SourceKind::TorchLegacy && kind != SourceKind::TorchTar) {
-    throw Error(ErrorCode::InvalidArgument, "--dedupe-shared needs a torch file (.pt/.pth/.bin) as the source");
-  }
-  if (!args.dst.ends_with(".safetensors") || !args.max_shard_size.empty() || !args.dtype.empty()) {
-    throw Error(ErrorCode::InvalidArgument,
-                "--dedupe-shared writes one .safetensors file, without --max-shard-size or --dtype");
-  }
-  std::error_code ec;
-  if (!args.in_place && std::filesystem::equivalent(src, args.dst, ec)) {
-    throw Error(ErrorCode::InvalidArgument, "the output '" + args.dst + "' is the input '" +
-                                                args.src + "'; write elsewhere, or pass --in-place");
-  }
-  {
-    // The same refusal as the general converter: a key must select tensors, and a lone tensor has
-    // nothing to dedupe (the general converter names it by its key).
-    pt::TorchLoadOptions lo;
-    lo.verify_crc = false;  // the converter checks every record
-    const pt::TorchFile f = pt::load_torch_file(src, lo);
-    const pt::Value& v = pt::select_path(f.root, args.key);
-    if (v.is_tensor()) {
-      throw Error(ErrorCode::InvalidArgument, "key '" + args.key +
-                                                  "' selects a single tensor: convert it without "
-                                                  "--dedupe-shared");
-    }
-    if ((!v.is_dict() && !v.is_sequence()) || pt::flatten_tensors(v).empty()) {
-      throw Error(ErrorCode::InvalidArgument,
-                  (args.key.empty() ? std::string("the file") : "key '" + args.key + "'") +
-                      " holds no tensor");
-    }
-  }
-  pt::TorchConvertOptions options;
-  options.key = args.key;
-  options.dedupe_shared = true;
-  const auto report = pt::convert_torch_to_safetensors(src, args.dst, options);
-  fmt::print("converted {} -> {}: {} tensors ({} bytes), {} metadata values, {} aliases; "
-             "read back and verified bit for bit\n",
-             printable(args.src), printable(args.dst), report.tensors_written, report.data_bytes,
-             report.metadata_values, report.aliases);
-  return 0;
-}
-
 int convert(const ConvertArgs& args) {
   const CliSource s = resolve_cli_source(args.src);
-  if (args.dedupe_shared) return convert_torch_dedupe(args, s.path);
   ConvertRequest request;
   request.label = args.src;
   request.src = s.path;
@@ -83,6 +36,7 @@ int convert(const ConvertArgs& args) {
   request.max_shard_size = args.max_shard_size;
   request.dtype = args.dtype;
   request.in_place = args.in_place;
+  request.dedupe_shared = args.dedupe_shared;
   return convert_any(request);
 }
 

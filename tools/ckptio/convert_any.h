@@ -1,6 +1,6 @@
-// The general branch of `ckptio convert`: any readable source (safetensors file, sharded folder,
-// training checkpoint or component, torch file) to one safetensors file or a sharded folder, with
-// an optional dtype cast.
+// `ckptio convert`: any readable source (safetensors file, sharded folder, training checkpoint or
+// component, torch file) to one safetensors file or a sharded folder, with an optional dtype cast
+// or torch storage deduplication, through convert_checkpoint (which verifies the output).
 #pragma once
 
 #include <filesystem>
@@ -18,6 +18,7 @@ struct ConvertRequest {
   std::string max_shard_size;     // raw option strings ("" when not given)
   std::string dtype;
   bool in_place = false;
+  bool dedupe_shared = false;
 };
 
 int convert_any(const ConvertRequest& request);

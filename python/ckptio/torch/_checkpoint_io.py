@@ -18,7 +18,7 @@ import torch
 from ckptio import _core
 from ckptio.errors import MismatchError
 from ckptio.torch import _json
-from ckptio.torch._raw import from_raw, to_raw
+from ckptio.torch._raw import from_raw, size_bytes, to_raw
 
 _RUNNING_KEYS = ("epoch", "step", "global_step", "batch_size", "actual_update_step")
 
@@ -129,15 +129,15 @@ class CheckpointIO:
         async_save: bool = False,
         snapshot: str = "copy",
         max_shard_size: Union[str, int] = "4GB",
-        fsync: bool = True,
+        sync: bool = True,
         on_phase: Optional[Callable[[str], None]] = None,
     ) -> None:
-        """`fsync=False` is for tests and benchmarks only (a crash may then lose a "committed"
+        """`sync=False` (no fsync) is for tests and benchmarks only (a crash may then lose a "committed"
         checkpoint). `on_phase(name)` is called at the start of each save phase ("snapshot",
         "write_files", "write_manifest", "commit", "prune", "done"), from the thread doing it."""
         self._io = _core.CheckpointIO(
-            os.fspath(exp_dir), int(keep_n_latest), bool(async_save), snapshot, str(max_shard_size), fsync,
-            on_phase)
+            os.fspath(exp_dir), int(keep_n_latest), bool(async_save), snapshot,
+            size_bytes(max_shard_size), bool(sync), on_phase)
         self._borrowed: Optional[list] = None  # Python memory a borrow-mode save still reads
 
     @property

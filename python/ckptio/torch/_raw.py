@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import torch
 
-from ckptio import _tensors
+from ckptio import _core, _tensors
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -38,3 +38,11 @@ def writable_raw(t: torch.Tensor) -> Any:
 def from_raw(dtype: str, shape: Any, raw: Any) -> torch.Tensor:
     """A tensor viewing `raw` (no copy); one over a read-only file mapping must not be written."""
     return _tensors.from_raw(dtype, shape, raw, "pt")
+
+
+def size_bytes(size: Union[str, int]) -> int:
+    """A shard size as the C++ options take it: an int of bytes as is, a string ("5GB" = 5*10^9,
+    "2GiB" = 2*2^30, "1000") parsed the way huggingface_hub does."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    return _core.parse_size(str(size))

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from ckptio import _core
-from ckptio.torch._raw import contiguous_cpu, dtype_name, from_raw, to_raw, torch_dtype
+from ckptio.torch._raw import contiguous_cpu, dtype_name, from_raw, size_bytes, to_raw, torch_dtype
 
 PathLike = Union[str, os.PathLike]
 
@@ -115,15 +115,16 @@ def save_sharded(
     *,
     base_name: str = "model",
     metadata: Optional[Mapping[str, str]] = None,
-    fsync: bool = True,
+    sync: bool = True,
 ) -> dict:
     """Writes `state_dict` as transformers' save_pretrained lays it out: model.safetensors, or
     model-0000k-of-0000N.safetensors shards plus model.safetensors.index.json past max_shard_size
     ("5GB" = 5*10^9 bytes, "2GiB", or an int of bytes). Crash-safe: the index is written last and
     stale shards of an earlier save are removed after it. Returns the shard names, index, total size.
+    `sync=False` skips the fsyncs (tests and benchmarks only).
     """
     if isinstance(state_dict, torch.nn.Module):
         state_dict = state_dict.state_dict()
     tensors = [(str(name), *to_raw(t)) for name, t in state_dict.items()]
     return _core.save_sharded(
-        os.fspath(folder), tensors, str(max_shard_size), base_name, dict(metadata or {}), fsync)
+        os.fspath(folder), tensors, size_bytes(max_shard_size), base_name, dict(metadata or {}), sync)

@@ -1,6 +1,7 @@
 // The safetensors writer: the reference byte layout, streamed from the callers' buffers.
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <unordered_set>
@@ -9,6 +10,7 @@
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
 #include "core/executor.h"
+#include "format/safetensors/file_writer.h"
 
 namespace ckptio {
 namespace {
@@ -119,50 +121,84 @@ SafetensorsLayout plan_safetensors(std::span<const NamedTensor> tensors,
   return layout;
 }
 
+namespace detail {
+
+void write_safetensors_files(std::span<const SafetensorsFileJob> jobs,
+                             const SafetensorsFileWriteOptions& options) {
+  io::AsyncWriterOptions writer_options =
+      options.tuning != nullptr ? *options.tuning : io::AsyncWriterOptions{};
+  writer_options.env = options.env != nullptr ? options.env : &io::Env::posix();
+  writer_options.sync = options.sync;
+  // Small files do not need a crowd of threads.
+  uint64_t total = 0;
+  for (const SafetensorsFileJob& job : jobs) total += job.layout->file_size;
+  const uint64_t chunks = total / std::max<size_t>(writer_options.chunk_bytes, 1) + jobs.size();
+  writer_options.threads =
+      static_cast<unsigned>(std::min<uint64_t>(std::max(writer_options.threads, 1u), chunks));
+  io::AsyncWriter writer(writer_options);
+
+  // Tensors under this size are gathered (header included) into one buffer that is handed over as
+  // a copy, so a thousand 4 KiB tensors cost a handful of writes; larger ones are borrowed.
+  constexpr size_t kGatherBelow = size_t{1} << 20;
+  constexpr size_t kGatherBytes = size_t{4} << 20;
+  std::vector<std::byte> gather;
+  gather.reserve(kGatherBytes);
+  // Names of the bytes in error messages; the writer borrows them until synchronize().
+  std::deque<std::string> labels;
+  for (const SafetensorsFileJob& job : jobs) {
+    const SafetensorsLayout& layout = *job.layout;
+    const auto id = writer.attach(*job.file);
+    uint64_t gather_start = 0;
+    std::string gather_first, gather_last;
+    auto flush = [&] {
+      if (gather.empty()) return;
+      labels.push_back(gather_first == gather_last ? gather_first
+                                                   : gather_first + " to " + gather_last);
+      writer.submit_copy(id, gather_start, gather, labels.back());
+      gather.clear();
+    };
+    auto add = [&](uint64_t offset, std::span<const std::byte> bytes, std::string what) {
+      if (bytes.size() >= kGatherBelow) {
+        flush();
+        labels.push_back(std::move(what));
+        writer.submit(id, offset, bytes, labels.back());
+        return;
+      }
+      if (!gather.empty() && gather.size() + bytes.size() > kGatherBytes) flush();
+      if (gather.empty()) {
+        gather_start = offset;
+        gather_first = what;
+      }
+      gather_last = std::move(what);
+      gather.insert(gather.end(), bytes.begin(), bytes.end());
+    };
+    add(0, std::as_bytes(std::span(layout.header.data(), layout.header.size())), "header");
+    const uint64_t data_start = layout.header.size();
+    for (size_t i = 0; i < layout.order.size(); ++i) {
+      // The data section is the tensors back to back in data order, so gathering is contiguous.
+      const TensorInfo& e = layout.entries[i];
+      add(data_start + e.begin, job.tensors[layout.order[i]].view.bytes, "tensor \"" + e.name + "\"");
+    }
+    flush();
+  }
+  writer.synchronize();
+}
+
+}  // namespace detail
+
 void save_safetensors(const std::filesystem::path& path, std::span<const NamedTensor> tensors,
                       const SafetensorsWriteOptions& options) {
   const SafetensorsLayout layout = plan_safetensors(tensors, options);
   io::Env& env = options.env ? *options.env : io::Env::posix();
-  const uint64_t data_start = layout.header.size();
-  // Tensor bytes go straight from the callers' buffers through the async writer (borrowed, no
-  // copy); the commit below fsyncs the file once, so the writer itself does not.
-  std::vector<std::string> labels;
-  labels.reserve(layout.entries.size());
-  for (const TensorInfo& e : layout.entries) labels.push_back("tensor \"" + e.name + "\"");
-  auto fill = [&](io::WritableFile& file) {
-    io::AsyncWriterOptions writer_options =
-        options.writer != nullptr ? *options.writer : io::AsyncWriterOptions{};
-    writer_options.env = &env;
-    writer_options.sync = false;
-    // Small files do not need a crowd of threads.
-    const uint64_t chunks = layout.file_size / std::max<size_t>(writer_options.chunk_bytes, 1) + 1;
-    writer_options.threads = detail::thread_count(writer_options.threads, chunks);
-    io::AsyncWriter writer(writer_options);
-    const auto id = writer.attach(file);
-    writer.submit(id, 0, std::as_bytes(std::span(layout.header.data(), layout.header.size())),
-                  "header");
-    for (size_t i = 0; i < layout.order.size(); ++i) {
-      const TensorInfo& e = layout.entries[i];
-      writer.submit(id, data_start + e.begin, tensors[layout.order[i]].view.bytes, labels[i]);
-    }
-    writer.synchronize();
-  };
   try {
-    if (options.sync) {
-      io::write_file_atomic(env, path, fill);
-    } else {
-      // Benchmarks and tests only: same temp + rename, no fsync.
-      const auto temp = path.parent_path() / ("." + path.filename().string() + ".tmp-" + io::random_suffix());
-      try {
-        auto file = env.open_write(temp, io::OpenMode::CreateNew);
-        fill(*file);
-        file->close();
-        env.rename(temp, path);
-      } catch (...) {
-        env.remove(temp);
-        throw;
-      }
-    }
+    io::write_file_atomic(
+        env, path,
+        [&](io::WritableFile& file) {
+          // write_file_atomic fsyncs the file once it is filled.
+          const detail::SafetensorsFileJob job{&file, &layout, tensors};
+          detail::write_safetensors_files(std::span(&job, 1), {&env, /*sync=*/false, options.writer});
+        },
+        {.sync = options.sync});
   } catch (const Error& e) {
     throw e.annotate("writing '" + path.string() + "'");
   }

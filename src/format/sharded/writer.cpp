@@ -1,6 +1,6 @@
-// save_sharded: shards to temp names in parallel, fsync, rename, index last, stale files after.
+// save_sharded: shards to temp names through the one safetensors writer, fsync, rename, index
+// last (io::write_file_atomic), stale files after.
 #include <algorithm>
-#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -8,12 +8,11 @@
 #include "ckptio/error.h"
 #include "ckptio/sharded.h"
 #include "core/executor.h"
+#include "format/safetensors/file_writer.h"
 #include "format/sharded/stale_files.h"
 
 namespace ckptio {
 namespace {
-
-constexpr uint64_t kWriteChunk = uint64_t{64} << 20;
 
 struct PendingShard {
   std::string name;
@@ -22,34 +21,6 @@ struct PendingShard {
   SafetensorsLayout layout;
   std::unique_ptr<io::WritableFile> file;
 };
-
-struct WriteTask {
-  size_t shard;
-  uint64_t offset;
-  std::span<const std::byte> bytes;
-};
-
-// Writes the index through a temp name; without `sync` it skips the fsyncs (tests, benchmarks).
-void write_small_file(io::Env& env, const std::filesystem::path& path, std::string_view text,
-                      bool sync) {
-  if (sync) {
-    io::write_file_atomic(env, path, text);
-    return;
-  }
-  const auto temp = path.parent_path() / ("." + path.filename().string() + ".tmp-" + io::random_suffix());
-  try {
-    auto f = env.open_write(temp, io::OpenMode::CreateNew);
-    f->write_at(0, std::as_bytes(std::span(text.data(), text.size())));
-    f->close();
-    env.rename(temp, path);
-  } catch (...) {
-    try {
-      env.remove(temp);
-    } catch (...) {
-    }
-    throw;
-  }
-}
 
 }  // namespace
 
@@ -90,23 +61,7 @@ ShardedWriteResult save_sharded(const std::filesystem::path& dir,
   const std::vector<std::string> before = env.list_dir(dir);
   const std::set<std::string> existing(before.begin(), before.end());
 
-  // 1. Every shard under a temp name, written by a few threads in chunks.
-  std::vector<WriteTask> tasks;
-  for (size_t s = 0; s < pending.size(); ++s) {
-    PendingShard& p = pending[s];
-    const auto& header = p.layout.header;
-    tasks.push_back({s, 0, std::as_bytes(std::span(header.data(), header.size()))});
-    const uint64_t data_start = header.size();
-    for (size_t k = 0; k < p.layout.order.size(); ++k) {
-      const auto bytes = p.members[p.layout.order[k]].view.bytes;
-      const uint64_t base = data_start + p.layout.entries[k].begin;
-      for (uint64_t off = 0; off < bytes.size(); off += kWriteChunk) {
-        const uint64_t n = std::min<uint64_t>(kWriteChunk, bytes.size() - off);
-        tasks.push_back({s, base + off, bytes.subspan(off, n)});
-      }
-    }
-  }
-  const unsigned threads = detail::thread_count(options.threads, tasks.size());
+  // 1. Every shard under a temp name, filled by the one safetensors writer (and fsynced).
   auto remove_temps = [&] {
     for (auto& p : pending) {
       p.file.reset();
@@ -119,19 +74,17 @@ ShardedWriteResult save_sharded(const std::filesystem::path& dir,
     }
   };
   try {
+    std::vector<detail::SafetensorsFileJob> jobs;
     for (auto& p : pending) {
-      p.temp = dir / ("." + p.name + ".tmp-" + io::random_suffix());
+      p.temp = io::temp_path_for(dir / p.name);
       p.file = env.open_write(p.temp, io::OpenMode::CreateNew);
-      p.file->truncate(p.layout.file_size);
+      jobs.push_back({p.file.get(), &p.layout, p.members});
     }
-    detail::parallel_for(tasks.size(), threads, [&](size_t i) {
-      const WriteTask& t = tasks[i];
-      if (!t.bytes.empty()) pending[t.shard].file->write_at(t.offset, t.bytes);
-    });
-    detail::parallel_for(pending.size(), threads, [&](size_t s) {
-      if (options.sync) pending[s].file->sync();
-      pending[s].file->close();
-    });
+    io::AsyncWriterOptions tuning;
+    tuning.threads = detail::thread_count(
+        options.threads, std::max<size_t>(plan.total_size / tuning.chunk_bytes, 1) + pending.size());
+    detail::write_safetensors_files(jobs, {&env, options.sync, &tuning});
+    for (auto& p : pending) p.file->close();
   } catch (const Error& e) {
     remove_temps();
     throw e.annotate("saving sharded checkpoint to '" + dir.string() + "'");
@@ -171,7 +124,7 @@ ShardedWriteResult save_sharded(const std::filesystem::path& dir,
     }
     if (options.sync) env.sync_dir(dir);
     if (sharded) {
-      write_small_file(env, dir / index_name, index_text, options.sync);
+      io::write_file_atomic(env, dir / index_name, index_text, {.sync = options.sync});
       result.index = ShardedWriteResult::File{index_name, index_text.size()};
     }
   } catch (const Error& e) {

@@ -1,4 +1,5 @@
-// .pt -> safetensors: flatten, write crash-safely, then prove the output by reading it back.
+// .pt -> safetensors: flatten, write crash-safely, and prove the output by reading it back
+// before it is renamed into place.
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <tuple>
@@ -6,6 +7,7 @@
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
 #include "ckptio/torch_pickle.h"
+#include "format/safetensors/file_writer.h"
 
 namespace ckptio::pt {
 
@@ -18,10 +20,10 @@ ViewKey view_key(const TorchTensor& t) {
   return {t.storage.get(), t.dtype, t.storage_offset, t.sizes, t.strides};
 }
 
-void verify_output(const std::filesystem::path& dst, io::Env& env,
-                   const std::vector<std::pair<std::string, Tensor>>& written,
+void verify_output(const std::filesystem::path& temp, const std::filesystem::path& dst,
+                   io::Env& env, const std::vector<std::pair<std::string, Tensor>>& written,
                    const Metadata& metadata) {
-  const SafetensorsReader reader = SafetensorsReader::open(dst, ReadMode::Mmap, env);
+  const SafetensorsReader reader = SafetensorsReader::open(temp, ReadMode::Mmap, env);
   auto mismatch = [&](const std::string& what) {
     throw Error(ErrorCode::Mismatch, dst.string() + ": read-back differs from the source: " + what);
   };
@@ -97,18 +99,21 @@ TorchConvertReport convert_torch_to_safetensors(const std::filesystem::path& src
   report.tensors_written = named.size();
   SafetensorsWriteOptions write;
   write.metadata = metadata;
-  write.sync = options.sync;
-  write.env = &env;
+  const SafetensorsLayout layout = plan_safetensors(named, write);
+  // The output is read back and compared under its temp name, so that no file that was not
+  // proven equal is ever published under `dst`.
+  const std::filesystem::path temp = io::temp_path_for(dst);
   try {
-    save_safetensors(dst, named, write);
+    io::write_file_atomic(
+        env, dst,
+        [&](io::WritableFile& file) {
+          const detail::SafetensorsFileJob job{&file, &layout, named};
+          detail::write_safetensors_files(std::span(&job, 1), {&env, /*sync=*/false, nullptr});
+          verify_output(temp, dst, env, written, metadata);
+        },
+        {.sync = options.sync, .temp = temp});
   } catch (const Error& e) {
     throw e.annotate("converting " + src.string());
-  }
-  try {
-    verify_output(dst, env, written, metadata);
-  } catch (const Error&) {
-    env.remove(dst);  // never leave an output that was not proven equal
-    throw;
   }
   return report;
 }
