@@ -56,7 +56,14 @@ test-install: release
 test-pip: release
 	@scripts/check-pip-install
 
-test: test-release test-python test-install test-pip test-asan fuzz
+# The release build first; then its tests, pytest (one process), the install and pip checks (mostly
+# waiting on the network and the linker) run beside the asan and fuzz builds, so neither core idles;
+# the fuzzers run last and alone, each getting a full core for its FUZZ_SECONDS.
+test:
+	@$(MAKE) --no-print-directory release
+	@$(MAKE) --no-print-directory -j 6 --output-sync=target test-release test-python test-install test-pip asan fuzz-build
+	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory fuzz
 
 # BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build. Reports
 # go to BENCH_OUT (<program>.{json,md}), charts beside them when matplotlib is installed.
