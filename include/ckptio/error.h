@@ -23,6 +23,7 @@ enum class ErrorCode : uint8_t {
   AlreadyExists,    // refusing to overwrite something that exists
   Mismatch,         // two things that must agree do not (strict load, checksum, diff)
   Internal,         // a bug in ckptio
+  Timeout,          // a collective or wait exceeded the caller's bound
 };
 
 // Stable lower-case name of a code ("corrupt", "no_space", ...), used by the CLI.

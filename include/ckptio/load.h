@@ -54,6 +54,7 @@ enum class SourceKind : uint8_t {
   TorchFile,      // .pt/.pth/.bin pickle
   ShardedFolder,  // an index file (safetensors or torch .bin shards)
   TorchOptimizerFolder,  // ColossalAI's optimizer/ (pytorch_optim.bin.index.json + pickled shards)
+  DcpFolder,             // PyTorch Distributed Checkpoint (.metadata + __{rank}_{k}.distcp), ckptio/dcp.h
 };
 std::string_view source_kind_name(SourceKind kind);
 

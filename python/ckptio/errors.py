@@ -6,6 +6,8 @@ byte offset where they are known; ``e.code`` is the code as a string (``"corrupt
 
 from __future__ import annotations
 
+import builtins
+
 
 class Error(Exception):
     """Base class of every ckptio error."""
@@ -53,6 +55,10 @@ class InternalError(Error):
     code = "internal"
 
 
+class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - ckptio.errors.TimeoutError
+    code = "timeout"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -66,6 +72,7 @@ _BY_CODE = {
         AlreadyExistsError,
         MismatchError,
         InternalError,
+        TimeoutError,
     )
 }
 

@@ -14,7 +14,7 @@ namespace ckptio::python {
 void bind_errors(nb::module_& m) {
   m.def("error_code_names", [] {
     nb::list names;
-    for (int c = 0; c <= static_cast<int>(ErrorCode::Internal); ++c) {
+    for (int c = 0; c <= static_cast<int>(ErrorCode::Timeout); ++c) {
       names.append(nb::str(std::string(error_code_name(static_cast<ErrorCode>(c))).c_str()));
     }
     return names;

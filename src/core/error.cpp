@@ -18,6 +18,7 @@ std::string_view error_code_name(ErrorCode code) {
     case ErrorCode::AlreadyExists: return "already_exists";
     case ErrorCode::Mismatch: return "mismatch";
     case ErrorCode::Internal: return "internal";
+    case ErrorCode::Timeout: return "timeout";
   }
   return "unknown";
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ckptio/checkpoint_io.h"
+#include "ckptio/dcp.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
 #include "ckptio/torch_pickle.h"
@@ -20,6 +21,7 @@ struct CheckpointReader::Impl {
   ResolvedSource source;
   std::optional<SafetensorsReader> safetensors;
   std::optional<ShardedReader> sharded;
+  std::optional<dcp::DcpReader> dcp;  // tensors assembled from their chunks when asked for
   std::map<std::string, Tensor> torch_tensors;
   std::optional<Metadata> torch_metadata;             // non-tensor leaves as JSON
   std::unordered_set<std::string> torch_mapped;       // zero-copy views of the file mapping
@@ -69,6 +71,18 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         for (const auto& [name, t] : impl->torch_tensors) {
           impl->tensors.push_back({name, t.dtype(), t.shape(), t.nbytes()});
         }
+        break;
+      }
+      case SourceKind::DcpFolder: {
+        impl->dcp = dcp::DcpReader::open(impl->source.path, &env);
+        for (const auto& t : impl->dcp->metadata().tensors) {
+          impl->tensors.push_back({t.name, t.dtype, t.shape, tensor_nbytes(t.dtype, t.shape)});
+        }
+        Metadata metadata;  // non-tensor values as JSON, as for a torch file
+        for (const auto& b : impl->dcp->metadata().bytes) {
+          metadata.emplace(b.name, pt::value_to_json(impl->dcp->read_value(b.name)));
+        }
+        if (!metadata.empty()) impl->torch_metadata = std::move(metadata);
         break;
       }
       case SourceKind::TorchFile: {
@@ -137,6 +151,7 @@ std::optional<Metadata> CheckpointReader::metadata() const {
 Tensor CheckpointReader::tensor(std::string_view name) const {
   if (impl_->safetensors) return impl_->safetensors->tensor(name);
   if (impl_->sharded) return impl_->sharded->tensor(name);
+  if (impl_->dcp) return impl_->dcp->read_tensor(name);
   auto it = impl_->torch_tensors.find(std::string(name));
   if (it == impl_->torch_tensors.end()) {
     throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
@@ -165,6 +180,7 @@ std::optional<std::span<const std::byte>> CheckpointReader::mapped_bytes(std::st
 uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
   if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
   std::vector<detail::CopyChunk> chunks;
+  uint64_t dcp_bytes = 0;
   for (const auto& r : requests) {
     auto it = impl_->position.find(r.name);
     if (it == impl_->position.end()) {
@@ -183,13 +199,24 @@ uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests,
       const TensorInfo& t = st.info(r.name);
       detail::add_copy_chunks(chunks, &st.file(), st.header().data_start + t.begin, {}, info.dtype,
                               r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
+    } else if (impl_->dcp) {
+      // One assembled tensor at a time: memory stays within the largest tensor.
+      const Tensor t = impl_->dcp->read_tensor(r.name);
+      std::vector<detail::CopyChunk> one;
+      detail::add_copy_chunks(one, nullptr, 0, t.bytes(), info.dtype, r.dst_dtype, shape_numel(info.shape),
+                              r.dst, r.name);
+      try {
+        dcp_bytes += detail::run_copy_chunks(one, detail::pick_thread_count(threads, 8, one.size()));
+      } catch (const Error& e) {
+        throw e.annotate("loading '" + impl_->source.path.string() + "'");
+      }
     } else {
       detail::add_copy_chunks(chunks, nullptr, 0, impl_->torch_tensors.at(r.name).bytes(),
                               info.dtype, r.dst_dtype, shape_numel(info.shape), r.dst, r.name);
     }
   }
   try {
-    return detail::run_copy_chunks(chunks, detail::pick_thread_count(threads, 8, chunks.size()));
+    return dcp_bytes + detail::run_copy_chunks(chunks, detail::pick_thread_count(threads, 8, chunks.size()));
   } catch (const Error& e) {
     throw e.annotate("loading '" + impl_->source.path.string() + "'");
   }

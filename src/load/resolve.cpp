@@ -125,6 +125,14 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
   if (probe.exists(dir / "model.safetensors.index.json")) {
     return {SourceKind::ShardedFolder, dir / "model.safetensors.index.json", "sharded safetensors folder"};
   }
+  // torch.distributed.checkpoint's commit point is `.metadata`: a folder holding it is a DCP
+  // checkpoint (its items are torch.save pickles, read by the restricted unpickler).
+  if (probe.exists(dir / ".metadata") && !probe.is_dir(dir / ".metadata")) {
+    if (!options.allow_pickle) {
+      throw Error(ErrorCode::Unsafe, "'" + dir.string() + "' is a PyTorch DCP checkpoint (pickles) and pickles are not allowed here");
+    }
+    return {SourceKind::DcpFolder, dir, "PyTorch DCP checkpoint"};
+  }
   if (probe.exists(dir / "model.safetensors")) {
     return {SourceKind::SafetensorsFile, dir / "model.safetensors", "model.safetensors in folder"};
   }
@@ -249,6 +257,7 @@ std::string_view source_kind_name(SourceKind kind) {
     case SourceKind::TorchFile: return "PyTorch file";
     case SourceKind::ShardedFolder: return "sharded folder";
     case SourceKind::TorchOptimizerFolder: return "ColossalAI optimizer folder";
+    case SourceKind::DcpFolder: return "PyTorch DCP checkpoint";
   }
   return "unknown";
 }

@@ -18,11 +18,12 @@ TEST(Error, CodeNamesAreStableAndDistinct) {
   EXPECT_EQ(error_code_name(ErrorCode::Unsafe), "unsafe");
   EXPECT_EQ(error_code_name(ErrorCode::IoError), "io_error");
   EXPECT_EQ(error_code_name(ErrorCode::NoSpace), "no_space");
+  EXPECT_EQ(error_code_name(ErrorCode::Timeout), "timeout");
   std::set<std::string_view> names;
-  for (int i = 0; i <= static_cast<int>(ErrorCode::Internal); ++i) {
+  for (int i = 0; i <= static_cast<int>(ErrorCode::Timeout); ++i) {
     names.insert(error_code_name(static_cast<ErrorCode>(i)));
   }
-  EXPECT_EQ(names.size(), static_cast<size_t>(ErrorCode::Internal) + 1);
+  EXPECT_EQ(names.size(), static_cast<size_t>(ErrorCode::Timeout) + 1);
 }
 
 TEST(Error, WhatIsCodeThenMessage) {

@@ -10,6 +10,7 @@
 #include "ckptio/load.h"
 #include "ckptio/torch_pickle.h"
 #include "cli_source.h"
+#include "inspect_dcp.h"
 #include "inspect_safetensors.h"
 #include "inspect_sharded.h"
 #include "inspect_torch.h"
@@ -113,6 +114,8 @@ int run_on_source(const std::string& spec, Check check, bool json, bool full) {
                                      : verify_sharded_folder(r.path.parent_path());
     case ckptio::SourceKind::TorchOptimizerFolder:
       return check == Check::Inspect ? inspect_reader(s, json) : verify_reader(s);
+    case ckptio::SourceKind::DcpFolder:
+      return check == Check::Inspect ? inspect_dcp(r.path, json) : verify_dcp(r.path);
   }
   throw Error(ErrorCode::Internal, "unknown source kind");
 }

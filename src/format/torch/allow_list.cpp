@@ -66,6 +66,49 @@ const std::unordered_map<std::string, GlobalInfo>& allow_list() {
   return table;
 }
 
+// torch.distributed.checkpoint's `.metadata` (PyTorch 2.x): its dataclasses, and the few torch and
+// pathlib names their fields hold. Nothing here rebuilds a tensor or names a storage.
+const std::unordered_map<std::string, GlobalInfo>& dcp_allow_list() {
+  static const std::unordered_map<std::string, GlobalInfo> table = [] {
+    std::unordered_map<std::string, GlobalInfo> t = {
+        {"torch.Size", {G::Size}},
+        {"torch.serialization._get_layout", {G::GetLayout}},
+        {"torch.distributed.checkpoint.metadata._MEM_FORMAT_ENCODING", {G::MemFormatEncoding}},
+        {"pathlib.PosixPath", {G::PathClass}},
+        {"pathlib.PurePosixPath", {G::PathClass}},
+        {"pathlib.WindowsPath", {G::PathClass}},
+        {"pathlib.PureWindowsPath", {G::PathClass}},
+        // Python 3.13 moved the classes into pathlib._local.
+        {"pathlib._local.PosixPath", {G::PathClass}},
+        {"pathlib._local.PurePosixPath", {G::PathClass}},
+        {"pathlib._local.WindowsPath", {G::PathClass}},
+        {"pathlib._local.PureWindowsPath", {G::PathClass}},
+    };
+    const auto& names = dcp_class_names();
+    for (size_t i = 1; i < names.size(); ++i) {
+      const char* module = names[i] == "_StorageInfo" ? "torch.distributed.checkpoint.filesystem"
+                                                       : "torch.distributed.checkpoint.metadata";
+      t.emplace(std::string(module) + "." + names[i], GlobalInfo{G::DcpClass, static_cast<DType>(i)});
+    }
+    for (const auto& [name, info] : allow_list()) {
+      if (info.id == G::DTypeObj) t.emplace(name, info);
+    }
+    return t;
+  }();
+  return table;
+}
+
+// Layouts and memory formats that older PyTorch pickled as bare globals: their names.
+bool dcp_constant(std::string_view name) {
+  static const char* names[] = {"torch.strided", "torch.sparse_coo", "torch.contiguous_format",
+                                "torch.channels_last", "torch.channels_last_3d",
+                                "torch.preserve_format"};
+  for (const char* n : names) {
+    if (name == n) return true;
+  }
+  return false;
+}
+
 // Known torch names that are data but have no ckptio equivalent: a clearer error than "unsafe".
 bool known_unsupported(std::string_view name) {
   static const char* names[] = {"torch.ComplexDoubleStorage", "torch.QInt8Storage",
@@ -83,6 +126,14 @@ bool known_unsupported(std::string_view name) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& dcp_class_names() {
+  static const std::vector<std::string> names = {
+      "",  // 0: a plain dict
+      "Metadata",         "TensorStorageMetadata", "ChunkStorageMetadata", "BytesStorageMetadata",
+      "TensorProperties", "MetadataIndex",         "StorageMeta",          "_StorageInfo"};
+  return names;
+}
 
 // The first spelling in the allow-list table.
 std::string torch_dtype_name(DType dtype) {
@@ -113,10 +164,12 @@ uint32_t ObjectBuilder::global(std::string_view module, std::string_view name) {
   // Protocol 2 spells Python 3's builtins module the Python 2 way; report what Python would run.
   if (module == "__builtin__") module = "builtins";
   const std::string full = std::string(module) + "." + std::string(name);
-  const auto& table = allow_list();
+  const bool dcp = options_.allow_list == PickleAllowList::DcpMetadata;
+  if (dcp && dcp_constant(full)) return make_string(K::Str, full);
+  const auto& table = dcp ? dcp_allow_list() : allow_list();
   const auto it = table.find(full);
   if (it == table.end()) {
-    if (known_unsupported(full)) {
+    if (!dcp && known_unsupported(full)) {
       fail(ErrorCode::Unsupported, "global '" + full + "' (no ckptio equivalent)");
     }
     fail(ErrorCode::Unsafe, "global '" + full +
@@ -332,6 +385,31 @@ uint32_t ObjectBuilder::call(uint32_t callable, uint32_t args) {
       }
       return make_seq(K::Set, std::move(items));
     }
+    case G::PathClass: {  // PurePath.__reduce__: (cls, self.parts)
+      const std::vector<uint32_t> parts = tuple_args(args, 0, 4096, "pathlib path");
+      std::string path;
+      for (uint32_t p : parts) {
+        if (obj(p).kind != K::Str) fail(ErrorCode::Corrupt, "pathlib path: a part is not a str");
+        charge(str_of(p).size() + 1, "pathlib path");
+        const std::string& part = str_of(p);
+        if (!path.empty() && path.back() != '/' && path.back() != '\\') path += '/';
+        path += part;
+      }
+      return make_string(K::Str, std::move(path));
+    }
+    case G::GetLayout: {
+      const auto& a = tuple_args(args, 1, 1, "_get_layout");
+      if (obj(a[0]).kind != K::Str || !dcp_constant(str_of(a[0]))) {
+        fail(ErrorCode::Unsupported, "_get_layout of something other than a known torch layout");
+      }
+      return a[0];
+    }
+    case G::MemFormatEncoding: {
+      const auto& a = tuple_args(args, 1, 1, "_MEM_FORMAT_ENCODING");
+      return make_int(int_arg(a[0], "_MEM_FORMAT_ENCODING value"));
+    }
+    case G::DcpClass:
+      fail(ErrorCode::Corrupt, "REDUCE on a DCP metadata class (they are pickled by NEWOBJ and BUILD)");
     case G::TensorType:
     case G::StorageType:
     case G::DTypeObj:
@@ -393,11 +471,47 @@ uint32_t ObjectBuilder::new_object(uint32_t cls, uint32_t args) {
     return make_dict();  // cls.__new__ ignores its arguments; items follow via SETITEMS
   }
   if (is_global(c, G::Set)) return make_seq(K::Set, {});
+  if (is_global(c, G::DcpClass)) {
+    // copyreg.__newobj__: an empty instance; BUILD sets its fields. The class goes in first,
+    // directly (set_item refuses the key, so no state or SETITEM can forge or change it).
+    tuple_args(args, 0, 0, "DCP class");  // copyreg passes no arguments
+    const uint32_t cls_index = c.ref;      // `c` lives in the arena, which the makes below move
+    const uint32_t d = make_dict();
+    dicts_[obj(d).ref].cls = cls_index;
+    const std::string& name = dcp_class_names()[cls_index];
+    const uint32_t key = make_string(K::Str, std::string(kClassKey));
+    const uint32_t value = make_string(K::Str, name);
+    dicts_[obj(d).ref].index.emplace(std::string(kClassKey), 0);
+    dicts_[obj(d).ref].items.emplace_back(key, value);
+    return d;
+  }
   fail(ErrorCode::Unsafe, "NEWOBJ of a " + kname(c.kind) + " that is not an allowed class");
 }
 
-void ObjectBuilder::check_build(uint32_t target) const {
+void ObjectBuilder::build(uint32_t target, uint32_t state) {
   const K kind = obj(target).kind;
+  if (kind == K::Dict && dicts_[obj(target).ref].cls != 0) {
+    // A dataclass's state is its __dict__, or (None, slots) with __slots__; TensorProperties
+    // keeps a tuple (its __setstate__).
+    uint32_t fields = state;
+    if (obj(state).kind == K::Tuple && seq_of(state).size() == 2 && obj(seq_of(state)[0]).kind == K::None &&
+        obj(seq_of(state)[1]).kind == K::Dict) {
+      fields = seq_of(state)[1];
+    }
+    if (obj(fields).kind == K::Dict && dicts_[obj(fields).ref].cls == 0) {
+      charge(dicts_[obj(fields).ref].items.size() * kDictEntryBytes, "BUILD");
+      const auto items = dicts_[obj(fields).ref].items;
+      for (const auto& [k, v] : items) {
+        if (obj(k).kind != K::Str) fail(ErrorCode::Corrupt, "BUILD: a field name is not a str");
+        set_item(target, k, v, true);
+      }
+    } else if (obj(state).kind == K::Tuple) {
+      set_item(target, make_string(K::Str, "__state__"), state, true);
+    } else {
+      fail(ErrorCode::Corrupt, "BUILD of a DCP object with a " + kname(obj(state).kind) + " state");
+    }
+    return;
+  }
   if (kind != K::Tensor && kind != K::Dict) {
     fail(ErrorCode::Unsafe, "BUILD on a " + kname(kind) + " (only tensors and dicts take state)");
   }

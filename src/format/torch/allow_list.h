@@ -26,8 +26,9 @@ class ObjectBuilder : protected PickleObjects {
   uint32_t call(uint32_t callable, uint32_t args);
   // NEWOBJ / NEWOBJ_EX (keyword arguments already refused): cls.__new__(cls, *args).
   uint32_t new_object(uint32_t cls, uint32_t args);
-  // BUILD: state for `target`; dropped for the types that take it, else Error(Unsafe).
-  void check_build(uint32_t target) const;
+  // BUILD: state for `target`: a DCP object's fields are set from it; dropped for tensors and
+  // dicts; any other target is Error(Unsafe).
+  void build(uint32_t target, uint32_t state);
   // BINPERSID: a storage reference, resolved by the container.
   uint32_t persistent_load(uint32_t pid);
 

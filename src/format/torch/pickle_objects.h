@@ -41,7 +41,17 @@ enum class G : uint8_t {
   FrozenSet,
   StorageType,  // torch.FloatStorage & co; DType in the global record
   DTypeObj,     // torch.float32 & co
+  // PickleAllowList::DcpMetadata only:
+  DcpClass,           // a DCP metadata dataclass; index into dcp_class_names() in the record
+  PathClass,          // pathlib.PosixPath & co: loads as its string
+  GetLayout,          // torch.serialization._get_layout("torch.strided"): the string
+  MemFormatEncoding,  // DCP's _MEM_FORMAT_ENCODING(n): the int
 };
+
+// The DCP metadata classes by index (allow_list.cpp); index 0 is unused (a plain dict).
+const std::vector<std::string>& dcp_class_names();
+// The key naming a DCP object's class in its dict; a pickle cannot set it (set_item refuses it).
+inline constexpr std::string_view kClassKey = "__class__";
 
 struct Obj {
   K kind = K::None;
@@ -57,6 +67,7 @@ constexpr uint64_t kCopyPerPickleByte = 64;
 constexpr uint64_t kCopyFloor = uint64_t{1} << 20;
 
 struct DictObj {
+  uint32_t cls = 0;  // a DCP object (index into dcp_class_names()), else 0
   std::vector<std::pair<uint32_t, uint32_t>> items;
   std::unordered_map<std::string, size_t> index;  // canonical key -> position in items
 };
@@ -149,11 +160,27 @@ class PickleObjects {
         out += ')';
         return true;
       }
+      case K::Dict: {  // only DCP objects (frozen dataclasses such as MetadataIndex) hash
+        const DictObj& d = dicts_[o.ref];
+        if (d.cls == 0) return false;
+        out += '{';
+        for (const auto& [k, v] : d.items) {
+          if (!canonical_key(k, out, depth + 1) || !canonical_key(v, out, depth + 1)) return false;
+        }
+        out += '}';
+        return true;
+      }
       default: return false;
     }
   }
-  void set_item(uint32_t dict, uint32_t key, uint32_t value) {
+  // `object_state`: BUILD filling a DCP object's fields (the only way they are set).
+  void set_item(uint32_t dict, uint32_t key, uint32_t value, bool object_state = false) {
     if (obj(dict).kind != K::Dict) fail(ErrorCode::Corrupt, "SETITEM on a non-dict");
+    if (dicts_[obj(dict).ref].cls != 0 && !object_state) fail(ErrorCode::Corrupt, "SETITEM on an object");
+    if (options_.allow_list == PickleAllowList::DcpMetadata && obj(key).kind == K::Str &&
+        str_of(key) == kClassKey) {
+      fail(ErrorCode::Corrupt, "dict key '__class__' (reserved for the object's class)");
+    }
     std::string canon;
     if (!canonical_key(key, canon, 0)) fail(ErrorCode::Corrupt, "unhashable dict key");
     charge(canon.size(), "dict key");

@@ -326,8 +326,8 @@ class Unpickler : private pickle::ObjectBuilder {
         return false;
       }
       case 'b': {  // BUILD: object state; harmless for the types we build, anything else refused
-        pop();  // the state
-        check_build(top());
+        const uint32_t state = pop();
+        build(top(), state);
         return false;
       }
       case 'Q': {  // BINPERSID

@@ -38,10 +38,21 @@ using StorageResolver = std::function<std::shared_ptr<const TorchStorage>(const 
 // and max_expanded_bytes bytes of payloads, tensor views and flattened names. The copying done to
 // rebuild objects (OrderedDict(d), set(l), dict keys, ...) is capped at 64 bytes per pickle byte
 // plus 1 MiB. Past a node, byte or copy limit: Error(Unsafe); too high: Error(Corrupt).
+// Which globals a pickle may name. Each list is closed: a torch.save file cannot name DCP's
+// metadata classes, and a DCP `.metadata` pickle cannot name tensors, storages or OrderedDict.
+enum class PickleAllowList : uint8_t {
+  TorchSave,    // torch.save files: tensors, storages, containers (allow_list.cpp)
+  DcpMetadata,  // torch.distributed.checkpoint `.metadata`: its dataclasses, torch.Size, dtypes,
+                // layouts, memory formats, pathlib paths. Each instance loads as a dict whose
+                // first item is ("__class__", "<class name>") followed by its fields;
+                // TensorProperties' tuple state is the item "__state__".
+};
+
 struct UnpickleOptions {
   int max_depth = 512;
   uint64_t max_expanded_bytes = uint64_t{256} << 20;
   uint64_t max_expanded_nodes = uint64_t{1} << 20;
+  PickleAllowList allow_list = PickleAllowList::TorchSave;
 };
 
 struct UnpickleResult {
