@@ -30,7 +30,7 @@ install(FILES "${CMAKE_CURRENT_BINARY_DIR}/ckptioConfig.cmake"
 # pkg-config: the libraries are static, so the link line lists every area (dependents first) and
 # the shared libraries they use go under Requires, not Requires.private. ckptio-load is the loaders
 # alone: no Hub client, so neither libcurl nor libcrypto.
-set(ckptio_pc_order ckptio_load ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torchfile
+set(ckptio_pc_order ckptio_load ckptio_dist ckptio_dcp ckptio_checkpoint ckptio_hub ckptio_sharded ckptio_torchfile
                     ckptio_safetensors ckptio_io ckptio_core)
 set(ckptio_pc_requires_all "nlohmann_json libxxhash libisal simdjson zlib")
 if(ckptio_have_liburing)

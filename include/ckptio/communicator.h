@@ -48,4 +48,12 @@ void agree(Communicator& comm, std::string_view what, const std::exception_ptr& 
 // One process, rank 0 of 1: every collective returns at once. The default communicator.
 std::unique_ptr<Communicator> single_process_communicator();
 
+// `size` communicators that talk through memory, one per rank, for ranks run as threads of one
+// process (tests, single-node jobs without MPI). Rank r's communicator must be used by one thread
+// at a time. Each collective waits at most `timeout` for the other ranks; then every waiting rank
+// throws Error(Timeout) naming the collective and the ranks that did not arrive, and the group is
+// broken (every later call on any rank throws). Throws Error(InvalidArgument) for size < 1.
+std::vector<std::unique_ptr<Communicator>> make_thread_group(int size,
+                                                             std::chrono::milliseconds timeout);
+
 }  // namespace ckptio::dist

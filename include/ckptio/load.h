@@ -2,6 +2,8 @@
 // into a name -> Tensor map.
 //
 // Sources (resolve_checkpoint_source decides, in this order):
+//   a distributed checkpoint (dist.h): a folder holding ckptio.distributed.json, or that file;
+//             its tensors read whole, whatever layout the ranks saved them in
 //   CKPT/model, CKPT/ema, CKPT/optimizer: that component of the training checkpoint folder CKPT,
 //             whether it is a folder or a file (ema.safetensors, ema.pt, model.pt); an optimizer
 //             reads as tensors "state.<param>.<key>"
@@ -55,6 +57,7 @@ enum class SourceKind : uint8_t {
   ShardedFolder,  // an index file (safetensors or torch .bin shards)
   TorchOptimizerFolder,  // ColossalAI's optimizer/ (pytorch_optim.bin.index.json + pickled shards)
   DcpFolder,             // PyTorch Distributed Checkpoint (.metadata + __{rank}_{k}.distcp), ckptio/dcp.h
+  DistributedFolder,     // a distributed checkpoint (dist.h); path is its ckptio.distributed.json
 };
 std::string_view source_kind_name(SourceKind kind);
 

@@ -55,7 +55,9 @@ class InternalError(Error):
     code = "internal"
 
 
-class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - ckptio.errors.TimeoutError
+class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 (subclasses the builtin)
+    """A collective or wait exceeded the caller's bound (a rank never arrived)."""
+
     code = "timeout"
 
 

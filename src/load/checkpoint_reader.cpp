@@ -9,6 +9,7 @@
 
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/dcp.h"
+#include "ckptio/dist.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
 #include "ckptio/torch_pickle.h"
@@ -22,6 +23,7 @@ struct CheckpointReader::Impl {
   std::optional<SafetensorsReader> safetensors;
   std::optional<ShardedReader> sharded;
   std::optional<dcp::DcpReader> dcp;  // tensors assembled from their chunks when asked for
+  std::optional<dist::Reader> distributed;
   std::map<std::string, Tensor> torch_tensors;
   std::optional<Metadata> torch_metadata;             // non-tensor leaves as JSON
   std::unordered_set<std::string> torch_mapped;       // zero-copy views of the file mapping
@@ -30,6 +32,45 @@ struct CheckpointReader::Impl {
 };
 
 CheckpointReader::CheckpointReader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+namespace {
+
+// Same-dtype requests are read straight into their destinations in one parallel batch; the
+// others through a temporary copy and convert_elements.
+uint64_t read_distributed(const dist::Reader& reader, const std::filesystem::path& source,
+                          std::span<const ReadRequest> requests, int threads) {
+  std::vector<dist::LoadItem> direct;
+  uint64_t bytes = 0;
+  try {
+    for (const auto& r : requests) {
+      const dist::IndexTensor* t = reader.find(r.name);
+      if (!t) {
+        throw Error(ErrorCode::NotFound,
+                    "'" + source.string() + "' has no tensor '" + r.name + "'");
+      }
+      const uint64_t want = tensor_nbytes(r.dst_dtype, t->shape);
+      if (r.dst.size() != want) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "destination for tensor '" + r.name + "' must be " + std::to_string(want) +
+                        " bytes, got " + std::to_string(r.dst.size()));
+      }
+      if (r.dst_dtype == t->dtype) {
+        direct.push_back({dist::ShardedTensor::replicated(t->name, t->dtype, t->shape), r.dst});
+        continue;
+      }
+      Tensor tmp = Tensor::empty(t->dtype, t->shape);
+      bytes += reader.read_tensor(r.name, tmp.mutable_bytes()).bytes_read;
+      convert_elements(t->dtype, tmp.bytes().data(), r.dst_dtype, r.dst.data(),
+                       static_cast<size_t>(shape_numel(t->shape)));
+    }
+    bytes += reader.read(direct, threads > 0 ? static_cast<unsigned>(threads) : 0).bytes_read;
+  } catch (const Error& e) {
+    throw e.annotate("loading '" + source.string() + "'");
+  }
+  return bytes;
+}
+
+}  // namespace
 
 CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
                                         const SourceOptions& options, ReadMode mode) {
@@ -54,6 +95,15 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
         impl->sharded = ShardedReader::open(impl->source.path, so);
         for (const auto& t : impl->sharded->tensors()) {
           impl->tensors.push_back({t.name, t.dtype, t.shape, t.nbytes});
+        }
+        break;
+      }
+      case SourceKind::DistributedFolder: {
+        dist::LoadOptions lo;
+        lo.env = &env;
+        impl->distributed = dist::Reader::open(impl->source.path.parent_path(), lo);
+        for (const auto& t : impl->distributed->index().tensors) {
+          impl->tensors.push_back({t.name, t.dtype, t.shape, tensor_nbytes(t.dtype, t.shape)});
         }
         break;
       }
@@ -152,6 +202,16 @@ Tensor CheckpointReader::tensor(std::string_view name) const {
   if (impl_->safetensors) return impl_->safetensors->tensor(name);
   if (impl_->sharded) return impl_->sharded->tensor(name);
   if (impl_->dcp) return impl_->dcp->read_tensor(name);
+  if (impl_->distributed) {
+    const dist::IndexTensor* t = impl_->distributed->find(name);
+    if (!t) {
+      throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
+                                           std::string(name) + "'");
+    }
+    Tensor out = Tensor::empty(t->dtype, t->shape);
+    impl_->distributed->read_tensor(name, out.mutable_bytes());
+    return out;
+  }
   auto it = impl_->torch_tensors.find(std::string(name));
   if (it == impl_->torch_tensors.end()) {
     throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
@@ -179,6 +239,7 @@ std::optional<std::span<const std::byte>> CheckpointReader::mapped_bytes(std::st
 
 uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
   if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
+  if (impl_->distributed) return read_distributed(*impl_->distributed, impl_->source.path, requests, threads);
   std::vector<detail::CopyChunk> chunks;
   uint64_t dcp_bytes = 0;
   for (const auto& r : requests) {

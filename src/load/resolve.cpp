@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "ckptio/dist.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
 
@@ -67,6 +68,7 @@ ResolvedSource sniff_file(const fs::path& p, const SourceOptions& options, io::E
 
 ResolvedSource resolve_file(const fs::path& p, const SourceOptions& options, io::Env& env) {
   const std::string name = p.filename().string();
+  if (name == dist::kIndexName) return {SourceKind::DistributedFolder, p, "distributed checkpoint index"};
   if (ends_with(name, ".safetensors")) return {SourceKind::SafetensorsFile, p, "safetensors file"};
   if (ends_with(name, ".index.json")) return {SourceKind::ShardedFolder, p, "index file"};
   if (ends_with(name, ".pt") || ends_with(name, ".pth") || ends_with(name, ".bin")) {
@@ -121,6 +123,10 @@ ResolvedSource resolve_folder(const fs::path& dir, const SourceOptions& options,
   const Probe probe{env};
   if (depth > 2) {
     throw Error(ErrorCode::NotFound, "no weights found in '" + dir.string() + "'");
+  }
+  // Before the training-folder rules: a distributed checkpoint also holds ckptio.manifest.json.
+  if (dist::is_distributed_checkpoint(dir, env)) {
+    return {SourceKind::DistributedFolder, dir / dist::kIndexName, "distributed checkpoint"};
   }
   if (probe.exists(dir / "model.safetensors.index.json")) {
     return {SourceKind::ShardedFolder, dir / "model.safetensors.index.json", "sharded safetensors folder"};
@@ -258,6 +264,7 @@ std::string_view source_kind_name(SourceKind kind) {
     case SourceKind::ShardedFolder: return "sharded folder";
     case SourceKind::TorchOptimizerFolder: return "ColossalAI optimizer folder";
     case SourceKind::DcpFolder: return "PyTorch DCP checkpoint";
+    case SourceKind::DistributedFolder: return "distributed checkpoint";
   }
   return "unknown";
 }

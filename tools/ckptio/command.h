@@ -89,5 +89,6 @@ void register_diff(Commands& commands);
 void register_download(Commands& commands);
 void register_ls(Commands& commands);
 void register_prune(Commands& commands);
+void register_consolidate(Commands& commands);
 
 }  // namespace ckptio::cli

@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   ckptio::cli::register_download(commands);
   ckptio::cli::register_ls(commands);
   ckptio::cli::register_prune(commands);
+  ckptio::cli::register_consolidate(commands);
 
   CLI::App app{"ckptio: save, load, inspect and verify neural-network checkpoints", "ckptio"};
   app.require_subcommand(1);

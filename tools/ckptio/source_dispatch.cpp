@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint_cli.h"
+#include "ckptio/dist.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
 #include "ckptio/torch_pickle.h"
@@ -98,6 +99,12 @@ int run_on_source(const std::string& spec, Check check, bool json, bool full) {
     const SourceKind kind = detect_source_kind(s.path);
     const bool index_file = s.path.filename().string().ends_with(".index.json");
     if (kind != SourceKind::Directory && !index_file) return on_file(s.path, kind, check, json);
+    if (kind == SourceKind::Directory && dist::is_distributed_checkpoint(s.path)) {
+      // It has a manifest like a training checkpoint, but its tensors are behind the global index.
+      if (check == Check::Inspect) return inspect_reader(s, json);
+      const int rc = verify_training_checkpoint(s.path, full);
+      return rc != 0 ? rc : verify_reader(s);
+    }
     if (is_training_checkpoint(s.path)) {
       return check == Check::Inspect ? inspect_training_checkpoint(s.path, json)
                                      : verify_training_checkpoint(s.path, full);
@@ -113,6 +120,7 @@ int run_on_source(const std::string& spec, Check check, bool json, bool full) {
       return check == Check::Inspect ? inspect_sharded(r.path.parent_path(), json)
                                      : verify_sharded_folder(r.path.parent_path());
     case ckptio::SourceKind::TorchOptimizerFolder:
+    case ckptio::SourceKind::DistributedFolder:
       return check == Check::Inspect ? inspect_reader(s, json) : verify_reader(s);
     case ckptio::SourceKind::DcpFolder:
       return check == Check::Inspect ? inspect_dcp(r.path, json) : verify_dcp(r.path);

@@ -1,0 +1,149 @@
+// dist::Reader and dist::load: the N -> M read path. Each wanted box is intersected with the
+// stored chunks; the intersections become preads straight into the caller's buffers (merged where
+// contiguous in both the file and the buffer) run by io::read_parallel.
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "ckptio/dist.h"
+#include "ckptio/error.h"
+#include "dist/box.h"
+#include "dist/plan.h"
+
+namespace ckptio::dist {
+
+namespace fs = std::filesystem;
+
+struct Reader::Impl {
+  fs::path dir;
+  LoadOptions options;
+  io::Env* env = nullptr;
+  GlobalIndex index;
+  std::unordered_map<std::string, size_t> by_name;
+  mutable std::mutex mutex;
+  mutable std::vector<std::unique_ptr<io::ReadableFile>> files;
+
+  const io::ReadableFile& file(uint32_t i) const {
+    std::lock_guard lock(mutex);
+    if (!files[i]) {
+      const IndexFile& f = index.files[i];
+      auto opened = env->open_read(dir / f.name);
+      if (opened->size() != f.size) {
+        throw Error(ErrorCode::Corrupt, "'" + (dir / f.name).string() + "' has " +
+                                            std::to_string(opened->size()) +
+                                            " bytes; the index says " + std::to_string(f.size));
+      }
+      files[i] = std::move(opened);
+    }
+    return *files[i];
+  }
+};
+
+Reader::Reader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Reader Reader::open(const fs::path& dir, const LoadOptions& options) {
+  auto impl = std::make_shared<Impl>();
+  impl->dir = dir;
+  impl->options = options;
+  impl->env = options.env ? options.env : &io::Env::posix();
+  const fs::path index_path = dir / kIndexName;
+  const std::string text = io::read_small_file(*impl->env, index_path, kMaxIndexBytes);
+  impl->index = parse_index(text, index_path.string());
+  for (size_t i = 0; i < impl->index.tensors.size(); ++i) {
+    impl->by_name.emplace(impl->index.tensors[i].name, i);
+  }
+  impl->files.resize(impl->index.files.size());
+  return Reader(std::move(impl));
+}
+
+const fs::path& Reader::dir() const { return impl_->dir; }
+const GlobalIndex& Reader::index() const { return impl_->index; }
+
+const IndexTensor* Reader::find(std::string_view name) const {
+  auto it = impl_->by_name.find(std::string(name));
+  return it == impl_->by_name.end() ? nullptr : &impl_->index.tensors[it->second];
+}
+
+LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const {
+  const Impl& im = *impl_;
+  std::vector<io::ReadRequest> reqs;
+  auto add = [&](const io::ReadableFile* f, uint64_t offset, std::span<std::byte> dst) {
+    if (!reqs.empty()) {
+      io::ReadRequest& last = reqs.back();
+      if (last.file == f && last.offset + last.dst.size() == offset &&
+          last.dst.data() + last.dst.size() == dst.data()) {
+        last.dst = std::span<std::byte>(last.dst.data(), last.dst.size() + dst.size());
+        return;
+      }
+    }
+    reqs.push_back({f, offset, dst});
+  };
+  LoadReport report;
+  for (const LoadItem& item : items) {
+    const ShardedTensor& want = item.tensor;
+    detail::check_item(want, item.bytes.size(), "load item");
+    const IndexTensor* t = find(want.name);
+    if (!t) {
+      throw Error(ErrorCode::NotFound, "distributed checkpoint '" + im.dir.string() +
+                                           "' has no tensor '" + printable(want.name) + "'");
+    }
+    if (t->dtype != want.dtype || t->shape != want.global_shape) {
+      throw Error(ErrorCode::Mismatch,
+                  "tensor '" + printable(want.name) + "' is " + std::string(dtype_name(t->dtype)) +
+                      " " + shape_to_string(t->shape) + " in '" + im.dir.string() +
+                      "', the load item asks for " + std::string(dtype_name(want.dtype)) + " " +
+                      shape_to_string(want.global_shape));
+    }
+    const uint64_t esize = static_cast<uint64_t>(dtype_bits(t->dtype)) / 8;
+    if (want.placement == Placement::FlatRange) {
+      // Padding past the tensor's end is zeroed, as ZeRO pads.
+      const uint64_t numel = shape_numel(t->shape);
+      const uint64_t end = std::min(numel, want.flat_begin + want.flat_length);
+      const uint64_t real = end > want.flat_begin ? end - want.flat_begin : 0;
+      if (item.bytes.size() > real * esize) {
+        std::memset(item.bytes.data() + real * esize, 0, item.bytes.size() - real * esize);
+      }
+    }
+    for (const detail::Region& region : detail::regions_of(want)) {
+      const std::span<std::byte> dst = item.bytes.subspan(region.byte_offset, region.nbytes);
+      Box common;
+      for (const IndexChunk& c : t->chunks) {
+        if (!detail::intersect(c.box, region.box, common)) continue;
+        const io::ReadableFile& f = im.file(c.file);
+        if (esize == 0) {  // a sub-byte dtype: stored and wanted whole (validated)
+          add(&f, c.begin, dst);
+          continue;
+        }
+        detail::for_each_run(c.box, region.box, common, [&](uint64_t so, uint64_t dof, uint64_t n) {
+          add(&f, c.begin + so * esize, dst.subspan(dof * esize, n * esize));
+        });
+      }
+    }
+  }
+  for (const auto& r : reqs) report.bytes_read += r.dst.size();
+  report.reads = reqs.size();
+  try {
+    io::ParallelReadOptions ro = im.options.read;
+    if (threads > 0) ro.threads = threads;
+    io::read_parallel(reqs, ro);
+  } catch (const Error& e) {
+    throw e.annotate("loading distributed checkpoint '" + im.dir.string() + "'");
+  }
+  return report;
+}
+
+LoadReport Reader::read_tensor(std::string_view name, std::span<std::byte> dst) const {
+  const IndexTensor* t = find(name);
+  if (!t) {
+    throw Error(ErrorCode::NotFound, "distributed checkpoint '" + impl_->dir.string() +
+                                         "' has no tensor '" + printable(name) + "'");
+  }
+  const LoadItem item{ShardedTensor::replicated(t->name, t->dtype, t->shape), dst};
+  return read(std::span(&item, 1));
+}
+
+LoadReport load(const fs::path& dir, std::span<const LoadItem> items, const LoadOptions& options) {
+  return Reader::open(dir, options).read(items);
+}
+
+}  // namespace ckptio::dist

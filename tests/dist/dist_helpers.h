@@ -1,0 +1,37 @@
+// Shared by the distributed checkpoint tests: deterministic global tensors, the layouts ranks
+// hold them in, and running one function per rank on threads of a thread group.
+#pragma once
+
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ckptio/dist.h"
+#include "ckptio/tensor.h"
+
+namespace ckptio::dist::testing {
+
+// The full tensor: deterministic bytes that differ per name and per position.
+std::vector<std::byte> global_bytes(const std::string& name, DType dtype, const Shape& shape);
+
+enum class Layout { Replicated, Rows, Grid, Flat, TwoRowBlocks };
+std::string layout_name(Layout l);
+
+// What rank `rank` of `world` holds of a tensor in layout `l` (several pieces for TwoRowBlocks;
+// Grid falls back to Rows for tensors of rank < 2, Rows to Replicated for scalars).
+std::vector<ShardedTensor> pieces_for(const std::string& name, DType dtype, const Shape& shape,
+                                      Layout l, int rank, int world);
+
+// The local bytes a piece holds, cut from the full tensor (flat padding zeroed).
+std::vector<std::byte> local_bytes(const ShardedTensor& t, const std::vector<std::byte>& global);
+
+// Runs fn(rank, comm) on `world` threads of one thread group; returns each rank's exception.
+std::vector<std::exception_ptr> run_ranks(int world, std::chrono::milliseconds timeout,
+                                          const std::function<void(int, Communicator&)>& fn);
+
+// The message of an exception_ptr holding a ckptio::Error ("" when none); other types fail.
+std::string error_message(const std::exception_ptr& e);
+
+}  // namespace ckptio::dist::testing
