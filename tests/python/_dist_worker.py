@@ -261,6 +261,23 @@ def scenario_dcp_load(rank, world, path):
     assert state["step"] == 17
 
 
+def scenario_hf_read(rank, world, path):
+    """Stock PyTorch reads a ckptio checkpoint; this process never imports ckptio."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    assert "ckptio" not in sys.modules
+    full = full_tensors()
+    # The dotted keys of dtensor_state; HuggingFaceStorageReader gives plain tensors.
+    state = {f"model.{k}": torch.zeros_like(full[k]) for k in ("w", "b", "r")}
+    state["ids"] = torch.zeros_like(full["ids"])
+    dcp.load(state, storage_reader=HuggingFaceStorageReader(path))
+    for k in ("w", "b", "r"):
+        same(state[f"model.{k}"], full[k], k)
+    same(state["ids"], full["ids"], "ids")
+    assert "ckptio" not in sys.modules
+
+
 def main() -> int:
     scenario, rank, world, init_file, path = sys.argv[1:6]
     rank, world = int(rank), int(world)
