@@ -278,6 +278,85 @@ def scenario_hf_read(rank, world, path):
     assert "ckptio" not in sys.modules
 
 
+class StepSampler:
+    """Open-Sora's VariableVideoBatchSampler keeps its position through state_dict(step)."""
+
+    def __init__(self):
+        self.last_micro_batch_access_index = 0
+
+    def state_dict(self, num_steps):
+        return {"seed": 1024, "epoch": 2, "last_micro_batch_access_index": num_steps * 4}
+
+    def load_state_dict(self, sd):
+        self.last_micro_batch_access_index = sd["last_micro_batch_access_index"]
+
+
+def scenario_opensora(rank, world, path):
+    import copy
+
+    from ckptio import opensora
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.LayerNorm(3))  # 15, 3, 3, 3
+    ema = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.mul_(2)
+    full_ema = {k: v.clone() for k, v in ema.state_dict().items()}
+    shapes = opensora.record_model_param_shape(ema)
+    opensora.model_sharding(ema)
+    assert ema[0].weight.numel() == (15 + (world - 15 % world) % world) // world
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 5)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2)
+    io = opensora.CheckpointIO()
+    saved = []
+    for update in (1, 2, 3):
+        saved.append(io.save(None, path, model=model, ema=ema, optimizer=opt, lr_scheduler=sched,
+                             sampler=StepSampler(), epoch=0, step=update * 2,
+                             global_step=update * 2, batch_size=4, actual_update_step=update,
+                             ema_shape_dict=shapes, async_io=update != 2))
+    io._sync_io()
+    assert saved[-1] == os.path.join(path, "epoch0-global_step3")
+    dist.barrier()
+    opensora.rm_checkpoints(path, keep_n_latest=2)
+    dist.barrier()
+    assert sorted(os.listdir(path)) == ["epoch0-global_step2", "epoch0-global_step3"]
+
+    # Resume: fresh objects, the EMA unsharded (as Open-Sora loads it), then sharded again.
+    torch.manual_seed(5)
+    model2 = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.LayerNorm(3))
+    ema2 = copy.deepcopy(model2)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1, momentum=0.9)
+    model2(torch.randn(2, 5)).sum().backward()
+    opt2.step()
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=2)
+    sampler2 = StepSampler()
+    epoch, step = io.load(None, saved[-1], model=model2, ema=ema2, optimizer=opt2,
+                          lr_scheduler=sched2, sampler=sampler2)
+    assert (epoch, step) == (0, 6)
+    assert sampler2.last_micro_batch_access_index == 24
+    for k, v in model.state_dict().items():
+        same(model2.state_dict()[k], v, k)
+    for k, v in full_ema.items():
+        same(ema2.state_dict()[k], v, "ema " + k)
+    same(opt2.state_dict()["state"][0]["momentum_buffer"],
+         opt.state_dict()["state"][0]["momentum_buffer"], "momentum")
+    # An EMA already sharded loads its partitions.
+    ema3 = copy.deepcopy(model2)
+    opensora.model_sharding(ema3)
+    io.load(None, saved[-1], ema=ema3)
+    for (k, v), p in zip(ema.named_parameters(), ema3.parameters()):
+        same(p.data, v.data, "ema partition " + k)
+    # Inference: one EMA state dict from the checkpoint, in one process.
+    if rank == 0:
+        infer = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.LayerNorm(3))
+        opensora.load_checkpoint(infer, saved[-1], cai_model_name="ema")
+        for k, v in full_ema.items():
+            same(infer.state_dict()[k], v, "inference " + k)
+
+
 def main() -> int:
     scenario, rank, world, init_file, path = sys.argv[1:6]
     rank, world = int(rank), int(world)
