@@ -357,6 +357,50 @@ def scenario_opensora(rank, world, path):
             same(infer.state_dict()[k], v, "inference " + k)
 
 
+def scenario_checkpoint_io(rank, world, path):
+    import warnings
+
+    import ckptio.dist as cd
+
+    def objects(seed):
+        model, opt, sched = make_objects(seed)
+        g = torch.Generator().manual_seed(seed)
+        ema = {"w": cd.zero_partition(torch.randn(9, generator=g), rank, world)}
+        return model, opt, sched, ema
+
+    io = cd.CheckpointIO(path, keep_n_latest=2, async_save=True)
+    model, opt, sched, ema = objects(0)
+    counter = Counter()
+    for step in (10, 20, 30):
+        counter.seen = step
+        io.save(model=model, ema=ema, optimizer=opt, lr_scheduler=sched, sampler=counter,
+                epoch=1, step=step, global_step=step, batch_size=8, extra={"cfg": {"lr": 0.1}})
+    io.wait()
+    dist.barrier()
+    assert [os.path.basename(p) for p in io.list()] == ["epoch1-global_step30",
+                                                        "epoch1-global_step20"], io.list()
+    model2, opt2, sched2, ema2 = objects(1)
+    counter2 = Counter()
+    got = io.load(model=model2, ema=ema2, optimizer=opt2, lr_scheduler=sched2, sampler=counter2)
+    assert got["global_step"] == 30 and got["extra"] == {"cfg": {"lr": 0.1}}, got
+    assert counter2.seen == 30
+    same(ema2["w"].tensor, ema["w"].tensor, "ema")
+    for k, v in model.state_dict().items():
+        same(model2.state_dict()[k], v, k)
+    # The newest checkpoint loses a data file: "latest" falls back to the one before.
+    dist.barrier()
+    newest = io.list()[0]
+    if rank == 0:
+        victim = sorted(f for f in os.listdir(newest) if f.endswith(".safetensors"))[-1]
+        os.remove(os.path.join(newest, victim))
+    dist.barrier()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = io.load(model=model2, ema=ema2, sampler=counter2)
+    assert got["global_step"] == 20 and counter2.seen == 20, got
+    assert any("skipping checkpoint" in str(w.message) for w in caught)
+
+
 def main() -> int:
     scenario, rank, world, init_file, path = sys.argv[1:6]
     rank, world = int(rank), int(world)

@@ -42,3 +42,7 @@ def test_async_save(tmp_path):
 def test_failing_rank_raises_on_every_rank(tmp_path):
     run_ranks("fail_python", 2, tmp_path / "a", tmp_path / "rdv")
     run_ranks("fail_core", 2, tmp_path / "b", tmp_path / "rdv")
+
+
+def test_checkpoint_io_keep_n_async_and_latest_fallback(tmp_path):
+    run_ranks("checkpoint_io", 2, tmp_path / "runs", tmp_path / "rdv")

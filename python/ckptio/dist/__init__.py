@@ -23,11 +23,12 @@ import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from ckptio import _core, _tensors, errors
+from ckptio.dist._checkpoint_io import CheckpointIO
 from ckptio.dist._comm import TorchCommunicator
 from ckptio.dist._state import FlatShard, check_plain, dtensor_type, flatten, zero_partition
 
 __all__ = ["FlatShard", "zero_partition", "save", "load", "async_save", "TorchCommunicator",
-           "PLAIN_DATA_KEY"]
+           "CheckpointIO", "PLAIN_DATA_KEY"]
 
 # The checkpoint tensor (U8, replicated) holding the state dicts' plain data as JSON.
 PLAIN_DATA_KEY = "__ckptio_plain_data__"
