@@ -401,11 +401,51 @@ def scenario_checkpoint_io(rank, world, path):
     assert any("skipping checkpoint" in str(w.message) for w in caught)
 
 
+def scenario_timeout_core(rank, world, path):
+    """As scenario_timeout, but rank 1 leaves after the Python side's agreement, so rank 0 times
+    out inside the C++ core's collectives (called back into Python)."""
+    import ckptio.dist as cd
+
+    if rank == 1:
+        cd._write = lambda *args: {}  # prepares the save with rank 0, then skips the core
+        cd.save({"t": torch.ones(2)}, path)
+    scenario_timeout(rank, world, path)
+
+
+def scenario_timeout(rank, world, path):
+    """Rank 1 never joins the save: rank 0 raises TimeoutError after the group's timeout (set by
+    CKPTIO_TEST_PG_TIMEOUT_S in main), then tells rank 1 through a file that it may leave."""
+    import ckptio.dist as cd
+    from ckptio import errors
+
+    flag = path + ".rank0-done"
+    if rank == 0:
+        try:
+            cd.save({"t": torch.ones(2)}, path)
+        except errors.TimeoutError as e:
+            assert "rank 0" in str(e), e
+        else:
+            raise AssertionError("save returned without rank 1")
+        finally:  # rank 1 leaves whatever rank 0's outcome
+            open(flag, "w").close()
+    else:
+        import time
+
+        while not os.path.exists(flag):  # waits for rank 0's outcome, not for a duration
+            time.sleep(0.05)
+    assert not os.path.exists(path)
+    sys.stdout.flush()
+    os._exit(0)  # the group is broken: skip the final barrier and teardown
+
+
 def main() -> int:
     scenario, rank, world, init_file, path = sys.argv[1:6]
     rank, world = int(rank), int(world)
+    import datetime
+
+    timeout = datetime.timedelta(seconds=float(os.environ.get("CKPTIO_TEST_PG_TIMEOUT_S", "600")))
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=timeout)
     try:
         globals()[f"scenario_{scenario}"](rank, world, path)
         dist.barrier()

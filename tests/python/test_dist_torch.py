@@ -46,3 +46,11 @@ def test_failing_rank_raises_on_every_rank(tmp_path):
 
 def test_checkpoint_io_keep_n_async_and_latest_fallback(tmp_path):
     run_ranks("checkpoint_io", 2, tmp_path / "runs", tmp_path / "rdv")
+
+
+def test_rank_that_never_arrives_is_a_timeout(tmp_path):
+    # The group's own timeout bounds the wait; the value only keeps the test short.
+    run_ranks("timeout", 2, tmp_path / "ckpt", tmp_path / "rdv",
+              extra_env={"CKPTIO_TEST_PG_TIMEOUT_S": "5"})
+    run_ranks("timeout_core", 2, tmp_path / "ckpt2", tmp_path / "rdv",
+              extra_env={"CKPTIO_TEST_PG_TIMEOUT_S": "5"})

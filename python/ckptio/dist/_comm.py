@@ -51,6 +51,31 @@ def _cpu_group(group: Any) -> Any:
     return side
 
 
+def _collective(name: str):
+    """Turns the group's failures into ckptio errors: TimeoutError when the collective timed out
+    (gloo: "Timed out waiting ...", NCCL: "... timeout ..."), IoError otherwise."""
+
+    def wrap(method):
+        def run(self, *args):
+            from ckptio import errors
+
+            try:
+                return method(self, *args)
+            except errors.Error:
+                raise
+            except Exception as exc:
+                text = str(exc)
+                cls = errors.TimeoutError if "imed out" in text or "imeout" in text else errors.IoError
+                raise cls(f"{cls.code}: rank {self._rank}: collective {name} on the process group"
+                          f" failed: {text}") from exc
+
+        run.__name__ = method.__name__
+        run.__doc__ = method.__doc__
+        return run
+
+    return wrap
+
+
 class TorchCommunicator:
     """A ckptio communicator over a ``torch.distributed`` process group (None: the default)."""
 
@@ -73,6 +98,7 @@ class TorchCommunicator:
     def size(self) -> int:
         return self._size
 
+    @_collective("all_gather")
     def all_gather(self, data: bytes) -> List[bytes]:
         import torch
         import torch.distributed as dist
@@ -91,6 +117,7 @@ class TorchCommunicator:
         dist.all_gather(outs, mine, group=self.group)
         return [o[:n].numpy().tobytes() for o, n in zip(outs, counts)]
 
+    @_collective("broadcast")
     def broadcast(self, data: bytes, root: int) -> bytes:
         import torch
         import torch.distributed as dist
@@ -107,6 +134,7 @@ class TorchCommunicator:
         dist.broadcast(buf, group=self.group, group_src=root)
         return buf.numpy().tobytes()
 
+    @_collective("barrier")
     def barrier(self) -> None:
         import torch.distributed as dist
 
