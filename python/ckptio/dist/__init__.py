@@ -176,17 +176,8 @@ def _stage(state_dict: dict, checkpoint_dir: Any, process_group: Any, copy: bool
     plain: Dict[str, Any] = {}
     try:
         flat = flatten(state_dict)
-        if copy:  # async: a CPU copy, so training may change the tensors while files are written
-            import torch
-
-            for leaf in flat.leaves:
-                if isinstance(leaf.value, FlatShard):
-                    leaf.value = FlatShard(leaf.value.tensor.detach().to("cpu", copy=True),
-                                           leaf.value.global_shape, leaf.value.begin)
-                elif isinstance(leaf.value, torch.Tensor) and not _is_dtensor(leaf.value):
-                    leaf.value = leaf.value.detach().to("cpu", copy=True)
         items, plain, keep = _save_items(flat)
-        if copy:
+        if copy:  # async: a CPU copy, so training may change the tensors while files are written
             keep = [k.clone() if hasattr(k, "clone") else k.copy() for k in keep]
             items = [(spec, k) for (spec, _), k in zip(items, keep)]
     except Exception as exc:  # every rank must hear of it: agree below
