@@ -3,6 +3,9 @@
 - :mod:`ckptio.safetensors`: a drop-in for the ``safetensors`` package.
 - :mod:`ckptio.torch`: save and resume PyTorch training (``CheckpointIO``), load weights from any
   source, read ``.pt`` files without running code.
+- :mod:`ckptio.dist`: distributed checkpoints of ``torch.distributed`` jobs (DTensors, ZeRO
+  partitions), loaded on any number of ranks; :mod:`ckptio.opensora`: Open-Sora's checkpoint
+  functions on them.
 - :mod:`ckptio.errors`: the exceptions, one class per error code.
 """
 

@@ -11,5 +11,7 @@ void bind_errors(nanobind::module_& m);
 void bind_safetensors(nanobind::module_& m);
 // CheckpointIO, load_checkpoint, torch-file reading, sharded saves.
 void bind_checkpoint(nanobind::module_& m);
+// Distributed checkpoints: save/read over a Python-implemented communicator, DCP box reads.
+void bind_dist(nanobind::module_& m);
 
 }  // namespace ckptio::python

@@ -7,4 +7,5 @@ NB_MODULE(_core, m) {
   ckptio::python::bind_errors(m);
   ckptio::python::bind_safetensors(m);
   ckptio::python::bind_checkpoint(m);
+  ckptio::python::bind_dist(m);
 }

@@ -66,17 +66,17 @@ const IndexTensor* Reader::find(std::string_view name) const {
 
 LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const {
   const Impl& im = *impl_;
-  std::vector<io::ReadRequest> reqs;
+  std::vector<io::ReadRange> reqs;
   auto add = [&](const io::ReadableFile* f, uint64_t offset, std::span<std::byte> dst) {
     if (!reqs.empty()) {
-      io::ReadRequest& last = reqs.back();
+      io::ReadRange& last = reqs.back();
       if (last.file == f && last.offset + last.dst.size() == offset &&
           last.dst.data() + last.dst.size() == dst.data()) {
         last.dst = std::span<std::byte>(last.dst.data(), last.dst.size() + dst.size());
         return;
       }
     }
-    reqs.push_back({f, offset, dst});
+    reqs.push_back({.file = f, .offset = offset, .dst = dst});
   };
   LoadReport report;
   for (const LoadItem& item : items) {

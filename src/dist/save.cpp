@@ -154,7 +154,9 @@ void commit(io::AtomicDir& folder, const std::vector<std::string>& raw_reports,
   io::write_file_atomic(env, folder / std::string(checkpoint::kManifestName),
                         checkpoint::manifest_to_json(manifest));
   // Each file was fsynced as it was written (when options.sync); the folders are synced here.
-  folder.commit(options.replace, /*sync_files=*/false);
+  folder.commit({.if_exists = options.replace ? io::IfExists::Replace : io::IfExists::Fail,
+                 .sync_files = false,
+                 .sync = options.sync});
 }
 
 }  // namespace

@@ -360,7 +360,8 @@ ConvertReport convert_torch_deduped(const fs::path& src, const fs::path& dst,
     throw Error(ErrorCode::InvalidArgument,
                 "--dedupe-shared needs a torch file (.pt/.pth/.bin) as the source");
   }
-  refuse_output_equal_to_input(src, resolved, dst, options);
+  io::Env& env = options.source.env != nullptr ? *options.source.env : io::Env::posix();
+  refuse_output_equal_to_input(env, src, resolved, dst, options);
   const std::string& key = options.source.torch_key;
   pt::TorchLoadOptions load;
   load.env = options.source.env;

@@ -1,0 +1,417 @@
+"""Distributed checkpoints for PyTorch jobs: every rank saves what it holds, any number of ranks
+load any part of it back.
+
+``save(state_dict, checkpoint_dir, process_group=None)`` and ``load(state_dict, checkpoint_dir,
+process_group=None)`` mirror ``torch.distributed.checkpoint.save`` / ``load``: collective over the
+group, state dicts flattened to dotted keys, ``load`` filling the given state dict in place.
+Values: plain tensors (replicated: the same on every rank), DTensors (any mesh, ``Shard`` /
+``Replicate`` placements: each rank saves its local box once), :class:`FlatShard` (ZeRO
+partitions: a range of the flattened tensor, padding never written), objects with
+``state_dict()`` / ``load_state_dict()``, and plain data (None, bool, int, float, str, lists and
+dicts of them) stored as JSON inside the checkpoint, never pickled.
+
+``load`` also reads PyTorch DCP folders (``torch.distributed.checkpoint.save`` with its default
+``FileSystemWriter``) saved on any number of ranks. See docs/python-dist.md.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+from ckptio import _core, _tensors, errors
+from ckptio.dist._checkpoint_io import CheckpointIO
+from ckptio.dist._comm import TorchCommunicator
+from ckptio.dist._state import FlatShard, check_plain, dtensor_type, flatten, zero_partition
+
+__all__ = ["FlatShard", "zero_partition", "save", "load", "async_save", "TorchCommunicator",
+           "CheckpointIO", "PLAIN_DATA_KEY"]
+
+# The checkpoint tensor (U8, replicated) holding the state dicts' plain data as JSON.
+PLAIN_DATA_KEY = "__ckptio_plain_data__"
+_PLAIN_FORMAT = "ckptio.plain_data"
+
+
+# --- what this rank holds of each value ------------------------------------------------------
+
+def _spec(name: str, dtype: str, global_shape, placement: str = "replicated",
+          offsets=(), local_shape=(), begin: int = 0, length: int = 0) -> tuple:
+    return (name, dtype, [int(d) for d in global_shape], placement, [int(o) for o in offsets],
+            [int(d) for d in local_shape], int(begin), int(length))
+
+
+def _dtensor_box(key: str, dt: Any) -> Tuple[Optional[tuple], Any, bool]:
+    """(box spec or None for replicated, local tensor, whether this rank saves it).
+
+    A rank whose mesh coordinate is not 0 along a ``Replicate`` mesh dimension holds a copy of a
+    box another rank saves, so it saves nothing (it still loads its box)."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    placements = list(dt.placements)
+    if any(p.is_partial() for p in placements):
+        placements = [Replicate() if p.is_partial() else p for p in placements]
+        dt = dt.redistribute(dt.device_mesh, placements)
+    local = dt._local_tensor if hasattr(dt, "_local_tensor") else dt.to_local()
+    dtype = _tensors.safetensors_dtype(dt.dtype)
+    if all(p.is_replicate() for p in placements) or dt.numel() == 0:
+        return None, local, True
+    local_shape, offsets = compute_local_shape_and_global_offset(
+        tuple(dt.shape), dt.device_mesh, placements)
+    if tuple(local.shape) != tuple(local_shape):
+        raise errors.UnsupportedError(
+            f"unsupported: DTensor '{key}': local shape {tuple(local.shape)} is not the box"
+            f" {tuple(local_shape)} its placements give")
+    coord = dt.device_mesh.get_coordinate() or []
+    saves = all(c == 0 for c, p in zip(coord, placements) if p.is_replicate())
+    saves = saves and local.numel() > 0
+    spec = _spec(key, dtype, dt.shape, "block", offsets, local_shape)
+    return spec, local, saves
+
+
+def _save_items(flat) -> Tuple[List[tuple], Dict[str, Any], List[Any]]:
+    """(core items, plain data by key, tensors kept alive) of this rank."""
+    import torch
+
+    DTensor = dtensor_type()
+    items: List[tuple] = []
+    plain: Dict[str, Any] = {}
+    keep: List[Any] = []
+    for leaf in flat.leaves:
+        key, value = leaf.key, leaf.value
+        if key == PLAIN_DATA_KEY:
+            raise errors.InvalidArgumentError(f"invalid_argument: '{key}' is a reserved key")
+        if DTensor is not None and isinstance(value, DTensor):
+            spec, local, saves = _dtensor_box(key, value)
+            if not saves:
+                continue
+            dtype, shape, raw = _tensors.to_raw(local, key)
+            if spec is None:
+                spec = _spec(key, dtype, value.shape)
+            items.append((spec, raw))
+            keep.append(raw)
+        elif isinstance(value, FlatShard):
+            dtype, _, raw = _tensors.to_raw(value.tensor, key)
+            items.append((_spec(key, dtype, value.global_shape, "flat", begin=value.begin,
+                                length=value.tensor.numel()), raw))
+            keep.append(raw)
+        elif isinstance(value, torch.Tensor):
+            dtype, shape, raw = _tensors.to_raw(value, key)
+            items.append((_spec(key, dtype, shape), raw))
+            keep.append(raw)
+        else:
+            check_plain(key, value)
+            plain[key] = value
+    return items, plain, keep
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _merge_plain(reports: List[dict], world: int) -> Optional[bytes]:
+    """The plain-data document every rank writes: values equal on every rank once, the others per
+    rank (a key missing on a rank is null there)."""
+    keys = sorted({k for r in reports for k in r})
+    if not keys:
+        return None
+    values, per_rank = {}, {}
+    for k in keys:
+        texts = [_canonical(r.get(k)) for r in reports]
+        if all(t == texts[0] for t in texts) and all(k in r for r in reports):
+            values[k] = reports[0][k]
+        else:
+            per_rank[k] = [r.get(k) for r in reports]
+    doc = {"format": _PLAIN_FORMAT, "version": 1, "world_size": world, "values": values,
+           "per_rank": per_rank}
+    return json.dumps(doc, sort_keys=True, allow_nan=False).encode()
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, errors.Error):
+        return exc.code
+    if isinstance(exc, (ValueError, TypeError, KeyError)):
+        return "invalid_argument"
+    return "internal"
+
+
+def _agree(comm: TorchCommunicator, what: str, local_error: Optional[BaseException],
+           payload: Any = None) -> List[Any]:
+    """All-gathers every rank's outcome and payload; raises on every rank if one failed."""
+    mine = {"payload": payload}
+    if local_error is not None:
+        mine = {"error": str(local_error), "code": _error_code(local_error)}
+    reports = [json.loads(b) for b in comm.all_gather(json.dumps(mine).encode())]
+    failed = [(r, rep) for r, rep in enumerate(reports) if "error" in rep]
+    if failed:
+        rank, rep = failed[0]
+        others = f" ({len(failed) - 1} other ranks failed too)" if len(failed) > 1 else ""
+        message = rep["error"]
+        prefix = rep["code"] + ": "
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+        exc = errors.error_class(rep["code"])(
+            f"{rep['code']}: {what}: rank {rank} failed: {message}{others}")
+        raise exc from local_error
+    return [rep["payload"] for rep in reports]
+
+
+# --- save ------------------------------------------------------------------------------------
+
+class _Staged:
+    def __init__(self, comm, path, items, keep, plain_doc):
+        self.comm, self.path, self.items, self.keep, self.plain_doc = (
+            comm, path, items, keep, plain_doc)
+
+
+def _stage(state_dict: dict, checkpoint_dir: Any, process_group: Any, copy: bool) -> _Staged:
+    comm = TorchCommunicator(process_group)
+    path = os.fspath(checkpoint_dir)
+    error: Optional[BaseException] = None
+    items: List[tuple] = []
+    keep: List[Any] = []
+    plain: Dict[str, Any] = {}
+    try:
+        flat = flatten(state_dict)
+        items, plain, keep = _save_items(flat)
+        if copy:  # async: a CPU copy, so training may change the tensors while files are written
+            keep = [k.clone() if hasattr(k, "clone") else k.copy() for k in keep]
+            items = [(spec, k) for (spec, _), k in zip(items, keep)]
+    except Exception as exc:  # every rank must hear of it: agree below
+        error = exc
+    payloads = _agree(comm, "preparing the save", error, plain)
+    doc = _merge_plain(payloads, comm.size())
+    if doc is not None:
+        import numpy as np
+
+        raw = np.frombuffer(doc, dtype=np.uint8)
+        items.append((_spec(PLAIN_DATA_KEY, "U8", [len(doc)]), raw))
+        keep.append(raw)
+    return _Staged(comm, path, items, keep, doc)
+
+
+def _is_dtensor(value: Any) -> bool:
+    DTensor = dtensor_type()
+    return DTensor is not None and isinstance(value, DTensor)
+
+
+def _write(staged: _Staged, replace: bool, sync: bool, epoch: int, global_step: int) -> dict:
+    return _core.dist_save(staged.comm, staged.path, staged.items, replace, sync, epoch,
+                           global_step)
+
+
+def save(state_dict: dict, checkpoint_dir: Any, process_group: Any = None, *,
+         replace: bool = False, sync: bool = True, epoch: int = 0, global_step: int = 0) -> dict:
+    """Collective: every rank of ``process_group`` saves its part of ``state_dict``.
+
+    Returns ``{"path", "files", "bytes_written"}`` (this rank's files). A failure on any rank
+    raises on every rank a :class:`ckptio.errors.Error` naming the failing rank; nothing is then
+    committed. ``replace`` replaces an existing checkpoint atomically (else AlreadyExistsError).
+    """
+    staged = _stage(state_dict, checkpoint_dir, process_group, copy=False)
+    return _write(staged, replace, sync, epoch, global_step)
+
+
+def async_save(state_dict: dict, checkpoint_dir: Any, process_group: Any = None, *,
+               replace: bool = False, sync: bool = True, epoch: int = 0,
+               global_step: int = 0) -> "concurrent.futures.Future[dict]":
+    """Collective: copies this rank's part of ``state_dict`` to CPU memory now, then writes it in a
+    background thread. Returns a future whose ``result()`` is :func:`save`'s result or raises its
+    error. The background thread runs the save's collectives on ``process_group``: give a group
+    that nothing else uses until ``result()`` returns (``torch.distributed.new_group(
+    backend="gloo")``), since two threads must not interleave collectives on one group."""
+    staged = _stage(state_dict, checkpoint_dir, process_group, copy=True)
+    future: "concurrent.futures.Future[dict]" = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(_write(staged, replace, sync, epoch, global_step))
+        except BaseException as exc:  # handed to result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="ckptio-async-save", daemon=True).start()
+    return future
+
+
+# --- load ------------------------------------------------------------------------------------
+
+def _load_target(key: str, value: Any) -> Tuple[tuple, Any, Any]:
+    """(core spec, destination tensor the core fills, tensor to copy it into or None)."""
+    import torch
+
+    if _is_dtensor(value):
+        spec, local, _ = _dtensor_box(key, value)
+        if spec is None:
+            spec = _spec(key, _tensors.safetensors_dtype(value.dtype), value.shape)
+        target = local
+    elif isinstance(value, FlatShard):
+        target = value.tensor
+        spec = _spec(key, _tensors.safetensors_dtype(target.dtype), value.global_shape, "flat",
+                     begin=value.begin, length=target.numel())
+    else:
+        target = value
+        spec = _spec(key, _tensors.safetensors_dtype(value.dtype), _safetensors_shape(value))
+    if target.device.type == "cpu" and target.is_contiguous():
+        return spec, target, None
+    return spec, torch.empty(target.shape, dtype=target.dtype), target
+
+
+def _safetensors_shape(t: Any) -> tuple:
+    name = _tensors.safetensors_dtype(t.dtype)
+    shape = tuple(t.shape)
+    if name == "F4" and shape:
+        shape = shape[:-1] + (shape[-1] * 2,)
+    return shape
+
+
+def _raw_inout(t: Any) -> Any:
+    import torch
+
+    if t.numel() == 0:
+        return torch.empty(0, dtype=torch.uint8).numpy()
+    return t.detach().reshape(-1).view(torch.uint8).numpy()
+
+
+def _like(template: Any, value: Any) -> Any:
+    """``value`` read from JSON, given back the container types of ``template`` (the value in the
+    state dict being loaded) where the structures match: tuples stay tuples, dict keys that were
+    ints stay ints (JSON has only lists and string keys)."""
+    if isinstance(template, tuple) and isinstance(value, list):
+        if len(template) == len(value):
+            return tuple(_like(t, v) for t, v in zip(template, value))
+        return tuple(value)
+    if isinstance(template, list) and isinstance(value, list):
+        return [_like(template[i] if i < len(template) else (template[-1] if template else None),
+                      v) for i, v in enumerate(value)]
+    if isinstance(template, dict) and isinstance(value, dict):
+        keys = {str(k): k for k in template}
+        return {keys.get(k, k): _like(template.get(keys.get(k, k)), v) for k, v in value.items()}
+    return value
+
+
+def _plain_for(doc: Optional[dict], key: str, rank: int, world: int) -> Any:
+    if doc is None or (key not in doc["values"] and key not in doc["per_rank"]):
+        raise errors.NotFoundError(f"not_found: key '{key}' is not in the checkpoint")
+    if key in doc["values"]:
+        return doc["values"][key]
+    saved_world = doc["world_size"]
+    if saved_world != world:
+        raise errors.MismatchError(
+            f"mismatch: key '{key}' was saved per rank on {saved_world} ranks (its value differed"
+            f" between ranks), which does not say what {world} ranks load; drop it from the state"
+            " dict, or save it equal on every rank")
+    return doc["per_rank"][key][rank]
+
+
+def load(state_dict: dict, checkpoint_dir: Any, process_group: Any = None, *,
+         threads: int = 0) -> dict:
+    """Fills ``state_dict`` in place from a checkpoint saved on any number of ranks.
+
+    Tensors and DTensors get their (local) elements, FlatShards their range, plain values are
+    replaced by the saved ones, and Stateful objects get ``load_state_dict`` of their filled state
+    dict. Rank-local apart from a final agreement: a failure on any rank raises on every rank.
+    Reads ckptio distributed checkpoints and PyTorch DCP folders. Returns ``state_dict``."""
+    comm = TorchCommunicator(process_group)
+    error: Optional[BaseException] = None
+    try:
+        _load_local(state_dict, os.fspath(checkpoint_dir), comm.rank(), comm.size(), threads)
+    except Exception as exc:
+        error = exc
+    _agree(comm, "loading", error)
+    return state_dict
+
+
+def _load_local(state_dict: dict, path: str, rank: int, world: int, threads: int) -> None:
+    import torch
+
+    flat = flatten(state_dict)
+    tensor_leaves = [l for l in flat.leaves
+                     if isinstance(l.value, (torch.Tensor, FlatShard))]
+    plain_leaves = [l for l in flat.leaves if l not in tensor_leaves]
+    for leaf in plain_leaves:
+        check_plain(leaf.key, leaf.value)
+    if _core.is_distributed_checkpoint(path):
+        _load_ckptio(path, tensor_leaves, plain_leaves, rank, world, threads)
+    elif _core.is_dcp_checkpoint(path):
+        _load_dcp(path, tensor_leaves, plain_leaves)
+    else:
+        raise errors.NotFoundError(
+            f"not_found: '{path}' is neither a ckptio distributed checkpoint nor a DCP folder")
+    # Stateful objects last, innermost first (their state dicts now hold the loaded values).
+    for obj, sd in flat.stateful:
+        obj.load_state_dict(sd)
+
+
+def _load_ckptio(path, tensor_leaves, plain_leaves, rank, world, threads) -> None:
+    reader = _core.DistReader(path)
+    items, copies = [], []
+    for leaf in tensor_leaves:
+        spec, dest, copy_to = _load_target(leaf.key, leaf.value)
+        items.append((spec, _raw_inout(dest)))
+        if copy_to is not None:
+            copies.append((dest, copy_to))
+    doc = None
+    if plain_leaves:
+        shapes = {name: shape for name, _, shape in reader.tensors()}
+        if PLAIN_DATA_KEY in shapes:
+            import numpy as np
+
+            buf = np.empty(shapes[PLAIN_DATA_KEY], dtype=np.uint8)
+            items.append((_spec(PLAIN_DATA_KEY, "U8", buf.shape), buf))
+            reader.read(items, threads)
+            doc = json.loads(buf.tobytes())
+            items = None
+    if items is not None:
+        reader.read(items, threads)
+    _finish(copies)
+    for leaf in plain_leaves:
+        leaf.assign(_like(leaf.value, _plain_for(doc, leaf.key, rank, world)))
+
+
+def _finish(copies) -> None:
+    import torch
+
+    with torch.no_grad():
+        for src, dst in copies:
+            dst.copy_(src)
+
+
+def _load_dcp(path, tensor_leaves, plain_leaves) -> None:
+    import torch
+
+    reader = _core.DcpReader(path)
+    saved = {name: (dtype, tuple(shape)) for name, dtype, shape in reader.tensors()}
+    copies = []
+    for leaf in tensor_leaves:
+        spec, dest, copy_to = _load_target(leaf.key, leaf.value)
+        name, dtype, global_shape, placement, offsets, local_shape, begin, length = spec
+        if name not in saved:
+            raise errors.NotFoundError(f"not_found: tensor '{name}' is not in DCP folder '{path}'")
+        if saved[name] != (dtype, tuple(global_shape)):
+            raise errors.MismatchError(
+                f"mismatch: tensor '{name}': {dtype} {list(global_shape)} asked, the DCP folder"
+                f" holds {saved[name][0]} {list(saved[name][1])}")
+        if placement == "block":
+            box = reader.read_box(name, offsets, local_shape)
+        else:
+            box = reader.read_box(name, [0] * len(global_shape), global_shape)
+        got = _tensors.from_raw(box[0], box[1], box[2], "pt", name)
+        if placement == "flat":
+            flat = got.reshape(-1)
+            n = flat.numel()
+            out = torch.zeros(length, dtype=got.dtype)
+            end = min(begin + length, n)
+            if end > begin:
+                out[: end - begin] = flat[begin:end]
+            got = out
+        with torch.no_grad():
+            (copy_to if copy_to is not None else dest).copy_(got.reshape(dest.shape))
+    keys = set(reader.value_keys())
+    for leaf in plain_leaves:
+        if leaf.key not in keys:
+            raise errors.NotFoundError(
+                f"not_found: key '{leaf.key}' is not in DCP folder '{path}'")
+        leaf.assign(reader.read_value(leaf.key))
