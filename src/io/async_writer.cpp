@@ -112,6 +112,7 @@ struct AsyncWriter::Impl {
   bool error_collected = true;
   bool stopping = false;
   std::vector<std::thread> workers;
+  bool write_inline = false;  // no worker could start: submit() writes
 
   explicit Impl(AsyncWriterOptions o) : options(std::move(o)) {
     env = options.env != nullptr ? options.env : &Env::posix();
@@ -124,8 +125,8 @@ struct AsyncWriter::Impl {
     backend = options.backend == WriteBackend::IoUring && io_uring_available()
                   ? WriteBackend::IoUring
                   : WriteBackend::Pwrite;
-    try {
-      for (unsigned i = 0; i < options.threads; ++i) {
+    for (unsigned i = 0; i < options.threads; ++i) {
+      try {
         workers.push_back(start_thread([this] {
           if (backend == WriteBackend::IoUring) {
             uring_loop();
@@ -133,11 +134,13 @@ struct AsyncWriter::Impl {
             pwrite_loop();
           }
         }, "an I/O writer thread"));
+      } catch (const Error&) {
+        // Fewer writers still write everything; with none, each chunk is written on the thread
+        // that submits it, so a synchronous save never fails for want of a thread.
+        break;
       }
-    } catch (...) {
-      stop_and_join();
-      throw;
     }
+    write_inline = workers.empty();
   }
 
   void stop_and_join() {
@@ -491,11 +494,16 @@ struct AsyncWriter::Impl {
       } else {
         c.data = bytes.data() + done;
       }
-      {
-        std::lock_guard lock(mu);
-        queue.push_back(std::move(c));
+      if (write_inline) {
+        AlignedBuffer staging;
+        run_blocking(c, staging);
+      } else {
+        {
+          std::lock_guard lock(mu);
+          queue.push_back(std::move(c));
+        }
+        work_cv.notify_one();
       }
-      work_cv.notify_one();
       done += n;
     }
   }

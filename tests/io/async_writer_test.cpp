@@ -13,12 +13,14 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "ckptio/async_writer.h"
 #include "ckptio/error.h"
 #include "ckptio/fault_env.h"
+#include "core/thread_start.h"
 #include "io/write_backends.h"
 #include "support/test_util.h"
 
@@ -157,6 +159,31 @@ TEST(AsyncWriter, DirectIoWithAlignedSourceSkipsStagingAndStaysCorrect) {
   w.close(f);
   std::string expect = as_string({data.data(), 8192}) + as_string({data.data(), size});
   EXPECT_EQ(read_file(dir / "d.bin"), expect);
+}
+
+// A machine out of threads still saves: with no worker thread, each chunk is written by the
+// thread that submits it, errors and all.
+TEST(AsyncWriter, WritesOnTheCallersThreadWhenNoWorkerStarts) {
+  TempDir dir;
+  set_thread_factory_for_testing([](std::function<void()>) -> std::thread {
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                            "thread");
+  });
+  const auto data = random_bytes(size_t{3} << 20, 5);
+  try {
+    AsyncWriterOptions o;
+    o.threads = 4;
+    o.chunk_bytes = 256 << 10;
+    AsyncWriter w(o);
+    const auto f = w.open(dir / "inline.bin", OpenMode::CreateNew);
+    w.submit(f, 0, {data.data(), data.size()});
+    w.close(f);
+  } catch (...) {
+    set_thread_factory_for_testing({});
+    throw;
+  }
+  set_thread_factory_for_testing({});
+  EXPECT_EQ(read_file(dir / "inline.bin"), as_string({data.data(), data.size()}));
 }
 
 // Forwards to POSIX. Writes wait at a gate the test opens, and each write samples a probe (the

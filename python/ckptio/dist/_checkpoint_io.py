@@ -27,12 +27,12 @@ class CheckpointIO:
     group of its own is created at the first async save."""
 
     def __init__(self, exp_dir: Any, keep_n_latest: int = 0, async_save: bool = False,
-                 process_group: Any = None, fsync: bool = True):
+                 process_group: Any = None, sync: bool = True):
         self.exp_dir = os.fspath(exp_dir)
         self.keep_n_latest = keep_n_latest
         self.async_save = async_save
         self.process_group = process_group
-        self.fsync = fsync
+        self.sync = sync
         self._pending = None
 
     # --- saving -------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ class CheckpointIO:
             "actual_update_step": actual_update_step,
             # In a list: one JSON value (a dict would be flattened into keys a load cannot guess).
             "extra": [extra or {}]}
-        options = dict(replace=replace, sync=self.fsync, epoch=epoch, global_step=global_step)
+        options = dict(replace=replace, sync=self.sync, epoch=epoch, global_step=global_step)
         if self.async_save:
             group = self.process_group
             if group is None:
