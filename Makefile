@@ -74,6 +74,7 @@ bench: release
 	@for b in ckptio-bench-safetensors ckptio-bench ckptio-bench-torch ckptio-bench-sharded ckptio-bench-checkpoint; do \
 	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b --out $(BENCH_OUT) $(BENCH_ARGS) || exit 1; fi; \
 	done
+	@echo "== ckptio-bench-dist-plan"; build/bin/ckptio-bench-dist-plan
 	@mkdir -p $(BENCH_OUT)/python
 	@for p in safetensors checkpoint; do echo "== bench/python/bench_$$p.py"; \
 	  PYTHONPATH=build/release/python .venv/bin/python bench/python/bench_$$p.py \

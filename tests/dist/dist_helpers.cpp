@@ -112,6 +112,24 @@ std::vector<std::byte> local_bytes(const ShardedTensor& t, const std::vector<std
   return out;
 }
 
+// Every layout kind at once, with uneven splits and ZeRO padding for 2 and 4 ranks.
+const std::vector<Spec>& specs() {
+  static const std::vector<Spec> s{
+      {"rep", DType::F32, {3, 5}, Layout::Replicated},
+      {"rep.scalar", DType::F64, {}, Layout::Replicated},
+      {"rep.empty", DType::F32, {0, 4}, Layout::Replicated},
+      {"rep.big", DType::I64, {40}, Layout::Replicated},
+      {"rows", DType::BF16, {10, 6}, Layout::Rows},
+      {"rows.few", DType::F32, {3, 2}, Layout::Rows},  // 4 ranks: one holds no row
+      {"grid", DType::I32, {6, 9}, Layout::Grid},
+      {"flat", DType::F16, {7, 3}, Layout::Flat},
+      {"flat.3d", DType::F32, {3, 5, 7}, Layout::Flat},
+      {"flat.1d", DType::U8, {13}, Layout::Flat},
+      {"two_blocks", DType::U8, {16, 4}, Layout::TwoRowBlocks},
+  };
+  return s;
+}
+
 std::vector<std::exception_ptr> run_ranks(int world, std::chrono::milliseconds timeout,
                                           const std::function<void(int, Communicator&)>& fn) {
   auto comms = make_thread_group(world, timeout);

@@ -27,6 +27,16 @@ std::vector<ShardedTensor> pieces_for(const std::string& name, DType dtype, cons
 // The local bytes a piece holds, cut from the full tensor (flat padding zeroed).
 std::vector<std::byte> local_bytes(const ShardedTensor& t, const std::vector<std::byte>& global);
 
+// A tensor of the shared test state and the layout the saving ranks hold it in.
+struct Spec {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  Layout saved;
+};
+// Every layout kind at once, with uneven splits and ZeRO padding for 2 and 4 ranks.
+const std::vector<Spec>& specs();
+
 // Runs fn(rank, comm) on `world` threads of one thread group; returns each rank's exception.
 std::vector<std::exception_ptr> run_ranks(int world, std::chrono::milliseconds timeout,
                                           const std::function<void(int, Communicator&)>& fn);

@@ -26,30 +26,8 @@ using testing::pieces_for;
 using testing::run_ranks;
 namespace fs = std::filesystem;
 
-struct Spec {
-  std::string name;
-  DType dtype;
-  Shape shape;
-  Layout saved;  // how the saving ranks hold it
-};
-
-// Every layout kind at once, with uneven splits and ZeRO padding for 2 and 4 ranks.
-const std::vector<Spec>& specs() {
-  static const std::vector<Spec> s{
-      {"rep", DType::F32, {3, 5}, Layout::Replicated},
-      {"rep.scalar", DType::F64, {}, Layout::Replicated},
-      {"rep.empty", DType::F32, {0, 4}, Layout::Replicated},
-      {"rep.big", DType::I64, {40}, Layout::Replicated},
-      {"rows", DType::BF16, {10, 6}, Layout::Rows},
-      {"rows.few", DType::F32, {3, 2}, Layout::Rows},  // 4 ranks: one holds no row
-      {"grid", DType::I32, {6, 9}, Layout::Grid},
-      {"flat", DType::F16, {7, 3}, Layout::Flat},
-      {"flat.3d", DType::F32, {3, 5, 7}, Layout::Flat},
-      {"flat.1d", DType::U8, {13}, Layout::Flat},
-      {"two_blocks", DType::U8, {16, 4}, Layout::TwoRowBlocks},
-  };
-  return s;
-}
+using testing::Spec;
+using testing::specs;
 
 void save_on(int world, const fs::path& dir, const SaveOptions& options = {}) {
   const auto errors = run_ranks(world, 120s, [&](int rank, Communicator& comm) {

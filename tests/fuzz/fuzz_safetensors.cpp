@@ -88,7 +88,7 @@ class InputEnv final : public io::Env {
   void create_dirs(const fs::path&) override { refuse(); }
   std::vector<std::string> list_dir(const fs::path&) override { refuse(); }
   io::FileInfo stat(const fs::path&) override {
-    return io::FileInfo{true, false, false, bytes_.size()};
+    return io::FileInfo{.exists = true, .is_regular_file = true, .size = bytes_.size()};
   }
 
  private:
