@@ -46,7 +46,7 @@ test-install: release
 	@rm -rf build/install build/consumer
 	@cmake --install build/release --prefix build/install >/dev/null
 	@cmake -S examples/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH=$(CURDIR)/build/install >/dev/null
-	@cmake --build build/consumer >/dev/null
+	@MAKEFLAGS= cmake --build build/consumer >/dev/null
 	@build/consumer/consumer build/consumer/out
 	@PKG_CONFIG_PATH=$(CURDIR)/build/install/lib/pkgconfig $(CXX) -o build/consumer/consumer-pc \
 	  examples/consumer/main.cpp $$(PKG_CONFIG_PATH=$(CURDIR)/build/install/lib/pkgconfig pkg-config --cflags --libs ckptio)
