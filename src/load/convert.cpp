@@ -277,8 +277,9 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
   const fs::path dir = dst.parent_path().empty() ? fs::path(".") : dst.parent_path();
   const fs::path temp = dir / (temp_prefix(dst) + std::to_string(::getpid()) + "-" + io::random_suffix());
   auto fill = [&](io::WritableFile& out) {
-    // Held until the file is renamed or removed: tells a later convert that it is not stale.
-    // Best effort: without it a later convert still spares the temp file of a live process.
+    // Held while the bytes are written: tells a later convert that the file is not stale. Best
+    // effort: a later convert also spares the temp file of a live process (the pid in its name),
+    // which covers the fsync and rename after this returns.
     std::unique_ptr<io::FileLock> held;
     try {
       held = env.lock_file(temp, io::LockCreate::Never);
