@@ -33,7 +33,7 @@ def launch(mode: str, world: int, exp: Path, variant: str) -> list:
     rdv = exp.parent / "rdv"
     rdv.mkdir(exist_ok=True)
     init_file = rdv / f"init-{mode}-{world}-{len(list(rdv.iterdir()))}"
-    env = dict(os.environ, OMP_NUM_THREADS="1", CKPTIO_TEST_PG_TIMEOUT_S="30")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CKPTIO_TEST_PG_TIMEOUT_S="60")
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     procs = [subprocess.Popen([sys.executable, loop.__file__, mode, str(r), str(world),
                                str(init_file), str(exp), variant],
