@@ -12,6 +12,9 @@ from typing import Any, Dict, List, Optional
 from ckptio import errors
 
 _NAME = re.compile(r"^epoch(\d+)-global_step(\d+)$")
+# The temp folder a save writes into before its commit renames it (io::temp_path_for): one left
+# behind means the save's coordinator died before the commit.
+_TEMP = re.compile(r"^\.epoch\d+-global_step\d+\.tmp-")
 
 
 class CheckpointIO:
@@ -20,6 +23,8 @@ class CheckpointIO:
     FlatShards and plain data) and the running states. Collective: every rank of
     ``process_group`` calls ``save`` and ``load`` with the same arguments apart from its own
     objects. ``keep_n_latest`` > 0: rank 0 removes older checkpoints once a save is committed.
+    After each committed save rank 0 also removes the temp folders of saves interrupted before
+    their commit (a crashed job's), as ``ckptio.torch.CheckpointIO`` does.
     ``async_save``: ``save`` returns once this rank's tensors are copied to CPU memory and the
     files are written by a background thread; ``wait()`` (or the next ``save``) raises its error.
     An async save runs its collectives on ``process_group``: give one that the training's own
@@ -83,7 +88,18 @@ class CheckpointIO:
     def _prune(self, group: Any) -> None:
         import torch.distributed as dist
 
-        if self.keep_n_latest > 0 and dist.get_rank(group) == 0:
+        if dist.get_rank(group) != 0:
+            return
+        # This job's own saves are done (an async one is waited for first), so a temp folder
+        # left in exp_dir is a dead save's.
+        try:
+            names = os.listdir(self.exp_dir)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if _TEMP.match(name):
+                shutil.rmtree(os.path.join(self.exp_dir, name), ignore_errors=True)
+        if self.keep_n_latest > 0:
             self.prune(self.keep_n_latest)
 
     def prune(self, keep: int) -> List[str]:
