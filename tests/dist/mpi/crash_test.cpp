@@ -5,10 +5,11 @@
 //
 // Each round is one `mpirun -np N dist_mpi_crash_worker save ...` job (crash_worker.cpp) in which
 // one rank kills itself at its k-th Env call (tests/dist/kill_env.h); mpirun then ends the job. The
-// moments come from a dry run that logs every call of every rank: all of them when R covers them,
-// else R drawn from the fixed seed. Nothing depends on timing: the same (rank, call) pairs die in
-// every run. Rounds work like a restarted job: a round saves the step after the newest committed
-// one, so a save killed before its commit is retried by the next round over its leftovers.
+// moments come from a dry run that logs every call of every rank, sorted into the phases of a save
+// (PhaseTracker): one moment of every phase, then more up to R, drawn with a fixed seed. Nothing
+// depends on timing: the same (rank, call) pairs die in every run. Rounds work like a restarted
+// job: a round saves the step after the newest committed one, so a save killed before its commit
+// is retried by the next round over its leftovers.
 //
 // After every round, on disk:
 //   - every folder under a checkpoint name is committed and verifies (manifest sizes and xxh3);
@@ -318,7 +319,7 @@ TEST(DistMpiCrash, ARankKilledAtAnyMomentLeavesOnlyCommittedCheckpointsThatVerif
     // Every folder under a checkpoint name is a committed checkpoint that verifies.
     for (const ckptio::CheckpointEntry& e : ckptio::list_checkpoints(root, full)) {
       if (e.is_temp) continue;
-      EXPECT_EQ(e.state, ckptio::CheckpointState::Committed) << e.name << ": " << e.problem;
+      EXPECT_EQ(ckptio::checkpoint_state_name(e.state), "committed") << e.name << ": " << e.problem;
     }
     const bool committed = fs::exists(ckpt_dir(root, pending));
     const std::set<int> returned = ranks_that_returned(side);
