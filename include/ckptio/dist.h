@@ -104,7 +104,8 @@ struct SaveResult {
 // rename, fsync of the parent). A final agreement carries the commit's outcome, so a save that
 // returns on any rank is committed, and a failure anywhere throws on every rank an Error naming
 // the failing rank, with nothing committed. A rank that never arrives makes the others throw
-// Error(Timeout) after the communicator's timeout.
+// Error(Timeout) after the communicator's timeout. The commit also removes the temp folders that
+// earlier saves of the same `dir` left when they died (docs/distributed.md, "Crash safety").
 //
 // Errors: InvalidArgument for malformed items (a box outside the global shape, a buffer of the
 // wrong size, one name with two dtypes/shapes or placements, a sub-byte dtype not replicated),

@@ -157,6 +157,15 @@ void commit(io::AtomicDir& folder, const std::vector<std::string>& raw_reports,
   folder.commit({.if_exists = options.replace ? io::IfExists::Replace : io::IfExists::Fail,
                  .sync_files = false,
                  .sync = options.sync});
+  // Temp folders of earlier saves of this name that died before their commit (a killed job that
+  // is retried) would stay forever; only this name's are removed, other names may be saves in
+  // progress. Before the last agreement, so a save that returns on any rank has removed them.
+  try {
+    (void)io::remove_temp_leftovers(env, folder.final_path().parent_path(),
+                                    folder.final_path().filename().string());
+  } catch (const Error&) {
+    // The checkpoint is committed; a leftover that cannot go now goes with the next save of it.
+  }
 }
 
 }  // namespace
