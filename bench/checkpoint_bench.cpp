@@ -29,6 +29,7 @@
 #include "common/raw_limits.h"
 #include "common/report.h"
 #include "common/timing.h"
+#include "common/units.h"
 #include "common/work_dir.h"
 
 namespace {
@@ -36,10 +37,6 @@ namespace {
 using namespace ckptio;
 using namespace ckptio::bench;
 namespace fs = std::filesystem;
-
-constexpr uint64_t kKiB = 1024;
-constexpr uint64_t kMiB = kKiB * 1024;
-constexpr uint64_t kGiB = kMiB * 1024;
 
 // Sizes of a model-like state adding up to `total`.
 std::vector<uint64_t> tensor_sizes(uint64_t total) {

@@ -24,6 +24,7 @@
 #include "common/raw_limits.h"
 #include "common/report.h"
 #include "common/timing.h"
+#include "common/units.h"
 #include "common/work_dir.h"
 
 namespace {
@@ -31,9 +32,6 @@ namespace {
 using namespace ckptio;
 using namespace ckptio::bench;
 namespace fs = std::filesystem;
-
-constexpr uint64_t kMiB = uint64_t{1} << 20;
-constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 // A model-like mix: per block one 16 MiB matrix, two 4 MiB, four 1 MiB, eight 64 KiB, sixteen
 // 4 KiB and thirty-two 256 B tensors (biases, norms), in F32/BF16/F16/I64, until the total is

@@ -31,6 +31,7 @@
 #include "common/raw_limits.h"
 #include "common/report.h"
 #include "common/timing.h"
+#include "common/units.h"
 #include "common/work_dir.h"
 
 namespace {
@@ -38,9 +39,6 @@ namespace {
 using namespace ckptio;
 using namespace ckptio::bench;
 namespace fs = std::filesystem;
-
-constexpr uint64_t kMiB = uint64_t{1} << 20;
-constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 double ckptio_save(const std::vector<NamedTensor>& tensors, const fs::path& path,
                    const io::AsyncWriterOptions& writer) {
