@@ -8,9 +8,10 @@
 //     thread and by as many threads as io::AsyncWriter uses by default, in its chunk size, each
 //     followed by fdatasync of every file and fsync of the folder;
 //   - reads: pread of the same files into the same kind of memory as the ckptio path under test
-//     (fresh io::allocate_read_buffer memory, or the caller's pre-faulted buffers), by its thread
-//     count with chunks handed out in order (like io::read_parallel) and with one contiguous share
-//     per thread, and by one thread; with a cold page cache, also O_DIRECT (the faster counts);
+//     (fresh io::allocate_read_buffer memory, or pre-faulted memory like a caller's buffers), each
+//     file at a page boundary, by its thread count with chunks handed out in order (like
+//     io::read_parallel) and with one contiguous share per thread, and by one thread; with a cold
+//     page cache, also O_DIRECT (the faster counts);
 //   - copies: memcpy split over as many threads as CheckpointIO's staging copy uses.
 // Everything here is plain system calls; no ckptio code path is timed.
 #pragma once
