@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <limits.h>  // IOV_MAX
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -141,8 +142,9 @@ std::string best_and_others(const VariantTimes& v) {
 
 // A read variant's name within its limit, where the chunk size is said once.
 std::string variant_name(const ReadShape& shape) {
-  if (shape.threads <= 1) return "1 thread";
-  return fmt::format("{} threads, {}", shape.threads,
+  const char* method = shape.mapped ? "mmap + memcpy" : "pread";
+  if (shape.threads <= 1) return fmt::format("{} by 1 thread", method);
+  return fmt::format("{} by {} threads, {}", method, shape.threads,
                      shape.schedule == ReadSchedule::InOrder ? "chunks in order" : "a share each");
 }
 
@@ -338,10 +340,11 @@ std::string WriteLimit::description() const {
 std::string describe(const ReadShape& shape) {
   const size_t mib = shape.chunk_bytes >> 20;
   const std::string chunk = mib > 0 ? fmt::format("{} MiB", mib) : fmt::format("{} KiB", shape.chunk_bytes >> 10);
-  if (shape.threads <= 1) return fmt::format("1 thread, {} chunks", chunk);
-  return shape.schedule == ReadSchedule::InOrder
-             ? fmt::format("{} threads x {} chunks in order", shape.threads, chunk)
-             : fmt::format("{} threads, a contiguous share each, {} chunks", shape.threads, chunk);
+  const std::string method = shape.mapped ? "mmap + memcpy, " : "pread, ";
+  if (shape.threads <= 1) return method + fmt::format("1 thread, {} chunks", chunk);
+  return method + (shape.schedule == ReadSchedule::InOrder
+                       ? fmt::format("{} threads x {} chunks in order", shape.threads, chunk)
+                       : fmt::format("{} threads, a contiguous share each, {} chunks", shape.threads, chunk));
 }
 
 namespace {
@@ -372,14 +375,19 @@ uint64_t span_bytes(const std::vector<uint64_t>& sizes, bool page_aligned) {
 void read_files_at(const std::vector<fs::path>& files, const std::vector<uint64_t>& at,
                    std::span<std::byte> dst, const ReadShape& shape) {
   std::vector<int> fds;
+  std::vector<std::span<const std::byte>> maps;  // shape.mapped: each file's mapping
   std::vector<uint64_t> starts;  // of each file in the end-to-end order
   uint64_t total = 0;
   struct CloseAll {
     std::vector<int>& fds;
+    std::vector<std::span<const std::byte>>& maps;
     ~CloseAll() {
+      for (const auto& m : maps) {
+        if (!m.empty()) ::munmap(const_cast<std::byte*>(m.data()), m.size());
+      }
       for (int fd : fds) ::close(fd);
     }
-  } close_all{fds};
+  } close_all{fds, maps};
   for (size_t f = 0; f < files.size(); ++f) {
     const int fd = ::open(files[f].c_str(), O_RDONLY | O_CLOEXEC);
     check_sys(fd >= 0, "open " + files[f].string());
@@ -388,6 +396,11 @@ void read_files_at(const std::vector<fs::path>& files, const std::vector<uint64_
     const uint64_t size = fs::file_size(files[f]);
     total += size;
     if (dst.size() < at[f] + size) throw std::invalid_argument("raw read: destination too small");
+    if (shape.mapped) {
+      void* p = size == 0 ? nullptr : ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+      check_sys(p != MAP_FAILED, "mmap " + files[f].string());
+      maps.emplace_back(static_cast<const std::byte*>(p), p == nullptr ? 0 : size);
+    }
   }
   const size_t chunk = std::max<size_t>(shape.chunk_bytes, kBlock);
   // Reads [pos, end) of the files laid end to end, chunk bytes per call, never across a file.
@@ -398,7 +411,11 @@ void read_files_at(const std::vector<fs::path>& files, const std::vector<uint64_
       const uint64_t file_end = f + 1 < starts.size() ? starts[f + 1] : total;
       const uint64_t n = std::min<uint64_t>({chunk, end - pos, file_end - pos});
       const uint64_t in_file = pos - starts[f];
-      pread_all(fds[f], dst.data() + at[f] + in_file, static_cast<size_t>(n), in_file, files[f]);
+      if (shape.mapped) {
+        std::memcpy(dst.data() + at[f] + in_file, maps[f].data() + in_file, static_cast<size_t>(n));
+      } else {
+        pread_all(fds[f], dst.data() + at[f] + in_file, static_cast<size_t>(n), in_file, files[f]);
+      }
       pos += n;
     }
   };
@@ -460,11 +477,14 @@ void PrefaultedMemory::Free::operator()(std::byte* p) const { std::free(p); }
 
 ReadLimit::ReadLimit(ReadShape shape) {
   shape.threads = std::max(1u, shape.threads);
+  const size_t chunk = shape.chunk_bytes;
   if (shape.threads > 1) {
-    shapes_.push_back({shape.threads, shape.chunk_bytes, ReadSchedule::InOrder});
-    shapes_.push_back({shape.threads, shape.chunk_bytes, ReadSchedule::Split});
+    shapes_.push_back({shape.threads, chunk, ReadSchedule::InOrder, false});
+    shapes_.push_back({shape.threads, chunk, ReadSchedule::Split, false});
   }
-  shapes_.push_back({1, shape.chunk_bytes, ReadSchedule::InOrder});
+  shapes_.push_back({1, chunk, ReadSchedule::InOrder, false});
+  if (shape.threads > 1) shapes_.push_back({shape.threads, chunk, ReadSchedule::InOrder, true});
+  shapes_.push_back({1, chunk, ReadSchedule::InOrder, true});
   times_.resize(shapes_.size());
 }
 
@@ -505,8 +525,8 @@ std::optional<double> ReadLimit::seconds() const {
 
 std::string ReadLimit::description() const {
   const size_t chunk = shapes_.front().chunk_bytes;
-  std::string s = chunk >= (size_t{1} << 20) ? fmt::format("pread, {} MiB chunks", chunk >> 20)
-                                             : fmt::format("pread, {} KiB chunks", chunk >> 10);
+  std::string s = chunk >= (size_t{1} << 20) ? fmt::format("{} MiB chunks", chunk >> 20)
+                                             : fmt::format("{} KiB chunks", chunk >> 10);
   const VariantTimes v = variants();
   return v.empty() ? s : s + ", best: " + best_and_others(v);
 }

@@ -106,9 +106,12 @@ struct ReadShape {
   unsigned threads = 1;
   size_t chunk_bytes = size_t{8} << 20;
   ReadSchedule schedule = ReadSchedule::InOrder;
+  // Instead of pread: map each file (read-only) and memcpy out of the mapping (what a load
+  // through ReadMode::Mmap does; the mapping and unmapping are timed too).
+  bool mapped = false;
 };
 
-// "2 threads x 8 MiB chunks in order", "1 thread, 8 MiB chunks", "2 threads, a share each".
+// "pread, 2 threads x 8 MiB chunks in order", "mmap + memcpy, 1 thread, 8 MiB chunks".
 std::string describe(const ReadShape& shape);
 
 // pread of the files' whole contents, laid end to end, into dst (at least their total size),
@@ -149,8 +152,9 @@ class PrefaultedMemory {
 };
 
 // The read limit of a warm page cache, measured one round at a time like WriteLimit. Variants:
-// shape.threads threads with chunks in order and with a share each, and one thread, all with
-// shape.chunk_bytes per pread.
+// pread by shape.threads threads with chunks in order and with a share each, and by one thread;
+// mmap + memcpy by shape.threads threads (chunks in order) and by one; all in shape.chunk_bytes
+// pieces.
 class ReadLimit {
  public:
   explicit ReadLimit(ReadShape shape);
@@ -163,7 +167,8 @@ class ReadLimit {
   void measure_prefaulted(const std::vector<fs::path>& files);
   std::optional<double> seconds() const;
   VariantTimes variants() const;
-  // "pread, 8 MiB chunks, best: 2 threads, chunks in order (1 thread: 0.030 s; ...)".
+  // "8 MiB chunks, best: pread by 2 threads, chunks in order (mmap + memcpy by 1 thread:
+  // 0.030 s; ...)".
   std::string description() const;
 
  private:
