@@ -193,7 +193,7 @@ int main(int argc, char** argv) {
                       kReadCold = "raw read (cold cache)", kTorchSave = "torch.save (+fsync)",
                       kTorchLoad = "torch.load (fresh process)";
     const std::string read_note =
-        "into fresh huge-page memory (io::allocate_read_buffer), pread, " + describe(read_shape);
+        "into fresh huge-page memory (io::allocate_read_buffer), " + describe(read_shape);
     auto opt_median = [](const std::vector<double>& v) {
       return v.empty() ? std::nullopt : std::optional<double>(median(v));
     };
