@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 
 COLORS = {"limit": "#7f7f7f", "ckptio": "#1f77b4", "peer": "#ff7f0e", "reference": "#9467bd"}
 
@@ -34,6 +35,11 @@ def load_reports(paths):
         if isinstance(data, dict) and "rows" in data and "program" in data:
             reports.append((f, data))
     return reports
+
+
+def note_lines(limit):
+    """The limit's note (the fastest raw variant and the others' times), wrapped to the panel."""
+    return textwrap.wrap(limit.get("note", ""), 130) if limit else []
 
 
 def throughput_panels(report):
@@ -62,7 +68,8 @@ def draw(report, out_path, plt):
     n = len(panels) + (1 if times else 0)
     if n == 0:
         return False
-    heights = [max(1.6, 0.45 * len(m) + 1.1) for _, m in panels]
+    # Room for the title's wrapped note lines too.
+    heights = [max(1.6, 0.45 * len(m) + 1.1) + 0.15 * len(note_lines(limit)) for limit, m in panels]
     if times:
         heights.append(max(1.6, 0.45 * len(times) + 1.1))
     fig_height = sum(heights) + 1.2
@@ -88,7 +95,7 @@ def draw(report, out_path, plt):
         if limit:
             ax.axvline(limit["gbps"], color="black", linestyle="--", linewidth=1.2)
             ax.set_title(f"against the limit: {limit['name']} = {limit['gbps']:.2f} GB/s (dashed)\n"
-                         f"{limit.get('note', '')}", fontsize=8, loc="left")
+                         + "\n".join(note_lines(limit)), fontsize=8, loc="left")
         else:
             ax.set_title("without a limit", fontsize=8, loc="left")
         ax.set_xlim(0, top * 1.45)

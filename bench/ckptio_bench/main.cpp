@@ -3,10 +3,11 @@
 //
 // State: 2 GiB (256 MiB with --quick), see state.h. Every figure is the median of --repeat runs.
 //   limits  the best raw method for the same bytes (common/raw_limits.h): the file's bytes
-//           written by parallel pwrite at the async writer's threads and chunk size, buffered and
-//           O_DIRECT, + fdatasync + folder fsync (the faster counts); the file read by parallel
-//           pread at the parallel reader's threads into fresh huge-page memory, with a warm page
-//           cache and a cold one (cache dropped, root only).
+//           written by pwrite by one thread and by the async writer's threads in its chunk size,
+//           buffered and O_DIRECT, + fdatasync + folder fsync (the fastest counts); the file read
+//           by pread into fresh huge-page memory by the parallel reader's threads (chunks in
+//           order, or a share each) and by one thread, with a warm page cache (the fastest
+//           counts), and with a cold one (cache dropped, root only; buffered and O_DIRECT).
 //   ckptio  save_safetensors (temp file, fsync, rename, fsync of the folder) per write backend;
 //           read_all_owned (parallel pread into owned memory), warm and cold.
 //   peers   torch.save (+fsync) and torch.load through /usr/bin/python3; libtorch's torch::save /
@@ -30,6 +31,7 @@
 #include "common/raw_limits.h"
 #include "common/report.h"
 #include "common/timing.h"
+#include "common/units.h"
 #include "common/work_dir.h"
 
 namespace {
@@ -37,9 +39,6 @@ namespace {
 using namespace ckptio;
 using namespace ckptio::bench;
 namespace fs = std::filesystem;
-
-constexpr uint64_t kMiB = uint64_t{1} << 20;
-constexpr uint64_t kGiB = uint64_t{1} << 30;
 
 double ckptio_save(const std::vector<NamedTensor>& tensors, const fs::path& path,
                    const io::AsyncWriterOptions& writer) {
@@ -163,10 +162,11 @@ int main(int argc, char** argv) {
     // Loads of the file the last save wrote, raw and ckptio alternating.
     const ReadShape read_shape{parallel_reader_threads(), parallel_reader_chunk_bytes()};
     log("raw read and ckptio load, warm cache");
-    std::vector<double> raw_warm, load_warm, raw_cold, raw_cold_direct, load_cold;
+    std::vector<double> load_warm, raw_cold, raw_cold_direct, load_cold;
     raw_read_fresh({ck_path}, read_shape);  // every page cached
+    ReadLimit warm_limit(read_shape);
     for (int i = 0; i < R; ++i) {
-      raw_warm.push_back(raw_read_fresh({ck_path}, read_shape));
+      warm_limit.measure_fresh({ck_path});
       load_warm.push_back(ckptio_load(ck_path, total));
     }
     const bool can_drop = drop_caches();
@@ -192,16 +192,15 @@ int main(int argc, char** argv) {
     const std::string kWrite = "raw write+fsync", kReadWarm = "raw read (warm cache)",
                       kReadCold = "raw read (cold cache)", kTorchSave = "torch.save (+fsync)",
                       kTorchLoad = "torch.load (fresh process)";
-    const std::string read_note = fmt::format(
-        "parallel pread, {} threads x {} MiB chunks, into fresh huge-page memory "
-        "(io::allocate_read_buffer)",
-        read_shape.threads, read_shape.chunk_bytes >> 20);
+    const std::string read_note =
+        "into fresh huge-page memory (io::allocate_read_buffer), " + describe(read_shape);
     auto opt_median = [](const std::vector<double>& v) {
       return v.empty() ? std::nullopt : std::optional<double>(median(v));
     };
     report.add({Group::Limit, kWrite, write_limit.seconds(), file_bytes, "", "",
                 write_limit.description() + "; interleaved with the saves"});
-    report.add({Group::Limit, kReadWarm, median(raw_warm), file_bytes, "", "", read_note});
+    report.add({Group::Limit, kReadWarm, warm_limit.seconds(), file_bytes, "", "",
+                "into fresh huge-page memory (io::allocate_read_buffer), " + warm_limit.description()});
     // Cold: the faster of buffered and O_DIRECT reads.
     std::optional<double> cold_limit = opt_median(raw_cold);
     std::string cold_note = can_drop ? read_note + ", after drop_caches" : "skipped (not root)";

@@ -4,14 +4,10 @@
 
 #include <fmt/core.h>
 
+#include "common/units.h"
 #include "common/work_dir.h"
 
 namespace ckptio::bench {
-
-namespace {
-constexpr uint64_t kKiB = uint64_t{1} << 10;
-constexpr uint64_t kMiB = uint64_t{1} << 20;
-}  // namespace
 
 std::vector<StateTensor> make_state(uint64_t total) {
   std::vector<uint64_t> sizes;

@@ -1,6 +1,9 @@
 #include "common/raw_limits.h"
 
 #include <fcntl.h>
+#include <limits.h>  // IOV_MAX
+#include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -79,6 +82,26 @@ void pwrite_all(int fd, const std::byte* p, size_t n, uint64_t offset, const fs:
   }
 }
 
+// Writes the iovecs (consumed) at offset, batches of at most IOV_MAX, continuing short writes.
+void pwritev_all(int fd, std::vector<iovec>& iov, uint64_t offset, const fs::path& path) {
+  size_t first = 0;
+  while (first < iov.size()) {
+    const int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    const ssize_t w = ::pwritev(fd, iov.data() + first, count, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    check_sys(w > 0, "pwritev " + path.string());
+    offset += static_cast<uint64_t>(w);
+    for (size_t left = static_cast<size_t>(w); left > 0;) {
+      const size_t n = std::min(left, iov[first].iov_len);
+      iov[first].iov_base = static_cast<std::byte*>(iov[first].iov_base) + n;
+      iov[first].iov_len -= n;
+      left -= n;
+      if (iov[first].iov_len == 0) ++first;
+    }
+    while (first < iov.size() && iov[first].iov_len == 0) ++first;
+  }
+}
+
 void pread_all(int fd, std::byte* p, size_t n, uint64_t offset, const fs::path& path) {
   while (n > 0) {
     const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
@@ -103,6 +126,32 @@ struct Layout {
   std::vector<uint64_t> starts;
   uint64_t size = 0;
 };
+
+std::string thread_words(unsigned threads) {
+  return threads == 1 ? "1 thread" : fmt::format("{} threads", threads);
+}
+
+// "best (b: 1.234 s; c: 2.000 s)".
+std::string best_and_others(const VariantTimes& v) {
+  std::string s = v.front().first;
+  for (size_t i = 1; i < v.size(); ++i) {
+    s += fmt::format("{}{}: {:.3f} s", i == 1 ? " (" : "; ", v[i].first, v[i].second);
+  }
+  return v.size() > 1 ? s + ")" : s;
+}
+
+// A read variant's name within its limit, where the chunk size is said once.
+std::string variant_name(const ReadShape& shape) {
+  const char* method = shape.mapped ? "mmap + memcpy" : "pread";
+  if (shape.threads <= 1) return fmt::format("{} by 1 thread", method);
+  return fmt::format("{} by {} threads, {}", method, shape.threads,
+                     shape.schedule == ReadSchedule::InOrder ? "chunks in order" : "a share each");
+}
+
+VariantTimes sorted(VariantTimes v) {
+  std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  return v;
+}
 
 }  // namespace
 
@@ -149,7 +198,7 @@ std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteSh
   }
   const unsigned threads = std::max(1u, shape.threads);
   std::vector<AlignedBuffer> staging;
-  for (unsigned t = 0; t < threads; ++t) staging.push_back(aligned_buffer(chunk));
+  for (unsigned t = 0; t < threads && direct; ++t) staging.push_back(aligned_buffer(chunk));
   for (const auto& f : files) fs::remove(f.path);
 
   const auto start = Clock::now();
@@ -184,7 +233,19 @@ std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteSh
       pwrite_all(fds[jobs[j].file], src, b - a, a, l.file->path);
       return;
     }
-    // Gather the chunk (small pieces, or unaligned memory for O_DIRECT) into aligned staging.
+    if (!direct) {  // the pieces straight from their memory: no copy, like ckptio's borrowed writes
+      std::vector<iovec> iov;
+      for (uint64_t pos = a; pos < b; ++k) {
+        const auto& p = l.file->pieces[k];
+        const uint64_t in_piece = pos - l.starts[k];
+        const uint64_t n = std::min<uint64_t>(p.size() - in_piece, b - pos);
+        if (n > 0) iov.push_back({const_cast<std::byte*>(p.data() + in_piece), static_cast<size_t>(n)});
+        pos += n;
+      }
+      pwritev_all(fds[jobs[j].file], iov, a, l.file->path);
+      return;
+    }
+    // O_DIRECT from unaligned memory or several pieces: gather into aligned staging.
     std::byte* out = staging[t].get();
     uint64_t pos = a;
     while (pos < b) {
@@ -218,25 +279,50 @@ std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteSh
   return seconds_since(start);
 }
 
+WriteLimit::WriteLimit(WriteShape shape) : shape_(shape) {
+  shape_.threads = std::max(1u, shape_.threads);
+  for (bool direct : {false, true}) {
+    variants_.push_back({shape_.threads, direct, {}});
+    if (shape_.threads > 1) variants_.push_back({1, direct, {}});
+  }
+}
+
 void WriteLimit::measure(const std::vector<RawFile>& files) {
   auto remove_all = [&] {
     for (const auto& f : files) fs::remove(f.path);
   };
-  buffered_.push_back(*raw_write(files, shape_, false));
-  unlink_.push_back(time_once(remove_all));
-  if (direct_refused_) return;
-  if (const auto d = raw_write(files, shape_, true)) {
-    direct_.push_back(*d);
-  } else {
-    direct_refused_ = true;
+  const size_t n = variants_.size();
+  for (size_t i = 0; i < n; ++i) {
+    Variant& v = variants_[(i + rounds_) % n];
+    if (v.direct && direct_refused_) continue;
+    const std::optional<double> t = raw_write(files, {v.threads, shape_.chunk_bytes}, v.direct);
+    if (!t) {
+      direct_refused_ = true;
+      continue;
+    }
+    v.times.push_back(*t);
+    if (!v.direct && v.threads == shape_.threads) {
+      unlink_.push_back(time_once(remove_all));
+    } else {
+      remove_all();
+    }
   }
-  remove_all();
+  ++rounds_;
+}
+
+VariantTimes WriteLimit::variants() const {
+  VariantTimes out;
+  for (const Variant& v : variants_) {
+    if (v.times.empty()) continue;
+    out.emplace_back(fmt::format("{} by {}", v.direct ? "O_DIRECT" : "buffered", thread_words(v.threads)),
+                     median(v.times));
+  }
+  return sorted(std::move(out));
 }
 
 std::optional<double> WriteLimit::seconds() const {
-  if (buffered_.empty()) return std::nullopt;
-  const double b = median(buffered_);
-  return direct_.empty() ? b : std::min(b, median(direct_));
+  const VariantTimes v = variants();
+  return v.empty() ? std::nullopt : std::optional<double>(v.front().second);
 }
 
 std::optional<double> WriteLimit::unlink_seconds() const {
@@ -244,62 +330,205 @@ std::optional<double> WriteLimit::unlink_seconds() const {
 }
 
 std::string WriteLimit::description() const {
-  std::string s = fmt::format("parallel pwrite + fdatasync, {} threads x {} MiB chunks", shape_.threads,
-                              shape_.chunk_bytes >> 20);
-  if (buffered_.empty()) return s;
-  const double b = median(buffered_);
-  if (direct_.empty()) {
-    return s + (direct_refused_ ? ", buffered (O_DIRECT refused here)" : ", buffered");
-  }
-  const double d = median(direct_);
-  return d < b ? s + fmt::format(", O_DIRECT (buffered: {:.3f} s)", b)
-               : s + fmt::format(", buffered (O_DIRECT: {:.3f} s)", d);
+  std::string s = fmt::format("pwrite + fdatasync, {} MiB chunks", shape_.chunk_bytes >> 20);
+  const VariantTimes v = variants();
+  if (v.empty()) return s;
+  s += ", best: " + best_and_others(v);
+  return direct_refused_ ? s + "; O_DIRECT refused here" : s;
 }
 
-void raw_parallel_read(const std::vector<fs::path>& files, std::span<std::byte> dst,
-                       const ReadShape& shape) {
+std::string describe(const ReadShape& shape) {
+  const size_t mib = shape.chunk_bytes >> 20;
+  const std::string chunk = mib > 0 ? fmt::format("{} MiB", mib) : fmt::format("{} KiB", shape.chunk_bytes >> 10);
+  const std::string method = shape.mapped ? "mmap + memcpy, " : "pread, ";
+  if (shape.threads <= 1) return method + fmt::format("1 thread, {} chunks", chunk);
+  return method + (shape.schedule == ReadSchedule::InOrder
+                       ? fmt::format("{} threads x {} chunks in order", shape.threads, chunk)
+                       : fmt::format("{} threads, a contiguous share each, {} chunks", shape.threads, chunk));
+}
+
+namespace {
+
+// Where each file goes in the destination: end to end, or each at a 4 KiB boundary.
+std::vector<uint64_t> file_positions(const std::vector<uint64_t>& sizes, bool page_aligned) {
+  std::vector<uint64_t> at;
+  uint64_t pos = 0;
+  for (const uint64_t size : sizes) {
+    at.push_back(pos);
+    pos += page_aligned ? (size + kBlock - 1) / kBlock * kBlock : size;
+  }
+  return at;
+}
+
+std::vector<uint64_t> file_sizes(const std::vector<fs::path>& files) {
+  std::vector<uint64_t> sizes;
+  for (const auto& f : files) sizes.push_back(fs::file_size(f));
+  return sizes;
+}
+
+uint64_t span_bytes(const std::vector<uint64_t>& sizes, bool page_aligned) {
+  return sizes.empty() ? 0 : file_positions(sizes, page_aligned).back() + sizes.back();
+}
+
+// pread of every file into dst at `at` (one position per file); see raw_parallel_read. Shares
+// and chunks are counted over the files' bytes laid end to end.
+void read_files_at(const std::vector<fs::path>& files, const std::vector<uint64_t>& at,
+                   std::span<std::byte> dst, const ReadShape& shape) {
   std::vector<int> fds;
-  std::vector<uint64_t> starts;
+  std::vector<std::span<const std::byte>> maps;  // shape.mapped: each file's mapping
+  std::vector<uint64_t> starts;  // of each file in the end-to-end order
   uint64_t total = 0;
   struct CloseAll {
     std::vector<int>& fds;
+    std::vector<std::span<const std::byte>>& maps;
     ~CloseAll() {
+      for (const auto& m : maps) {
+        if (!m.empty()) ::munmap(const_cast<std::byte*>(m.data()), m.size());
+      }
       for (int fd : fds) ::close(fd);
     }
-  } close_all{fds};
-  for (const auto& f : files) {
-    const int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
-    check_sys(fd >= 0, "open " + f.string());
+  } close_all{fds, maps};
+  for (size_t f = 0; f < files.size(); ++f) {
+    const int fd = ::open(files[f].c_str(), O_RDONLY | O_CLOEXEC);
+    check_sys(fd >= 0, "open " + files[f].string());
     fds.push_back(fd);
     starts.push_back(total);
-    total += fs::file_size(f);
+    const uint64_t size = fs::file_size(files[f]);
+    total += size;
+    if (dst.size() < at[f] + size) throw std::invalid_argument("raw read: destination too small");
+    if (shape.mapped) {
+      void* p = size == 0 ? nullptr : ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+      check_sys(p != MAP_FAILED, "mmap " + files[f].string());
+      maps.emplace_back(static_cast<const std::byte*>(p), p == nullptr ? 0 : size);
+    }
   }
-  if (dst.size() < total) throw std::invalid_argument("raw_parallel_read: destination too small");
   const size_t chunk = std::max<size_t>(shape.chunk_bytes, kBlock);
-  const unsigned threads = static_cast<unsigned>(
-      std::max<uint64_t>(1, std::min<uint64_t>(shape.threads, (total + chunk - 1) / chunk)));
-  const uint64_t share = ((total + threads - 1) / threads + kBlock - 1) / kBlock * kBlock;
-  run_on_threads(threads, threads, [&](size_t t, unsigned) {
-    uint64_t pos = t * share;
-    const uint64_t end = std::min(total, pos + share);
+  // Reads [pos, end) of the files laid end to end, chunk bytes per call, never across a file.
+  auto read_span = [&](uint64_t pos, uint64_t end) {
     while (pos < end) {
       const size_t f = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), pos) -
                                            starts.begin()) - 1;
       const uint64_t file_end = f + 1 < starts.size() ? starts[f + 1] : total;
       const uint64_t n = std::min<uint64_t>({chunk, end - pos, file_end - pos});
-      pread_all(fds[f], dst.data() + pos, static_cast<size_t>(n), pos - starts[f], files[f]);
+      const uint64_t in_file = pos - starts[f];
+      if (shape.mapped) {
+        std::memcpy(dst.data() + at[f] + in_file, maps[f].data() + in_file, static_cast<size_t>(n));
+      } else {
+        pread_all(fds[f], dst.data() + at[f] + in_file, static_cast<size_t>(n), in_file, files[f]);
+      }
       pos += n;
     }
+  };
+  if (shape.schedule == ReadSchedule::InOrder) {
+    // Chunks cut at multiples of chunk within each file, handed out in order.
+    std::vector<std::pair<uint64_t, uint64_t>> chunks;
+    for (size_t f = 0; f < starts.size(); ++f) {
+      const uint64_t file_end = f + 1 < starts.size() ? starts[f + 1] : total;
+      for (uint64_t pos = starts[f]; pos < file_end; pos += chunk) {
+        chunks.emplace_back(pos, std::min<uint64_t>(file_end, pos + chunk));
+      }
+    }
+    run_on_threads(chunks.size(), std::max(1u, shape.threads),
+                   [&](size_t i, unsigned) { read_span(chunks[i].first, chunks[i].second); });
+    return;
+  }
+  const unsigned threads = static_cast<unsigned>(
+      std::max<uint64_t>(1, std::min<uint64_t>(shape.threads, (total + chunk - 1) / chunk)));
+  const uint64_t share = ((total + threads - 1) / threads + kBlock - 1) / kBlock * kBlock;
+  run_on_threads(threads, threads, [&](size_t t, unsigned) {
+    read_span(std::min(total, t * share), std::min(total, (t + 1) * share));
   });
 }
 
+}  // namespace
+
+void raw_parallel_read(const std::vector<fs::path>& files, std::span<std::byte> dst,
+                       const ReadShape& shape) {
+  read_files_at(files, file_positions(file_sizes(files), false), dst, shape);
+}
+
+uint64_t page_aligned_bytes(const std::vector<fs::path>& files) {
+  return span_bytes(file_sizes(files), true);
+}
+
+void raw_parallel_read_page_aligned(const std::vector<fs::path>& files, std::span<std::byte> dst,
+                                    const ReadShape& shape) {
+  read_files_at(files, file_positions(file_sizes(files), true), dst, shape);
+}
+
 double raw_read_fresh(const std::vector<fs::path>& files, const ReadShape& shape) {
-  uint64_t total = 0;
-  for (const auto& f : files) total += fs::file_size(f);
   const auto start = Clock::now();
-  const std::shared_ptr<std::byte> buffer = io::allocate_read_buffer(total);
-  raw_parallel_read(files, {buffer.get(), static_cast<size_t>(total)}, shape);
+  // Each file at a page boundary of the (2 MiB aligned) buffer, so that every byte lands at the
+  // same offset within a page as in its file: the kernel's copy is fastest then.
+  const auto bytes = static_cast<size_t>(page_aligned_bytes(files));
+  const std::shared_ptr<std::byte> buffer = io::allocate_read_buffer(bytes);
+  raw_parallel_read_page_aligned(files, {buffer.get(), bytes}, shape);
   return seconds_since(start);
+}
+
+PrefaultedMemory::PrefaultedMemory(size_t bytes) : bytes_(bytes) {
+  void* p = nullptr;
+  if (::posix_memalign(&p, kBlock, std::max<size_t>(bytes, 1)) != 0) throw std::bad_alloc();
+  data_.reset(static_cast<std::byte*>(p));
+  std::memset(p, 0, bytes);  // every page faulted in
+}
+
+void PrefaultedMemory::Free::operator()(std::byte* p) const { std::free(p); }
+
+ReadLimit::ReadLimit(ReadShape shape) {
+  shape.threads = std::max(1u, shape.threads);
+  const size_t chunk = shape.chunk_bytes;
+  if (shape.threads > 1) {
+    shapes_.push_back({shape.threads, chunk, ReadSchedule::InOrder, false});
+    shapes_.push_back({shape.threads, chunk, ReadSchedule::Split, false});
+  }
+  shapes_.push_back({1, chunk, ReadSchedule::InOrder, false});
+  if (shape.threads > 1) shapes_.push_back({shape.threads, chunk, ReadSchedule::InOrder, true});
+  shapes_.push_back({1, chunk, ReadSchedule::InOrder, true});
+  times_.resize(shapes_.size());
+}
+
+void ReadLimit::measure(const std::function<double(const ReadShape&)>& run) {
+  const size_t n = shapes_.size();
+  for (size_t i = 0; i < n; ++i) {
+    const size_t k = (i + rounds_) % n;
+    times_[k].push_back(run(shapes_[k]));
+  }
+  ++rounds_;
+}
+
+void ReadLimit::measure_fresh(const std::vector<fs::path>& files) {
+  measure([&](const ReadShape& s) { return raw_read_fresh(files, s); });
+}
+
+void ReadLimit::measure_prefaulted(const std::vector<fs::path>& files) {
+  const auto bytes = static_cast<size_t>(page_aligned_bytes(files));
+  if (!prefaulted_ || prefaulted_->size() < bytes) prefaulted_ = std::make_unique<PrefaultedMemory>(bytes);
+  const std::span<std::byte> dst(prefaulted_->data(), bytes);
+  measure([&](const ReadShape& s) {
+    return time_once([&] { raw_parallel_read_page_aligned(files, dst, s); });
+  });
+}
+
+VariantTimes ReadLimit::variants() const {
+  VariantTimes out;
+  for (size_t k = 0; k < shapes_.size(); ++k) {
+    if (!times_[k].empty()) out.emplace_back(variant_name(shapes_[k]), median(times_[k]));
+  }
+  return sorted(std::move(out));
+}
+
+std::optional<double> ReadLimit::seconds() const {
+  const VariantTimes v = variants();
+  return v.empty() ? std::nullopt : std::optional<double>(v.front().second);
+}
+
+std::string ReadLimit::description() const {
+  const size_t chunk = shapes_.front().chunk_bytes;
+  std::string s = chunk >= (size_t{1} << 20) ? fmt::format("{} MiB chunks", chunk >> 20)
+                                             : fmt::format("{} KiB chunks", chunk >> 10);
+  const VariantTimes v = variants();
+  return v.empty() ? s : s + ", best: " + best_and_others(v);
 }
 
 bool raw_direct_read(const fs::path& file, std::span<std::byte> dst, const ReadShape& shape) {
@@ -316,20 +545,29 @@ bool raw_direct_read(const fs::path& file, std::span<std::byte> dst, const ReadS
     ~Close() { ::close(fd); }
   } close_fd{fd};
   const size_t chunk = std::max<size_t>(shape.chunk_bytes / kBlock * kBlock, kBlock);
-  const unsigned threads = static_cast<unsigned>(
-      std::max<uint64_t>(1, std::min<uint64_t>(shape.threads, (padded + chunk - 1) / chunk)));
-  const uint64_t share = ((padded + threads - 1) / threads + kBlock - 1) / kBlock * kBlock;
-  run_on_threads(threads, threads, [&](size_t t, unsigned) {
-    const uint64_t end = std::min(padded, (t + 1) * share);
-    for (uint64_t pos = t * share; pos < end;) {
+  // Reads [pos, end) (block aligned); stops at the end of the file.
+  auto read_span = [&](uint64_t pos, uint64_t end) {
+    while (pos < end) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, end - pos));
       const ssize_t r = ::pread(fd, dst.data() + pos, n, static_cast<off_t>(pos));
       if (r < 0 && errno == EINTR) continue;
       check_sys(r >= 0, "pread " + file.string());
-      if (r == 0 || pos + static_cast<uint64_t>(r) >= size) break;  // end of file
+      if (r == 0 || pos + static_cast<uint64_t>(r) >= size) return;  // end of file
       if (static_cast<size_t>(r) % kBlock != 0) throw std::runtime_error("short O_DIRECT read");
       pos += static_cast<uint64_t>(r);
     }
+  };
+  if (shape.schedule == ReadSchedule::InOrder) {
+    run_on_threads((padded + chunk - 1) / chunk, std::max(1u, shape.threads), [&](size_t i, unsigned) {
+      read_span(i * chunk, std::min<uint64_t>(padded, (i + 1) * chunk));
+    });
+    return true;
+  }
+  const unsigned threads = static_cast<unsigned>(
+      std::max<uint64_t>(1, std::min<uint64_t>(shape.threads, (padded + chunk - 1) / chunk)));
+  const uint64_t share = ((padded + threads - 1) / threads + kBlock - 1) / kBlock * kBlock;
+  run_on_threads(threads, threads, [&](size_t t, unsigned) {
+    read_span(std::min(padded, t * share), std::min(padded, (t + 1) * share));
   });
   return true;
 }

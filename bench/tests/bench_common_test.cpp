@@ -3,6 +3,7 @@
 // written to files only where --out says.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -72,15 +73,100 @@ TEST_F(BenchCommon, RawParallelReadFillsTheFilesEndToEnd) {
   EXPECT_GT(raw_read_fresh({dir_ / "a", dir_ / "b"}, {2, 8192}), 0);
 }
 
+TEST_F(BenchCommon, RawWriteBufferedWritesMorePiecesPerChunkThanOneCallTakes) {
+  // 3000 pieces of 3 bytes in one 16 KiB chunk: more than IOV_MAX (1024) per pwritev.
+  const auto bytes = pattern(3 * 3000 + 1, 11);
+  RawFile f{dir_ / "many.bin", {}};
+  for (size_t i = 0; i + 3 <= bytes.size(); i += 3) f.pieces.push_back(std::span(bytes).subspan(i, 3));
+  f.pieces.push_back(std::span(bytes).subspan(bytes.size() - 1));
+  ASSERT_TRUE(raw_write({f}, {2, 16384}, false).has_value());
+  EXPECT_EQ(read_file(f.path), std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+
+TEST_F(BenchCommon, RawParallelReadFillsTheFilesInEverySchedule) {
+  // Sizes that are not multiples of the chunk, so chunks end at file ends as well.
+  const auto a = pattern(5 * 4096 + 7, 12), b = pattern(3 * 4096 + 1, 13);
+  io::write_file_atomic(io::Env::posix(), dir_ / "a", std::string_view(reinterpret_cast<const char*>(a.data()), a.size()));
+  io::write_file_atomic(io::Env::posix(), dir_ / "b", std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+  for (const ReadShape shape : {ReadShape{3, 4096, ReadSchedule::InOrder}, ReadShape{3, 4096, ReadSchedule::Split},
+                                ReadShape{1, 4096, ReadSchedule::InOrder}, ReadShape{2, 8192, ReadSchedule::InOrder},
+                                ReadShape{3, 4096, ReadSchedule::InOrder, true},
+                                ReadShape{1, 8192, ReadSchedule::Split, true}}) {
+    SCOPED_TRACE(describe(shape));
+    std::vector<std::byte> dst(a.size() + b.size(), std::byte{0});
+    raw_parallel_read({dir_ / "a", dir_ / "b"}, dst, shape);
+    EXPECT_EQ(std::memcmp(dst.data(), a.data(), a.size()), 0);
+    EXPECT_EQ(std::memcmp(dst.data() + a.size(), b.data(), b.size()), 0);
+    // Each file at a page boundary: b after a's 6 pages.
+    const size_t bytes = page_aligned_bytes({dir_ / "a", dir_ / "b"});
+    ASSERT_EQ(bytes, 6 * 4096 + b.size());
+    PrefaultedMemory aligned(bytes);
+    raw_parallel_read_page_aligned({dir_ / "a", dir_ / "b"}, {aligned.data(), bytes}, shape);
+    EXPECT_EQ(std::memcmp(aligned.data(), a.data(), a.size()), 0);
+    EXPECT_EQ(std::memcmp(aligned.data() + 6 * 4096, b.data(), b.size()), 0);
+  }
+}
+
+TEST_F(BenchCommon, ReadLimitIsTheFastestOfItsThreadCountsAndSchedules) {
+  const auto a = pattern(100001, 14);
+  io::write_file_atomic(io::Env::posix(), dir_ / "a", std::string_view(reinterpret_cast<const char*>(a.data()), a.size()));
+  ReadLimit limit({3, 8192});
+  EXPECT_FALSE(limit.seconds().has_value());
+  limit.measure_prefaulted({dir_ / "a"});
+  limit.measure_fresh({dir_ / "a"});
+  const VariantTimes v = limit.variants();
+  std::vector<std::string> names;
+  for (const auto& [name, seconds] : v) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"mmap + memcpy by 1 thread", "mmap + memcpy by 3 threads, chunks in order",
+                                             "pread by 1 thread", "pread by 3 threads, a share each",
+                                             "pread by 3 threads, chunks in order"}));
+  ASSERT_TRUE(limit.seconds().has_value());
+  for (const auto& [name, seconds] : v) EXPECT_LE(*limit.seconds(), seconds) << name;
+  EXPECT_EQ(limit.description().rfind("8 KiB chunks, best: " + v.front().first, 0), 0u)
+      << limit.description();
+  // One thread asked for: nothing else to compare.
+  ReadLimit one({1, 8192});
+  one.measure_prefaulted({dir_ / "a"});
+  names.clear();
+  for (const auto& [name, seconds] : one.variants()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"mmap + memcpy by 1 thread", "pread by 1 thread"}));
+}
+
+TEST_F(BenchCommon, WriteLimitIsTheFastestOfBufferedAndDirectByOneAndAllThreads) {
+  const auto a = pattern(3 * 8192 + 5, 15);
+  const std::vector<RawFile> files = {{dir_ / "w.bin", {std::span(a).subspan(1)}}};
+  WriteLimit limit({2, 8192});
+  EXPECT_FALSE(limit.seconds().has_value());
+  limit.measure(files);
+  EXPECT_FALSE(fs::exists(files[0].path)) << "each run's file is removed";
+  std::vector<std::string> names;
+  for (const auto& [name, seconds] : limit.variants()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> expect = {"O_DIRECT by 1 thread", "O_DIRECT by 2 threads",
+                                     "buffered by 1 thread", "buffered by 2 threads"};
+  if (names.size() == 2) expect.erase(expect.begin(), expect.begin() + 2);  // O_DIRECT refused
+  EXPECT_EQ(names, expect);
+  ASSERT_TRUE(limit.seconds().has_value());
+  for (const auto& [name, seconds] : limit.variants()) EXPECT_LE(*limit.seconds(), seconds) << name;
+  EXPECT_NE(limit.description().find("best: " + limit.variants().front().first), std::string::npos)
+      << limit.description();
+  EXPECT_TRUE(limit.unlink_seconds().has_value());
+}
+
 TEST_F(BenchCommon, RawDirectReadReadsAFileWithAPartialLastBlock) {
   const auto a = pattern((size_t{3} << 20) + 5, 9);
   io::write_file_atomic(io::Env::posix(), dir_ / "a", std::string_view(reinterpret_cast<const char*>(a.data()), a.size()));
   const size_t padded = (a.size() + 4095) / 4096 * 4096;
   const std::shared_ptr<std::byte> dst = io::allocate_read_buffer(padded);
-  if (!raw_direct_read(dir_ / "a", {dst.get(), padded}, {3, 1 << 20})) {
-    GTEST_SKIP() << "this filesystem refuses O_DIRECT";
+  for (const ReadSchedule schedule : {ReadSchedule::InOrder, ReadSchedule::Split}) {
+    std::memset(dst.get(), 0, padded);
+    if (!raw_direct_read(dir_ / "a", {dst.get(), padded}, {3, 1 << 20, schedule})) {
+      GTEST_SKIP() << "this filesystem refuses O_DIRECT";
+    }
+    EXPECT_EQ(std::memcmp(dst.get(), a.data(), a.size()), 0);
   }
-  EXPECT_EQ(std::memcmp(dst.get(), a.data(), a.size()), 0);
   EXPECT_TRUE(raw_read_fresh_direct(dir_ / "a", {3, 1 << 20}).has_value());
 }
 
