@@ -10,6 +10,7 @@
 #include "ckptio/dist_checkpoint_io.h"
 #include "ckptio/error.h"
 #include "ckptio/fault_env.h"
+#include "dist/checkpoint_io_plain.h"
 #include "dist_helpers.h"
 #include "support/test_util.h"
 
@@ -499,6 +500,37 @@ TEST(DistCheckpointIO, ASavedStepIsNotOverwrittenButADamagedOneIsMovedAside) {
   save_steps(2, exp, {1});
   EXPECT_TRUE(fs::exists(exp / "epoch1-global_step1.damaged-1"));
   EXPECT_EQ(load_latest_steps(2, exp, VerifyDepth::Full), (std::vector<int64_t>{1, 1}));
+}
+
+TEST(DistCheckpointIOPlainData, ReadsPythonsDocumentAndRefusesMalformedOnes) {
+  // As Python's ckptio.dist writes it: None for an unset batch size, a per-rank sampler.
+  const std::string python = R"({"format": "ckptio.plain_data", "per_rank": {"sampler.index": [3, 4]},
+      "values": {"running_states.batch_size": null, "running_states.extra": [{"a": 1}],
+                 "sampler.seed": 7, "lr_scheduler.base_lrs": [0.1]}, "version": 1, "world_size": 2})";
+  const detail::PlainData doc(python, "ckpt");
+  EXPECT_EQ(doc.saved_world_size(), 2);
+  EXPECT_TRUE(doc.has_prefix("sampler"));
+  EXPECT_FALSE(doc.has_prefix("samp"));
+  EXPECT_EQ(doc.rebuild("sampler", 1, 2, PerRankRule::Error), json::parse(R"({"index": 4, "seed": 7})"));
+  EXPECT_EQ(doc.rebuild("sampler", 2, 3, PerRankRule::Rank0), json::parse(R"({"index": 3, "seed": 7})"));
+  EXPECT_TRUE(doc.value("running_states.batch_size", 0, 2, PerRankRule::Error).is_null());
+  EXPECT_THROW((void)doc.rebuild("sampler", 0, 1, PerRankRule::Error), Error);
+
+  const auto corrupt = [](const std::string& text) {
+    try {
+      const detail::PlainData bad(text, "ckpt");
+      (void)bad.rebuild("a", 0, 1, PerRankRule::Error);
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::Corrupt;
+    }
+    return false;
+  };
+  const std::string head = R"({"format": "ckptio.plain_data", "version": 1, "world_size": 1, )";
+  EXPECT_TRUE(corrupt("not json"));
+  EXPECT_TRUE(corrupt(R"({"format": "other", "version": 1, "world_size": 1, "values": {}, "per_rank": {}})"));
+  EXPECT_TRUE(corrupt(head + R"("values": {}, "per_rank": {"a.b": [1, 2]}})"));  // 2 values, 1 rank
+  EXPECT_TRUE(corrupt(head + R"("values": {"a.b": 1, "a.b.c": 2}, "per_rank": {}})"));  // leaf and object
+  EXPECT_FALSE(corrupt(head + R"("values": {"a.b": 1, "a.c.d": 2}, "per_rank": {}})"));
 }
 
 }  // namespace
