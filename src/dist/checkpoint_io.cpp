@@ -1,8 +1,8 @@
 // dist::CheckpointIO: the training-state layer over dist::save / dist::load. Validation and the
 // merge of plain values run on the caller's thread (so an invalid item throws from save() on every
 // rank); dist::save's writing, agreement and commit, then the coordinator's pruning, run inline or
-// on one background thread, with the copy-mode snapshot in the same staging pool as the
-// single-process CheckpointIO.
+// on one background thread. The copy-mode snapshot, the catalog (listing, damaged folders, commit
+// order) and the pruning are the single-process CheckpointIO's (src/checkpoint).
 #include "ckptio/dist_checkpoint_io.h"
 
 #include <algorithm>
