@@ -84,6 +84,9 @@ struct SaveOptions {
   // Recorded in the manifest, like CheckpointIO's checkpoints.
   int64_t epoch = 0;
   int64_t global_step = 0;
+  // The commit sequence number recorded in the manifest (the coordinator's value counts), which
+  // orders the checkpoints of an experiment folder (see checkpoint_io.h); 0: none.
+  uint64_t sequence = 0;
   io::Env* env = nullptr;  // this rank's Env; nullptr: Env::posix()
 };
 

@@ -276,4 +276,39 @@ std::vector<fs::path> prune_with_rules(io::Env& env, const fs::path& experiment_
 
 }  // namespace checkpoint
 
+namespace checkpoint {
+
+void tidy_after_commit(io::Env& env, const fs::path& experiment_dir, const std::string& final_name,
+                       size_t keep_n_latest, PruneRules rules,
+                       const std::function<void(const std::string&)>& warn) {
+  try {
+    remove_temp_folders(env, experiment_dir);
+    recover_replaced_folders(env, experiment_dir, warn);
+    if (keep_n_latest > 0) {
+      rules.never_remove.push_back(final_name);
+      rules.keep_up_to.reset();
+      prune_with_rules(env, experiment_dir, keep_n_latest, rules);
+    }
+  } catch (const Error& err) {
+    emit_warning(warn, "pruning '" + experiment_dir.string() + "' after saving '" +
+                           (experiment_dir / final_name).string() + "': " + err.message());
+  }
+}
+
+std::string why_not_committed(io::Env& env, const fs::path& final_path) {
+  std::string problem;
+  const io::FileInfo info = env.stat(final_path);
+  if (info.is_directory && !info.is_symlink) {
+    const VerifyReport report = verify_checkpoint(final_path, {.depth = VerifyDepth::Full, .env = &env});
+    if (report.has_manifest && !report.ok) {
+      for (const auto& p : report.problems) problem += (problem.empty() ? "" : "; ") + p;
+    } else if (!report.has_manifest && !is_checkpoint_folder(final_path, {.env = &env})) {
+      problem = "no " + std::string(kManifestName);
+    }
+  }
+  return problem;
+}
+
+}  // namespace checkpoint
+
 }  // namespace ckptio

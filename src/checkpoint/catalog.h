@@ -52,6 +52,19 @@ std::vector<std::filesystem::path> prune_with_rules(io::Env& env,
                                                     const std::filesystem::path& experiment_dir,
                                                     size_t keep, const PruneRules& rules);
 
+// After a save committed `final_name`: removes temp folders of crashed saves, puts back or removes
+// folders an interrupted replace moved aside, and with keep_n_latest > 0 prunes by `rules` (never
+// removing `final_name`, and no longer sparing what a run resumed from: this save is newer). The
+// checkpoint is committed, so failing to tidy up is a warning, never an error.
+void tidy_after_commit(io::Env& env, const std::filesystem::path& experiment_dir,
+                       const std::string& final_name, size_t keep_n_latest, PruneRules rules,
+                       const std::function<void(const std::string&)>& warn);
+
+// Why the folder at a checkpoint's final name is not a committed checkpoint (its files do not
+// match its manifest, checksums included, or it has no manifest and is no foreign checkpoint
+// either); "" when it is one (or is no folder at all). A save may move such a folder aside.
+std::string why_not_committed(io::Env& env, const std::filesystem::path& final_path);
+
 // Reports a warning through `warn`, or to stderr when it is empty.
 void emit_warning(const std::function<void(const std::string&)>& warn, const std::string& text);
 

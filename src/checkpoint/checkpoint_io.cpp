@@ -132,29 +132,17 @@ struct SnapshotBuilder {
   // Moves the bytes of every view in `lists` into `pool` and repoints the views.
   static void copy_into_pool(std::initializer_list<std::vector<NamedTensor>*> lists,
                              checkpoint::StagingPool& pool, unsigned threads) {
-    size_t total = 0;
+    std::vector<std::span<const std::byte>> sources;
     for (auto* list : lists) {
       if (list == nullptr) continue;
-      for (const auto& t : *list) {
-        total += (t.view.bytes.size() + checkpoint::kStagingAlignment - 1) /
-                 checkpoint::kStagingAlignment * checkpoint::kStagingAlignment;
-      }
+      for (const auto& t : *list) sources.push_back(t.view.bytes);
     }
-    std::span<std::byte> memory = pool.reserve(total);
-    std::vector<checkpoint::CopyTask> tasks;
-    size_t offset = 0;
+    const auto staged = checkpoint::stage_copies(pool, sources, threads);
+    size_t i = 0;
     for (auto* list : lists) {
       if (list == nullptr) continue;
-      for (auto& t : *list) {
-        const size_t n = t.view.bytes.size();
-        std::byte* dst = memory.data() + offset;
-        tasks.push_back({t.view.bytes.data(), dst, n});
-        t.view.bytes = std::span<const std::byte>(dst, n);
-        offset += (n + checkpoint::kStagingAlignment - 1) / checkpoint::kStagingAlignment *
-                  checkpoint::kStagingAlignment;
-      }
+      for (auto& t : *list) t.view.bytes = staged[i++];
     }
-    checkpoint::parallel_copy(tasks, threads);
   }
 };
 
@@ -187,16 +175,7 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
   checkpoint::recover_replaced_folders(*im.env, im.experiment_dir, o.warn);
   if (!save_options.replace && im.env->stat(final_path).exists) {
     // A folder there that does not verify is not a checkpoint: the save moves it aside.
-    std::string problem;
-    const io::FileInfo info = im.env->stat(final_path);
-    if (info.is_directory && !info.is_symlink) {
-      const VerifyReport report = verify_checkpoint(final_path, {.depth = VerifyDepth::Full, .env = im.env});
-      if (report.has_manifest && !report.ok) {
-        for (const auto& p : report.problems) problem += (problem.empty() ? "" : "; ") + p;
-      } else if (!report.has_manifest && !is_checkpoint_folder(final_path, {.env = im.env})) {
-        problem = "no " + std::string(checkpoint::kManifestName);
-      }
-    }
+    std::string problem = checkpoint::why_not_committed(*im.env, final_path);
     if (problem.empty()) {
       throw Error(ErrorCode::AlreadyExists,
                   "checkpoint '" + final_path.string() + "' already exists (ask to replace it)");

@@ -164,21 +164,10 @@ fs::path SaveJob::run() {
   }
 
   phase_after_commit(SavePhase::Prune);
-  // The checkpoint is committed: failing to tidy up is worth a warning, not a failed save.
-  try {
+  {
     std::unique_lock<std::shared_mutex> lock;
     if (catalog_mutex) lock = std::unique_lock(*catalog_mutex);
-    remove_temp_folders(e, experiment_dir);
-    recover_replaced_folders(e, experiment_dir, warn);
-    if (keep_n_latest > 0) {
-      PruneRules rules = prune_rules;
-      rules.never_remove.push_back(final_name);
-      rules.keep_up_to.reset();  // this save is newer than whatever the run resumed from
-      prune_with_rules(e, experiment_dir, keep_n_latest, rules);
-    }
-  } catch (const Error& err) {
-    emit_warning(warn, "pruning '" + experiment_dir.string() + "' after saving '" +
-                           final_path.string() + "': " + err.message());
+    tidy_after_commit(e, experiment_dir, final_name, keep_n_latest, prune_rules, warn);
   }
   phase_after_commit(SavePhase::Done);
   return final_path;

@@ -54,4 +54,28 @@ void parallel_copy(std::span<const CopyTask> tasks, unsigned threads) {
                        {.what = "a staging copy thread"});
 }
 
+static size_t aligned(size_t n) {
+  return (n + kStagingAlignment - 1) / kStagingAlignment * kStagingAlignment;
+}
+
+std::vector<std::span<const std::byte>> stage_copies(
+    StagingPool& pool, std::span<const std::span<const std::byte>> sources, unsigned threads) {
+  size_t total = 0;
+  for (const auto& s : sources) total += aligned(s.size());
+  std::span<std::byte> memory = pool.reserve(total);
+  std::vector<std::span<const std::byte>> out;
+  std::vector<CopyTask> tasks;
+  out.reserve(sources.size());
+  tasks.reserve(sources.size());
+  size_t offset = 0;
+  for (const auto& s : sources) {
+    std::byte* dst = memory.data() + offset;
+    tasks.push_back({s.data(), dst, s.size()});
+    out.emplace_back(dst, s.size());
+    offset += aligned(s.size());
+  }
+  parallel_copy(tasks, threads);
+  return out;
+}
+
 }  // namespace ckptio::checkpoint

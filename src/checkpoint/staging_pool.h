@@ -38,4 +38,10 @@ void parallel_copy(std::span<const CopyTask> tasks, unsigned threads);
 // Offsets inside the pool are rounded up to this (cache lines, and what SIMD loads like).
 inline constexpr size_t kStagingAlignment = 64;
 
+// The copy-mode snapshot of a save: copies every source into `pool` (one after the other, each at
+// an aligned offset; the pool grows when it must) with parallel_copy and returns where each one now
+// lies, in order. The returned spans stay valid until the next stage_copies on the same pool.
+std::vector<std::span<const std::byte>> stage_copies(
+    StagingPool& pool, std::span<const std::span<const std::byte>> sources, unsigned threads);
+
 }  // namespace ckptio::checkpoint

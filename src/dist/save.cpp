@@ -147,6 +147,7 @@ void commit(io::AtomicDir& folder, const std::vector<std::string>& raw_reports,
   const GlobalIndex index = detail::merge_reports(std::move(reports));
   manifest.epoch = options.epoch;
   manifest.global_step = options.global_step;
+  manifest.sequence = options.sequence;
   const std::string text = index_to_json(index);
   io::write_file_atomic(env, folder / std::string(kIndexName), text);
   manifest.files[std::string(kIndexName)] = {text.size(),
