@@ -469,6 +469,25 @@ def scenario_checkpoint_io_staging(rank, world, path):
         same(back["b"], torch.full((5,), float(step), dtype=torch.bfloat16), f"b at step {step}")
 
 
+def scenario_comm_sizes(rank, world, path):
+    """TorchCommunicator moves any byte string exactly: empty, within its first round (4 KiB),
+    at its edge and past it, different sizes on different ranks."""
+    from ckptio.dist import TorchCommunicator
+
+    comm = TorchCommunicator()
+
+    def payload(n, seed):
+        return bytes((i * 7 + seed) % 256 for i in range(n))
+
+    for sizes in ([0, 0, 0], [3, 0, 5], [4096, 4095, 4097], [0, 10000, 4096], [9000, 9000, 1]):
+        got = comm.all_gather(payload(sizes[rank], rank))
+        assert got == [payload(n, r) for r, n in enumerate(sizes)], (sizes, [len(g) for g in got])
+    for n in (0, 1, 4096, 4097, 20000):
+        for root in range(world):
+            data = payload(n, root) if rank == root else b"ignored" * (rank + 1)
+            assert comm.broadcast(data, root) == payload(n, root), (n, root)
+
+
 def main() -> int:
     scenario, rank, world, init_file, path = sys.argv[1:6]
     rank, world = int(rank), int(world)

@@ -99,3 +99,7 @@ def test_shard_box_is_torchs_box(mesh_shape):
                     global_shape, placements, coord)
                 checked += 1
     assert checked > 0
+
+
+def test_communicator_moves_any_size(tmp_path):
+    run_ranks("comm_sizes", 3, tmp_path / "unused", tmp_path / "rdv")
