@@ -114,7 +114,8 @@ def make_state(total_bytes: int, mesh, world: int, rank: int):
     def shard(rows, cols, dtype, salt):
         local_rows = rows // world
         begin = rank * local_rows * cols
-        local = (torch.arange(begin, begin + local_rows * cols, dtype=torch.int64) + salt) % (1 << 20)
+        local = torch.arange(begin, begin + local_rows * cols, dtype=torch.int64)
+        local = (local + salt) % (1 << 20)
         local = local.to(getattr(torch, dtype)).reshape(local_rows, cols)
         return DTensor.from_local(local, mesh, [Shard(0)], run_check=False,
                                   shape=torch.Size((rows, cols)), stride=(cols, 1))
@@ -603,7 +604,8 @@ class Report:
             vl = "" if vl is None else f"{vl:.2f}x {r['limit']}" + (
                 " (LIMIT SUSPECT)" if self.suspect(r) else "")
             vp = "" if vp is None else f"{vp:.2f}x {r['peer']}"
-            out.append(f"| {r['group']} | {r['name']} | {secs} | {gbps} | {vl} | {vp} | {r['note']} |")
+            out.append(f"| {r['group']} | {r['name']} | {secs} | {gbps} | {vl} | {vp} |"
+                       f" {r['note']} |")
         out += ["", "Goals (measured in this run; not asserted):", ""]
         for g in self.goals:
             v, status = self.evaluate(g)
@@ -615,9 +617,10 @@ class Report:
                 out.append(f"- {g['goal']}: {vs} (goal >= {g['target']:.2f}x) - {status}")
         for r in self.rows:
             if self.suspect(r):
-                out += ["", f"LIMIT SUSPECT: \"{r['name']}\" ran at {self.ratio(r, r['limit']):.2f}x"
-                        f" \"{r['limit']}\". A limit is the best raw method for the same bytes, so this"
-                        " means the limit is wrong on this machine, not that ckptio beats it."]
+                x = self.ratio(r, r["limit"])
+                out += ["", f"LIMIT SUSPECT: \"{r['name']}\" ran at {x:.2f}x \"{r['limit']}\"."
+                        " A limit is the best raw method for the same bytes, so this means the"
+                        " limit is wrong on this machine, not that ckptio beats it."]
         for n in self.notes:
             out += ["", f"Note: {n}"]
         return "\n".join(out) + "\n"
@@ -626,8 +629,8 @@ class Report:
         rows = []
         for r in self.rows:
             vl, vp = self.ratio(r, r["limit"]), self.ratio(r, r["peer"])
-            rows.append(dict(r, gbps=(r["bytes"] / r["seconds"] / 1e9) if r["seconds"] and r["bytes"]
-                             else None, vs_limit=vl, vs_peer=vp, limit_suspect=self.suspect(r)))
+            gbps = r["bytes"] / r["seconds"] / 1e9 if r["seconds"] and r["bytes"] else None
+            rows.append(dict(r, gbps=gbps, vs_limit=vl, vs_peer=vp, limit_suspect=self.suspect(r)))
         goals = []
         for g in self.goals:
             v, status = self.evaluate(g)
@@ -636,7 +639,8 @@ class Report:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gib", type=float, default=1.0, help="total state size (default 1 GiB)")
     p.add_argument("--quick", action="store_true", help="256 MiB instead of --gib")
     p.add_argument("--ranks", default="1,2,4", help="world sizes of the save and async sets")
@@ -776,7 +780,8 @@ def main() -> int:
     title = (f"ckptio.dist vs PyTorch DCP, {total_bytes / MIB:.0f} MiB sharded state, ranks "
              f"{','.join(map(str, ranks))}, median of {runs} runs")
     context = [f"torch {torch.__version__}, gloo, {os.cpu_count()} CPUs; the whole run took "
-               f"{elapsed:.0f} s. Per rank: ckptio writer threads {sets[ranks[0]]['writer_threads']}."]
+               f"{elapsed:.0f} s. Per rank: ckptio writer threads "
+               f"{sets[ranks[0]]['writer_threads']}."]
     md = rep.markdown(title, context)
     print(md)
     if args.out:
