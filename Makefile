@@ -76,7 +76,7 @@ bench: release
 	done
 	@echo "== ckptio-bench-dist-plan"; build/bin/ckptio-bench-dist-plan
 	@mkdir -p $(BENCH_OUT)/python
-	@for p in safetensors checkpoint; do echo "== bench/python/bench_$$p.py"; \
+	@for p in safetensors checkpoint dist; do echo "== bench/python/bench_$$p.py"; \
 	  PYTHONPATH=build/release/python .venv/bin/python bench/python/bench_$$p.py \
 	    $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) --out $(BENCH_OUT)/python/$$p.json || exit 1; \
 	done

@@ -438,6 +438,56 @@ def scenario_timeout(rank, world, path):
     os._exit(0)  # the group is broken: skip the final barrier and teardown
 
 
+def scenario_checkpoint_io_staging(rank, world, path):
+    """CheckpointIO's async saves copy into memory reused from one save to the next: each
+    checkpoint holds the values of its own save() call, whatever the tensors hold afterwards."""
+    import ckptio.dist as cd
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    local = torch.zeros(3, 4)
+    state = {"w": DTensor.from_local(local, mesh, [Shard(0)], run_check=False),
+             "b": torch.zeros(5, dtype=torch.bfloat16)}
+    io = cd.CheckpointIO(path, async_save=True)
+    buffers = []
+    for step in (1, 2, 3):
+        local.fill_(step * 10 + rank)
+        state["b"].fill_(step)
+        io.save(model=state, epoch=0, step=step, global_step=step)
+        buffers.append(io._staging._buf.data_ptr())
+        local.fill_(-1)  # after save() returned: must not reach any checkpoint
+        state["b"].fill_(-1)
+    io.wait()
+    assert buffers[0] == buffers[1] == buffers[2], "the staging memory was not reused"
+    for step in (1, 2, 3):
+        back_local = torch.zeros(3, 4)
+        back = {"w": DTensor.from_local(back_local, mesh, [Shard(0)], run_check=False),
+                "b": torch.zeros(5, dtype=torch.bfloat16)}
+        io.load(os.path.join(path, f"epoch0-global_step{step}"), model=back)
+        same(back_local, torch.full((3, 4), float(step * 10 + rank)), f"w at step {step}")
+        same(back["b"], torch.full((5,), float(step), dtype=torch.bfloat16), f"b at step {step}")
+
+
+def scenario_comm_sizes(rank, world, path):
+    """TorchCommunicator moves any byte string exactly: empty, within its first round (4 KiB),
+    at its edge and past it, different sizes on different ranks."""
+    from ckptio.dist import TorchCommunicator
+
+    comm = TorchCommunicator()
+
+    def payload(n, seed):
+        return bytes((i * 7 + seed) % 256 for i in range(n))
+
+    for sizes in ([0, 0, 0], [3, 0, 5], [4096, 4095, 4097], [0, 10000, 4096], [9000, 9000, 1]):
+        got = comm.all_gather(payload(sizes[rank], rank))
+        assert got == [payload(n, r) for r, n in enumerate(sizes)], (sizes, [len(g) for g in got])
+    for n in (0, 1, 4096, 4097, 20000):
+        for root in range(world):
+            data = payload(n, root) if rank == root else b"ignored" * (rank + 1)
+            assert comm.broadcast(data, root) == payload(n, root), (n, root)
+
+
 def main() -> int:
     scenario, rank, world, init_file, path = sys.argv[1:6]
     rank, world = int(rank), int(world)

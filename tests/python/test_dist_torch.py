@@ -54,3 +54,52 @@ def test_rank_that_never_arrives_is_a_timeout(tmp_path):
               extra_env={"CKPTIO_TEST_PG_TIMEOUT_S": "5"})
     run_ranks("timeout_core", 2, tmp_path / "ckpt2", tmp_path / "rdv",
               extra_env={"CKPTIO_TEST_PG_TIMEOUT_S": "5"})
+
+
+def test_checkpoint_io_async_reuses_its_staging_memory(tmp_path):
+    run_ranks("checkpoint_io_staging", 2, tmp_path / "runs", tmp_path / "rdv")
+
+
+class _Mesh:
+    """The two methods of a DeviceMesh that the box arithmetic reads."""
+
+    def __init__(self, shape, coord):
+        self.shape, self.coord = shape, coord
+
+    def get_coordinate(self):
+        return list(self.coord)
+
+    def size(self, dim):
+        return self.shape[dim]
+
+
+@pytest.mark.parametrize("mesh_shape", [(1,), (2,), (3,), (4,), (2, 2), (2, 3)])
+def test_shard_box_is_torchs_box(mesh_shape):
+    """The DTensor box computed by arithmetic equals torch's compute_local_shape_and_global_offset
+    for Shard/Replicate placements, even and uneven, nested on one dimension."""
+    import itertools
+
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor._utils import _compute_local_shape_and_global_offset
+
+    from ckptio.dist import _shard_box
+
+    choices = [Replicate(), Shard(0), Shard(1)]
+    checked = 0
+    for global_shape in [(8, 6), (7, 5), (13, 3), (2, 9)]:
+        for placements in itertools.product(choices, repeat=len(mesh_shape)):
+            for coord in itertools.product(*(range(n) for n in mesh_shape)):
+                mine = _shard_box(global_shape, _Mesh(mesh_shape, coord), list(placements))
+                want = _compute_local_shape_and_global_offset(
+                    global_shape, mesh_shape, list(coord), list(placements))
+                if mine is None:  # left to torch: only empty shards
+                    assert 0 in want[0], (global_shape, placements, coord)
+                    continue
+                assert (tuple(mine[0]), tuple(mine[1])) == (tuple(want[0]), tuple(want[1])), (
+                    global_shape, placements, coord)
+                checked += 1
+    assert checked > 0
+
+
+def test_communicator_moves_any_size(tmp_path):
+    run_ranks("comm_sizes", 3, tmp_path / "unused", tmp_path / "rdv")

@@ -39,6 +39,8 @@ class CheckpointIO:
         self.process_group = process_group
         self.sync = sync
         self._pending = None
+        # The async saves' copies, reused from one save to the next (see _StagingBuffer).
+        self._staging = None
 
     # --- saving -------------------------------------------------------------------------------
     def save(self, *, model: Any = None, ema: Any = None, optimizer: Any = None,
@@ -62,12 +64,15 @@ class CheckpointIO:
             "extra": [extra or {}]}
         options = dict(replace=replace, sync=self.sync, epoch=epoch, global_step=global_step)
         if self.async_save:
+            if self._staging is None:
+                self._staging = cdist._StagingBuffer()
             group = self.process_group
             if group is None:
                 import torch.distributed as dist
 
                 group = self.process_group = dist.new_group(backend="gloo")
-            future = cdist.async_save(state, path, group, **options)
+            staged = cdist._stage(state, path, group, copy=True, staging=self._staging)
+            future = cdist._start_async(staged, **options)
             self._pending = (future, group)
         else:
             cdist.save(state, path, self.process_group, **options)

@@ -1,12 +1,13 @@
 """The collectives of a distributed save, carried by a ``torch.distributed`` process group.
 
 The C++ core calls these methods (with the GIL re-acquired) for its few metadata collectives:
-all-gather and broadcast of byte strings, and a barrier. Bytes travel as uint8 CPU tensors, sizes
-first, so they need a group that can run collectives on CPU tensors: gloo, or a mixed
-``"cpu:gloo,cuda:nccl"`` group. For a group without a CPU backend (plain NCCL), a gloo side group
-over the same ranks is created once (``torch.distributed.new_group(backend="gloo")``, itself a
-collective every rank of the job runs at its first distributed save or load) and kept for later
-calls. Data never travels through the group: every rank reads and writes files itself.
+all-gather and broadcast of byte strings, and a barrier. Bytes travel as uint8 CPU tensors (a
+length and the first 4 KiB in one collective, any rest in a second), so they need a group that can
+run collectives on CPU tensors: gloo, or a mixed ``"cpu:gloo,cuda:nccl"`` group. For a group
+without a CPU backend (plain NCCL), a gloo side group over the same ranks is created once
+(``torch.distributed.new_group(backend="gloo")``, itself a collective every rank of the job runs
+at its first distributed save or load) and kept for later calls. Data never travels through the
+group: every rank reads and writes files itself.
 
 A collective waits as long as the group's own timeout (``init_process_group(timeout=...)``);
 a timeout becomes :class:`ckptio.errors.TimeoutError` on the waiting ranks, any other failure
@@ -76,6 +77,36 @@ def _collective(name: str):
     return wrap
 
 
+# Bytes per rank that travel in the first collective of an all_gather or broadcast, after an
+# 8-byte length: the ranks' agreements and the folder name fit, so those take one collective
+# instead of two (sizes, then data); each collective costs a round trip of every rank.
+_FIRST_ROUND = 4096
+
+
+def _bytes_tensor(data: bytes) -> Any:
+    import torch
+
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _framed(data: bytes) -> Any:
+    """[len(data) as int64][data[:_FIRST_ROUND], zero padded] as one uint8 tensor."""
+    import torch
+
+    buf = torch.zeros(8 + _FIRST_ROUND, dtype=torch.uint8)
+    buf[:8] = torch.tensor([len(data)], dtype=torch.int64).view(torch.uint8)
+    head = min(len(data), _FIRST_ROUND)
+    if head:
+        buf[8:8 + head] = _bytes_tensor(data[:head])
+    return buf
+
+
+def _length(framed: Any) -> int:
+    import torch
+
+    return int(framed[:8].view(torch.int64).item())
+
+
 class TorchCommunicator:
     """A ckptio communicator over a ``torch.distributed`` process group (None: the default)."""
 
@@ -103,36 +134,44 @@ class TorchCommunicator:
         import torch
         import torch.distributed as dist
 
-        size = torch.tensor([len(data)], dtype=torch.int64)
-        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self._size)]
-        dist.all_gather(sizes, size, group=self.group)
-        counts = [int(s.item()) for s in sizes]
-        longest = max(counts)
-        if longest == 0:
-            return [b"" for _ in counts]
-        mine = torch.zeros(longest, dtype=torch.uint8)
-        if data:
-            mine[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        outs = [torch.empty(longest, dtype=torch.uint8) for _ in range(self._size)]
+        # One collective of [length, first _FIRST_ROUND bytes] per rank, a second one only for
+        # what some rank has beyond that: the agreements of a save fit in the first.
+        n = len(data)
+        mine = _framed(data)
+        outs = [torch.empty_like(mine) for _ in range(self._size)]
         dist.all_gather(outs, mine, group=self.group)
-        return [o[:n].numpy().tobytes() for o, n in zip(outs, counts)]
+        counts = [_length(o) for o in outs]
+        parts = [o[8:8 + min(c, _FIRST_ROUND)].numpy().tobytes() for o, c in zip(outs, counts)]
+        rest = max(counts) - _FIRST_ROUND
+        if rest > 0:
+            tail = torch.zeros(rest, dtype=torch.uint8)
+            if n > _FIRST_ROUND:
+                tail[: n - _FIRST_ROUND] = _bytes_tensor(data[_FIRST_ROUND:])
+            outs = [torch.empty(rest, dtype=torch.uint8) for _ in range(self._size)]
+            dist.all_gather(outs, tail, group=self.group)
+            parts = [p + o[: max(c - _FIRST_ROUND, 0)].numpy().tobytes()
+                     for p, o, c in zip(parts, outs, counts)]
+        return parts
 
     @_collective("broadcast")
     def broadcast(self, data: bytes, root: int) -> bytes:
         import torch
         import torch.distributed as dist
 
-        size = torch.tensor([len(data) if self._rank == root else 0], dtype=torch.int64)
-        dist.broadcast(size, group=self.group, group_src=root)
-        n = int(size.item())
-        if n == 0:
-            return b""
-        if self._rank == root:
-            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        else:
-            buf = torch.empty(n, dtype=torch.uint8)
+        buf = _framed(data if self._rank == root else b"")
         dist.broadcast(buf, group=self.group, group_src=root)
-        return buf.numpy().tobytes()
+        n = _length(buf)
+        if self._rank == root:
+            if n > _FIRST_ROUND:
+                dist.broadcast(_bytes_tensor(data[_FIRST_ROUND:]), group=self.group,
+                               group_src=root)
+            return bytes(data)
+        out = buf[8:8 + min(n, _FIRST_ROUND)].numpy().tobytes()
+        if n > _FIRST_ROUND:
+            tail = torch.empty(n - _FIRST_ROUND, dtype=torch.uint8)
+            dist.broadcast(tail, group=self.group, group_src=root)
+            out += tail.numpy().tobytes()
+        return out
 
     @_collective("barrier")
     def barrier(self) -> None:
