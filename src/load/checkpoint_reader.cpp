@@ -81,7 +81,7 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
   try {
     switch (impl->source.kind) {
       case SourceKind::SafetensorsFile: {
-        impl->safetensors = SafetensorsReader::open(impl->source.path, mode, env);
+        impl->safetensors = SafetensorsReader::open(impl->source.path, {.mode = mode, .env = &env});
         for (const auto& t : impl->safetensors->tensors()) {
           impl->tensors.push_back({t.name, t.dtype, t.shape, t.nbytes()});
         }
