@@ -35,12 +35,12 @@ CheckpointReader::CheckpointReader(std::shared_ptr<Impl> impl) : impl_(std::move
 
 namespace {
 
-// Same-dtype requests are read straight into their destinations in one parallel batch; the
-// others through a temporary copy and convert_elements.
+// Every request read straight into its destination in one parallel batch; another dtype is
+// converted chunk by chunk as it is read (LoadItem::load_as), with no whole-tensor copy.
 uint64_t read_distributed(const dist::Reader& reader, const std::filesystem::path& source,
                           std::span<const ReadRequest> requests, int threads) {
-  std::vector<dist::LoadItem> direct;
-  uint64_t bytes = 0;
+  std::vector<dist::LoadItem> items;
+  items.reserve(requests.size());
   try {
     for (const auto& r : requests) {
       const dist::IndexTensor* t = reader.find(r.name);
@@ -54,20 +54,13 @@ uint64_t read_distributed(const dist::Reader& reader, const std::filesystem::pat
                     "destination for tensor '" + r.name + "' must be " + std::to_string(want) +
                         " bytes, got " + std::to_string(r.dst.size()));
       }
-      if (r.dst_dtype == t->dtype) {
-        direct.push_back({dist::ShardedTensor::replicated(t->name, t->dtype, t->shape), r.dst});
-        continue;
-      }
-      Tensor tmp = Tensor::empty(t->dtype, t->shape);
-      bytes += reader.read_tensor(r.name, tmp.mutable_bytes()).bytes_read;
-      convert_elements(t->dtype, tmp.bytes().data(), r.dst_dtype, r.dst.data(),
-                       static_cast<size_t>(shape_numel(t->shape)));
+      items.push_back({dist::ShardedTensor::replicated(t->name, t->dtype, t->shape), r.dst,
+                       r.dst_dtype});
     }
-    bytes += reader.read(direct, threads > 0 ? static_cast<unsigned>(threads) : 0).bytes_read;
+    return reader.read(items, threads > 0 ? static_cast<unsigned>(threads) : 0).bytes_read;
   } catch (const Error& e) {
     throw e.annotate("loading '" + source.string() + "'");
   }
-  return bytes;
 }
 
 }  // namespace
