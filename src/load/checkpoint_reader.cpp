@@ -260,15 +260,14 @@ uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests,
       ranges.push_back({.file = &st.file(), .offset = st.header().data_start + t.begin,
                         .dst = r.dst, .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
     } else if (impl_->dcp) {
-      // One assembled tensor at a time: memory stays within the largest tensor.
-      const Tensor t = impl_->dcp->read_tensor(r.name);
-      const io::ReadRange one[] = {{.dst = r.dst, .src = t.bytes(), .from = info.dtype,
-                                    .to = r.dst_dtype, .tensor = r.name}};
+      // Chunk by chunk straight into the destination (converted as each chunk is placed): memory
+      // beyond the destination stays within one saved chunk.
       try {
-        dcp_bytes += io::read_parallel(one, options);
+        impl_->dcp->read_box_into(r.name, Shape(info.shape.size(), 0), info.shape, r.dst_dtype, r.dst);
       } catch (const Error& e) {
         throw e.annotate("loading '" + impl_->source.path.string() + "'");
       }
+      dcp_bytes += info.nbytes;
     } else {
       ranges.push_back({.dst = r.dst, .src = impl_->torch_tensors.at(r.name).bytes(),
                         .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
