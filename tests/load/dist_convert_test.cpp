@@ -12,6 +12,7 @@
 #include "ckptio/dist.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
+#include "load/converted_reads.h"
 #include "support/expect_error.h"
 #include "support/test_util.h"
 
@@ -21,6 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using dist::ShardedTensor;
 
+using testing::converted;
 using testing::expect_error;
 
 // Random bit patterns: NaNs, infinities, subnormals and values that round all come up.
@@ -74,37 +76,16 @@ std::vector<Saved> save_checkpoint(const fs::path& dir) {
   return tensors;
 }
 
-std::vector<std::byte> converted(DType from, std::span<const std::byte> src, DType to, uint64_t n) {
-  std::vector<std::byte> out(static_cast<size_t>(n * dtype_bits(to) / 8));
-  convert_elements(from, src.data(), to, out.data(), static_cast<size_t>(n));
-  return out;
-}
-
 TEST(DistConvert, CheckpointReaderConvertsAsItReadsExactlyAsAfterAPlainLoad) {
   ckptio::testing::TempDir tmp;
   const fs::path dir = tmp / "ckpt";
   const std::vector<Saved> saved = save_checkpoint(dir);
   const CheckpointReader reader = CheckpointReader::open(dir);
   ASSERT_EQ(reader.source().kind, SourceKind::DistributedFolder);
-  struct Want {
-    std::string name;
-    DType to;
-  };
-  const std::vector<Want> wants{{"w", DType::F32}, {"w", DType::F8_E4M3}, {"v", DType::BF16},
-                                {"v", DType::F64},  {"s", DType::F32},     {"i", DType::I32}};
-  std::vector<std::vector<std::byte>> dsts;
-  for (const Want& w : wants) {
-    const Tensor plain = reader.tensor(w.name);
-    dsts.emplace_back(tensor_nbytes(w.to, plain.shape()), std::byte{0xAB});
-  }
-  std::vector<ReadRequest> requests;
-  for (size_t i = 0; i < wants.size(); ++i) requests.push_back({wants[i].name, wants[i].to, dsts[i]});
-  reader.read_into_many(requests, 2);
-  for (size_t i = 0; i < wants.size(); ++i) {
-    const Tensor plain = reader.tensor(wants[i].name);
-    EXPECT_EQ(dsts[i], converted(plain.dtype(), plain.bytes(), wants[i].to, shape_numel(plain.shape())))
-        << wants[i].name << " as " << dtype_name(wants[i].to);
-  }
+  testing::expect_converting_reads_match_plain_loads(
+      reader, {{"w", DType::F32}, {"w", DType::F8_E4M3}, {"v", DType::BF16}, {"v", DType::F64},
+               {"s", DType::F32}, {"i", DType::I32}},
+      2);
   // The plain load itself is what was saved.
   for (const Saved& s : saved) {
     const Tensor t = reader.tensor(s.name);

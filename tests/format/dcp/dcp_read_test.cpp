@@ -11,6 +11,7 @@
 #include "ckptio/dcp.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
+#include "load/converted_reads.h"
 #include "support/expect_error.h"
 #include "support/test_util.h"
 
@@ -66,9 +67,7 @@ const fs::path& saved() {
 
 // `t`'s elements converted to `to` after the fact: what the direct reads must equal.
 std::vector<std::byte> converted(const Tensor& t, DType to) {
-  std::vector<std::byte> out(tensor_nbytes(to, t.shape()));
-  convert_elements(t.dtype(), t.bytes().data(), to, out.data(), static_cast<size_t>(shape_numel(t.shape())));
-  return out;
+  return testing::converted(t.dtype(), t.bytes(), to, shape_numel(t.shape()));
 }
 
 std::vector<std::byte> bytes_of(const Tensor& t) { return {t.bytes().begin(), t.bytes().end()}; }
@@ -115,24 +114,9 @@ TEST_F(DcpRead, BoxesIntoCallerMemoryEqualReadBoxConvertedAfterwards) {
 TEST_F(DcpRead, CheckpointReaderLoadsIntoAnotherDtypeAsConvertingAfterAPlainLoad) {
   const CheckpointReader reader = CheckpointReader::open(saved());
   ASSERT_EQ(reader.source().kind, SourceKind::DcpFolder);
-  struct Want {
-    std::string name;
-    DType to;
-  };
-  const std::vector<Want> wants{{"w", DType::F32}, {"w", DType::BF16}, {"h", DType::F64},
-                                {"h", DType::BF16}, {"d", DType::F32}, {"d", DType::F16}};
-  std::vector<std::vector<std::byte>> dsts;
-  std::vector<ReadRequest> requests;
-  for (const Want& w : wants) {
-    const Tensor plain = reader.tensor(w.name);
-    dsts.emplace_back(tensor_nbytes(w.to, plain.shape()), std::byte{0xAB});
-  }
-  for (size_t i = 0; i < wants.size(); ++i) requests.push_back({wants[i].name, wants[i].to, dsts[i]});
-  reader.read_into_many(requests);
-  for (size_t i = 0; i < wants.size(); ++i) {
-    EXPECT_EQ(dsts[i], converted(reader.tensor(wants[i].name), wants[i].to))
-        << wants[i].name << " as " << dtype_name(wants[i].to);
-  }
+  testing::expect_converting_reads_match_plain_loads(
+      reader, {{"w", DType::F32}, {"w", DType::BF16}, {"h", DType::F64}, {"h", DType::BF16},
+               {"d", DType::F32}, {"d", DType::F16}});
 }
 
 }  // namespace
