@@ -4,6 +4,7 @@
 // converting it afterwards gives. Runs the project's Python (.venv, with torch); skipped without it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <vector>
@@ -117,6 +118,12 @@ TEST_F(DcpRead, CheckpointReaderLoadsIntoAnotherDtypeAsConvertingAfterAPlainLoad
   testing::expect_converting_reads_match_plain_loads(
       reader, {{"w", DType::F32}, {"w", DType::BF16}, {"h", DType::F64}, {"h", DType::BF16},
                {"d", DType::F32}, {"d", DType::F16}});
+  // A bad request anywhere is refused before any byte is read.
+  std::vector<std::byte> good(tensor_nbytes(DType::F32, Shape{6, 10}), std::byte{0xAB});
+  std::vector<std::byte> bad(3);
+  const std::vector<ReadRequest> requests{{"w", DType::F32, good}, {"h", DType::F32, bad}};
+  testing::expect_error([&] { reader.read_into_many(requests); }, ErrorCode::InvalidArgument);
+  EXPECT_TRUE(std::all_of(good.begin(), good.end(), [](std::byte b) { return b == std::byte{0xAB}; }));
 }
 
 }  // namespace
