@@ -79,7 +79,7 @@ uint64_t g_checksum = 0;  // keeps the loads observable
 
 double load_owned(const fs::path& path, ReadMode mode) {
   const auto start = Clock::now();
-  const SafetensorsReader reader = SafetensorsReader::open(path, mode);
+  const SafetensorsReader reader = SafetensorsReader::open(path, {.mode = mode});
   std::vector<Tensor> owned;
   owned.reserve(reader.tensors().size());
   for (const TensorInfo& info : reader.tensors()) owned.push_back(reader.read_owned(info.name));
@@ -94,7 +94,7 @@ double load_owned(const fs::path& path, ReadMode mode) {
 // parallel preads straight into it).
 double load_all_owned(const fs::path& path) {
   const auto start = Clock::now();
-  const SafetensorsReader reader = SafetensorsReader::open(path, ReadMode::Pread);
+  const SafetensorsReader reader = SafetensorsReader::open(path, {.mode = ReadMode::Pread});
   const std::vector<Tensor> owned = reader.read_all_owned();
   const double t = seconds_since(start);
   for (const Tensor& tensor : owned) {
@@ -106,7 +106,7 @@ double load_all_owned(const fs::path& path) {
 // Zero-copy: open with mmap and touch one byte per page of every tensor (what a consumer pays).
 double load_mapped_touch(const fs::path& path) {
   const auto start = Clock::now();
-  const SafetensorsReader reader = SafetensorsReader::open(path, ReadMode::Mmap);
+  const SafetensorsReader reader = SafetensorsReader::open(path);
   uint64_t sum = 0;
   for (const TensorInfo& info : reader.tensors()) {
     const Tensor t = reader.tensor(info.name);
@@ -191,7 +191,7 @@ void bench_open(const WorkDir& work, Report& report) {
   const uint64_t header_bytes = SafetensorsReader::open(path).header().header_bytes;
   auto time_opens = [&](ReadMode mode) {
     return time_median(30, [&] {
-      const SafetensorsReader reader = SafetensorsReader::open(path, mode);
+      const SafetensorsReader reader = SafetensorsReader::open(path, {.mode = mode});
       if (reader.tensors().size() != kTensors) throw Error(ErrorCode::Internal, "tensor count");
     });
   };

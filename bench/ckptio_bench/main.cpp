@@ -52,7 +52,7 @@ double ckptio_save(const std::vector<NamedTensor>& tensors, const fs::path& path
 
 double ckptio_load(const fs::path& path, uint64_t expect_bytes) {
   const auto t0 = Clock::now();
-  const auto reader = SafetensorsReader::open(path, ReadMode::Pread);
+  const auto reader = SafetensorsReader::open(path, {.mode = ReadMode::Pread});
   const std::vector<Tensor> tensors = reader.read_all_owned();
   const double s = seconds_since(t0);
   uint64_t n = 0;

@@ -85,6 +85,12 @@ class DcpReader {
   Tensor read_tensor(std::string_view name) const;
   // The box [offsets, offsets + sizes) of the tensor; reads only the chunks that meet it.
   Tensor read_box(std::string_view name, const Shape& offsets, const Shape& sizes) const;
+  // The same box straight into `dst` (row-major, exactly numel(sizes) elements of `as`), each
+  // chunk converted to `as` when that differs from the tensor's dtype: memory beyond `dst` stays
+  // within one chunk. Error(InvalidArgument) for a box outside the tensor or a `dst` of another
+  // size, Error(Mismatch) when convert_elements cannot convert to `as`.
+  void read_box_into(std::string_view name, const Shape& offsets, const Shape& sizes, DType as,
+                     std::span<std::byte> dst) const;
   // The value saved for a non-tensor key.
   pt::Value read_value(std::string_view name) const;
   // Reads and checks every item (dtype and shape of every chunk, every value parses).

@@ -69,8 +69,11 @@ struct SaveItem {
 };
 
 struct LoadItem {
-  ShardedTensor tensor;
-  std::span<std::byte> bytes;  // local_nbytes() bytes, filled by load
+  ShardedTensor tensor;        // its dtype is the checkpoint's
+  std::span<std::byte> bytes;  // the local elements, in `load_as` when set; filled by load
+  // Elements converted to this dtype as they are read (convert_elements, chunk by chunk: no
+  // copy of the whole piece in the stored dtype). nullopt: the stored dtype, bytes as they are.
+  std::optional<DType> load_as{};
 };
 
 struct SaveOptions {
@@ -189,8 +192,8 @@ class Reader {
 
   // Fills each item's bytes with the elements it asks for, reading only the byte ranges of the
   // chunks that intersect it, all items' reads in one parallel batch. Error(NotFound) for an
-  // unknown name, Error(Mismatch) for a dtype or global shape that differs from the checkpoint's,
-  // Error(InvalidArgument) for a malformed item; Error(Corrupt) for a data file whose size is not
+  // unknown name, Error(Mismatch) for a dtype or global shape that differs from the checkpoint's
+  // or a `load_as` convert_elements cannot convert to, Error(InvalidArgument) for a malformed item; Error(Corrupt) for a data file whose size is not
   // the index's. `threads` > 0 overrides the reader threads of the options given to open().
   LoadReport read(std::span<const LoadItem> items, unsigned threads = 0) const;
   // Opens every data file now and checks its size against the index (Error(Corrupt)), so that a

@@ -65,12 +65,17 @@ enum class ReadMode : uint8_t {
   Pread,  // no mapping; tensors are read into memory on request (network filesystems)
 };
 
+struct SafetensorsReadOptions {
+  ReadMode mode = ReadMode::Mmap;
+  io::Env* env = nullptr;  // nullptr: Env::posix()
+  SafetensorsLimits limits{};
+};
+
 class SafetensorsReader {
  public:
   // Opens and fully validates the header and the file length. No tensor byte is read.
-  static SafetensorsReader open(const std::filesystem::path& path, ReadMode mode = ReadMode::Mmap,
-                                io::Env& env = io::Env::posix(),
-                                const SafetensorsLimits& limits = {});
+  static SafetensorsReader open(const std::filesystem::path& path,
+                                const SafetensorsReadOptions& options = {});
 
   const std::filesystem::path& path() const;
   ReadMode mode() const;

@@ -10,6 +10,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +26,7 @@
 #include "ckptio/sharded.h"
 #include "ckptio/torch_pickle.h"
 #include "tensor_bridge.h"
+#include "value_bridge.h"
 
 namespace nb = nanobind;
 using nlohmann::json;
@@ -69,9 +71,8 @@ json parse_json(const std::string& what, const std::string& text) {
 nb::list tensors_out(const TensorMap& tensors) {
   nb::list out;
   for (const auto& [name, tensor] : tensors) {
-    nb::list shape;
-    for (int64_t d : tensor.shape()) shape.append(d);
-    out.append(nb::make_tuple(name, std::string(dtype_name(tensor.dtype())), shape, raw_of(tensor)));
+    out.append(nb::make_tuple(name, std::string(dtype_name(tensor.dtype())), shape_list(tensor.shape()),
+                              raw_of(tensor)));
   }
   return out;
 }
@@ -331,55 +332,22 @@ struct TorchTensorRef {
   bool is_parameter = false;
 };
 
-class TreeConverter {
- public:
-  explicit TreeConverter(const pt::TorchFile& file) {
-    for (size_t i = 0; i < file.storages.size(); ++i) index_[file.storages[i].get()] = i;
-  }
-
-  nb::object operator()(const pt::Value& v) const {
-    using Kind = pt::Value::Kind;
-    switch (v.kind()) {
-      case Kind::None: return nb::none();
-      case Kind::Bool: return nb::bool_(v.as_bool());
-      case Kind::Int: return nb::int_(v.as_int());
-      case Kind::Float: return nb::float_(v.as_float());
-      case Kind::Str: return nb::str(v.as_str().c_str(), v.as_str().size());
-      case Kind::Bytes: return nb::bytes(v.as_str().data(), v.as_str().size());
-      case Kind::List: {
-        nb::list out;
-        for (const auto& item : v.items()) out.append((*this)(item));
-        return out;
-      }
-      case Kind::Tuple: {
-        nb::list out;
-        for (const auto& item : v.items()) out.append((*this)(item));
-        return nb::tuple(out);
-      }
-      case Kind::Dict: {
-        nb::dict out;
-        for (const auto& [key, value] : v.dict_items()) out[(*this)(key)] = (*this)(value);
-        return out;
-      }
-      case Kind::Tensor: {
-        const pt::TorchTensor& t = v.as_tensor();
-        TorchTensorRef ref;
-        ref.storage = index_.at(t.storage.get());
-        ref.dtype = std::string(dtype_name(t.dtype));
-        ref.offset = t.storage_offset;
-        ref.sizes = t.sizes;
-        ref.strides = t.strides;
-        ref.requires_grad = t.requires_grad;
-        ref.is_parameter = t.is_parameter;
-        return nb::cast(ref);
-      }
-    }
-    return nb::none();
-  }
-
- private:
-  std::map<const pt::TorchStorage*, size_t> index_;
-};
+// The torch file's object as Python data; each tensor becomes a TorchTensorRef to its storage.
+nb::object tree_out(const pt::TorchFile& file, const pt::Value& root) {
+  std::map<const pt::TorchStorage*, size_t> index;
+  for (size_t i = 0; i < file.storages.size(); ++i) index[file.storages[i].get()] = i;
+  return value_to_python(root, [&](const pt::TorchTensor& t) {
+    TorchTensorRef ref;
+    ref.storage = index.at(t.storage.get());
+    ref.dtype = std::string(dtype_name(t.dtype));
+    ref.offset = t.storage_offset;
+    ref.sizes = t.sizes;
+    ref.strides = t.strides;
+    ref.requires_grad = t.requires_grad;
+    ref.is_parameter = t.is_parameter;
+    return nb::cast(ref);
+  });
+}
 
 nb::tuple torch_load(const std::string& path, const std::string& key) {
   pt::TorchLoadOptions options;
@@ -396,7 +364,7 @@ nb::tuple torch_load(const std::string& path, const std::string& key) {
     storages.append(nb::make_tuple(std::string(dtype_name(s->dtype)), s->numel, raw_of(bytes)));
   }
   const pt::Value& root = key.empty() ? file->root : pt::select_path(file->root, key);
-  return nb::make_tuple(TreeConverter(*file)(root), storages);
+  return nb::make_tuple(tree_out(*file, root), storages);
 }
 
 // --- load_checkpoint / save_sharded ------------------------------------------------------------

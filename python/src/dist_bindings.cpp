@@ -27,6 +27,7 @@
 #include "ckptio/dist.h"
 #include "ckptio/error.h"
 #include "tensor_bridge.h"
+#include "value_bridge.h"
 
 namespace nb = nanobind;
 
@@ -177,9 +178,13 @@ nb::dict dist_save(nb::object comm_impl, const std::string& dir,
   return out;
 }
 
-nb::list shape_list(const Shape& shape) {
+// [(name, dtype, shape)] of the tensors an index or metadata lists.
+template <typename Tensors>
+nb::list tensor_list(const Tensors& tensors) {
   nb::list out;
-  for (int64_t d : shape) out.append(d);
+  for (const auto& t : tensors) {
+    out.append(nb::make_tuple(t.name, std::string(dtype_name(t.dtype)), shape_list(t.shape)));
+  }
   return out;
 }
 
@@ -188,13 +193,7 @@ class PyDistReader {
   explicit PyDistReader(const std::string& dir) : reader_(open(dir)) {}
 
   // [(name, dtype, shape)] of every tensor in the index.
-  nb::list tensors() const {
-    nb::list out;
-    for (const auto& t : reader_.index().tensors) {
-      out.append(nb::make_tuple(t.name, std::string(dtype_name(t.dtype)), shape_list(t.shape)));
-    }
-    return out;
-  }
+  nb::list tensors() const { return tensor_list(reader_.index().tensors); }
   int world_size() const { return reader_.index().world_size; }
 
   uint64_t read(const std::vector<std::tuple<SpecIn, RawInOut>>& items, unsigned threads) const {
@@ -217,47 +216,13 @@ class PyDistReader {
   dist::Reader reader_;
 };
 
-// A DCP non-tensor value as Python data; a tensor inside one is Unsupported (DCP saves tensors
-// as tensor items, so only exotic objects hold them).
-nb::object plain_value(const pt::Value& v, const std::string& key) {
-  using Kind = pt::Value::Kind;
-  switch (v.kind()) {
-    case Kind::None: return nb::none();
-    case Kind::Bool: return nb::bool_(v.as_bool());
-    case Kind::Int: return nb::int_(v.as_int());
-    case Kind::Float: return nb::float_(v.as_float());
-    case Kind::Str: return nb::str(v.as_str().c_str(), v.as_str().size());
-    case Kind::Bytes: return nb::bytes(v.as_str().data(), v.as_str().size());
-    case Kind::List:
-    case Kind::Tuple: {
-      nb::list out;
-      for (const auto& item : v.items()) out.append(plain_value(item, key));
-      if (v.kind() == Kind::Tuple) return nb::tuple(out);
-      return out;
-    }
-    case Kind::Dict: {
-      nb::dict out;
-      for (const auto& [k, value] : v.dict_items()) out[plain_value(k, key)] = plain_value(value, key);
-      return out;
-    }
-    case Kind::Tensor: break;
-  }
-  throw Error(ErrorCode::Unsupported, "DCP value '" + key + "' holds a tensor");
-}
-
 // A PyTorch DCP folder opened for reading (metadata parsed once), for loading DCP checkpoints
 // into sharded state dicts: every tensor read by box.
 class PyDcpReader {
  public:
   explicit PyDcpReader(const std::string& dir) : reader_(open(dir)) {}
 
-  nb::list tensors() const {
-    nb::list out;
-    for (const auto& t : reader_.metadata().tensors) {
-      out.append(nb::make_tuple(t.name, std::string(dtype_name(t.dtype)), shape_list(t.shape)));
-    }
-    return out;
-  }
+  nb::list tensors() const { return tensor_list(reader_.metadata().tensors); }
   nb::list value_keys() const {
     nb::list out;
     for (const auto& b : reader_.metadata().bytes) out.append(b.name);
@@ -269,7 +234,10 @@ class PyDcpReader {
       nb::gil_scoped_release release;
       v = reader_.read_value(name);
     }
-    return plain_value(v, name);
+    // DCP saves tensors as tensor items: only an exotic object holds one inside a value.
+    return value_to_python(v, [&](const pt::TorchTensor&) -> nb::object {
+      throw Error(ErrorCode::Unsupported, "DCP value '" + name + "' holds a tensor");
+    });
   }
   // (dtype, shape, raw) of the box.
   nb::tuple read_box(const std::string& name, const Shape& offsets, const Shape& sizes) const {

@@ -63,7 +63,7 @@ class SafeFile {
  public:
   SafeFile(const std::filesystem::path& path, bool use_pread) {
     nb::gil_scoped_release release;
-    reader_.emplace(SafetensorsReader::open(path, use_pread ? ReadMode::Pread : ReadMode::Mmap));
+    reader_.emplace(SafetensorsReader::open(path, {.mode = use_pread ? ReadMode::Pread : ReadMode::Mmap}));
   }
 
   SafetensorsReader reader() const {

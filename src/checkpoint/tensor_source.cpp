@@ -12,7 +12,7 @@ namespace ckptio::checkpoint {
 namespace fs = std::filesystem;
 
 SourceMap open_safetensors_source(io::Env& env, const fs::path& file) {
-  auto reader = std::make_shared<SafetensorsReader>(SafetensorsReader::open(file, ReadMode::Mmap, env));
+  auto reader = std::make_shared<SafetensorsReader>(SafetensorsReader::open(file, {.env = &env}));
   SourceMap out;
   for (const TensorInfo& info : reader->tensors()) {
     const std::string name = info.name;

@@ -67,21 +67,28 @@ const IndexTensor* Reader::find(std::string_view name) const {
 LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const {
   const Impl& im = *impl_;
   std::vector<io::ReadRange> reqs;
-  auto add = [&](const io::ReadableFile* f, uint64_t offset, std::span<std::byte> dst) {
-    if (!reqs.empty()) {
+  // Element sizes of the range being added (0: sub-byte, never merged).
+  uint64_t in_size = 0, out_size = 0;
+  auto add = [&](const io::ReadableFile* f, uint64_t offset, std::span<std::byte> dst, DType from,
+                 DType to) {
+    if (!reqs.empty() && in_size > 0 && out_size > 0) {
       io::ReadRange& last = reqs.back();
-      if (last.file == f && last.offset + last.dst.size() == offset &&
+      const uint64_t last_src = last.dst.size() / out_size * in_size;
+      if (last.file == f && last.from == from && last.to == to && last.offset + last_src == offset &&
           last.dst.data() + last.dst.size() == dst.data()) {
         last.dst = std::span<std::byte>(last.dst.data(), last.dst.size() + dst.size());
         return;
       }
     }
-    reqs.push_back({.file = f, .offset = offset, .dst = dst});
+    reqs.push_back({.file = f, .offset = offset, .dst = dst, .from = from, .to = to, .tensor = {}});
   };
   LoadReport report;
   for (const LoadItem& item : items) {
     const ShardedTensor& want = item.tensor;
-    detail::check_item(want, item.bytes.size(), "load item");
+    // The destination's layout: the item's, in the dtype it is loaded as.
+    ShardedTensor local = want;
+    if (item.load_as) local.dtype = *item.load_as;
+    detail::check_item(local, item.bytes.size(), "load item");
     const IndexTensor* t = find(want.name);
     if (!t) {
       throw Error(ErrorCode::NotFound, "distributed checkpoint '" + im.dir.string() +
@@ -94,38 +101,45 @@ LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const
                       "', the load item asks for " + std::string(dtype_name(want.dtype)) + " " +
                       shape_to_string(want.global_shape));
     }
-    const uint64_t esize = static_cast<uint64_t>(dtype_bits(t->dtype)) / 8;
+    if (local.dtype != t->dtype && !can_convert(t->dtype, local.dtype)) {
+      throw Error(ErrorCode::Mismatch, "tensor '" + printable(want.name) + "' is " +
+                                           std::string(dtype_name(t->dtype)) + " in '" +
+                                           im.dir.string() + "' and cannot be loaded as " +
+                                           std::string(dtype_name(local.dtype)));
+    }
+    in_size = static_cast<uint64_t>(dtype_bits(t->dtype)) / 8;
+    out_size = static_cast<uint64_t>(dtype_bits(local.dtype)) / 8;
     if (want.placement == Placement::FlatRange) {
       // Padding past the tensor's end is zeroed, as ZeRO pads.
       const uint64_t numel = shape_numel(t->shape);
       const uint64_t end = std::min(numel, want.flat_begin + want.flat_length);
       const uint64_t real = end > want.flat_begin ? end - want.flat_begin : 0;
-      if (item.bytes.size() > real * esize) {
-        std::memset(item.bytes.data() + real * esize, 0, item.bytes.size() - real * esize);
+      if (item.bytes.size() > real * out_size) {
+        std::memset(item.bytes.data() + real * out_size, 0, item.bytes.size() - real * out_size);
       }
     }
-    for (const detail::Region& region : detail::regions_of(want)) {
+    for (const detail::Region& region : detail::regions_of(local)) {
       const std::span<std::byte> dst = item.bytes.subspan(region.byte_offset, region.nbytes);
       Box common;
       for (const IndexChunk& c : t->chunks) {
         if (!detail::intersect(c.box, region.box, common)) continue;
         const io::ReadableFile& f = im.file(c.file);
-        if (esize == 0) {  // a sub-byte dtype: stored and wanted whole (validated)
-          add(&f, c.begin, dst);
+        if (in_size == 0 || out_size == 0) {  // a sub-byte dtype: stored and wanted whole (validated)
+          add(&f, c.begin, dst, t->dtype, local.dtype);
           continue;
         }
         detail::for_each_run(c.box, region.box, common, [&](uint64_t so, uint64_t dof, uint64_t n) {
-          add(&f, c.begin + so * esize, dst.subspan(dof * esize, n * esize));
+          add(&f, c.begin + so * in_size, dst.subspan(dof * out_size, n * out_size), t->dtype,
+              local.dtype);
         });
       }
     }
   }
-  for (const auto& r : reqs) report.bytes_read += r.dst.size();
   report.reads = reqs.size();
   try {
     io::ParallelReadOptions ro = im.options.read;
     if (threads > 0) ro.threads = threads;
-    io::read_parallel(reqs, ro);
+    report.bytes_read = io::read_parallel(reqs, ro);
   } catch (const Error& e) {
     throw e.annotate("loading distributed checkpoint '" + im.dir.string() + "'");
   }

@@ -131,6 +131,16 @@ struct PowerCutEnv::Model {
   void check_power(std::string_view what, const fs::path& path) const {
     if (cut) power_is_out(what, path);
   }
+  // A call that only looks: refused once the power is out, not counted, and run outside the lock
+  // (it changes nothing the model tracks).
+  template <typename Call>
+  auto looking(std::string_view what, const fs::path& path, Call&& call) {
+    {
+      std::lock_guard lock(mu);
+      check_power(what, path);
+    }
+    return call();
+  }
 
   static bool lstat_ino(const fs::path& path, struct stat& st) {
     return ::lstat(path.c_str(), &st) == 0;
@@ -482,19 +492,11 @@ void PowerCutEnv::power_cut(const PowerCutOptions& options) {
 }
 
 std::unique_ptr<ReadableFile> PowerCutEnv::open_read(const fs::path& path) {
-  {
-    std::lock_guard lock(model_->mu);
-    model_->check_power("open", path);
-  }
-  return base_.open_read(path);
+  return model_->looking("open", path, [&] { return base_.open_read(path); });
 }
 
 std::shared_ptr<const MappedFile> PowerCutEnv::map_read(const fs::path& path) {
-  {
-    std::lock_guard lock(model_->mu);
-    model_->check_power("mmap", path);
-  }
-  return base_.map_read(path);
+  return model_->looking("mmap", path, [&] { return base_.map_read(path); });
 }
 
 std::unique_ptr<WritableFile> PowerCutEnv::open_write(const fs::path& path, OpenMode mode) {
@@ -573,19 +575,11 @@ void PowerCutEnv::create_dirs(const fs::path& path) {
 }
 
 std::vector<std::string> PowerCutEnv::list_dir(const fs::path& dir) {
-  {
-    std::lock_guard lock(model_->mu);
-    model_->check_power("list directory", dir);
-  }
-  return base_.list_dir(dir);
+  return model_->looking("list directory", dir, [&] { return base_.list_dir(dir); });
 }
 
 FileInfo PowerCutEnv::stat(const fs::path& path) {
-  {
-    std::lock_guard lock(model_->mu);
-    model_->check_power("stat", path);
-  }
-  return base_.stat(path);
+  return model_->looking("stat", path, [&] { return base_.stat(path); });
 }
 
 std::unique_ptr<WritableFile> PowerCutEnv::open_write_direct(const fs::path& path) {
@@ -597,19 +591,11 @@ std::unique_ptr<WritableFile> PowerCutEnv::open_write_direct(const fs::path& pat
 }
 
 FileInfo PowerCutEnv::stat_target(const fs::path& path) {
-  {
-    std::lock_guard lock(model_->mu);
-    model_->check_power("stat", path);
-  }
-  return base_.stat_target(path);
+  return model_->looking("stat", path, [&] { return base_.stat_target(path); });
 }
 
 fs::path PowerCutEnv::real_path(const fs::path& path) {
-  {
-    std::lock_guard lock(model_->mu);
-    model_->check_power("resolve", path);
-  }
-  return base_.real_path(path);
+  return model_->looking("resolve", path, [&] { return base_.real_path(path); });
 }
 
 void PowerCutEnv::create_symlink(const fs::path& target, const fs::path& link) {
@@ -621,11 +607,7 @@ void PowerCutEnv::create_symlink(const fs::path& target, const fs::path& link) {
 }
 
 fs::path PowerCutEnv::read_symlink(const fs::path& link) {
-  {
-    std::lock_guard lock(model_->mu);
-    model_->check_power("read symlink", link);
-  }
-  return base_.read_symlink(link);
+  return model_->looking("read symlink", link, [&] { return base_.read_symlink(link); });
 }
 
 std::unique_ptr<FileLock> PowerCutEnv::lock_file(const fs::path& path, LockCreate create) {

@@ -35,39 +35,24 @@ CheckpointReader::CheckpointReader(std::shared_ptr<Impl> impl) : impl_(std::move
 
 namespace {
 
-// Same-dtype requests are read straight into their destinations in one parallel batch; the
-// others through a temporary copy and convert_elements.
-uint64_t read_distributed(const dist::Reader& reader, const std::filesystem::path& source,
-                          std::span<const ReadRequest> requests, int threads) {
-  std::vector<dist::LoadItem> direct;
-  uint64_t bytes = 0;
-  try {
-    for (const auto& r : requests) {
-      const dist::IndexTensor* t = reader.find(r.name);
-      if (!t) {
-        throw Error(ErrorCode::NotFound,
-                    "'" + source.string() + "' has no tensor '" + r.name + "'");
-      }
-      const uint64_t want = tensor_nbytes(r.dst_dtype, t->shape);
-      if (r.dst.size() != want) {
-        throw Error(ErrorCode::InvalidArgument,
-                    "destination for tensor '" + r.name + "' must be " + std::to_string(want) +
-                        " bytes, got " + std::to_string(r.dst.size()));
-      }
-      if (r.dst_dtype == t->dtype) {
-        direct.push_back({dist::ShardedTensor::replicated(t->name, t->dtype, t->shape), r.dst});
-        continue;
-      }
-      Tensor tmp = Tensor::empty(t->dtype, t->shape);
-      bytes += reader.read_tensor(r.name, tmp.mutable_bytes()).bytes_read;
-      convert_elements(t->dtype, tmp.bytes().data(), r.dst_dtype, r.dst.data(),
-                       static_cast<size_t>(shape_numel(t->shape)));
-    }
-    bytes += reader.read(direct, threads > 0 ? static_cast<unsigned>(threads) : 0).bytes_read;
-  } catch (const Error& e) {
-    throw e.annotate("loading '" + source.string() + "'");
+Error no_tensor(const std::filesystem::path& source, std::string_view name) {
+  return Error(ErrorCode::NotFound,
+               "'" + source.string() + "' has no tensor '" + std::string(name) + "'");
+}
+
+// Every request read straight into its destination in one parallel batch; another dtype is
+// converted chunk by chunk as it is read (LoadItem::load_as), with no whole-tensor copy.
+// `infos[i]` is the checked source tensor of requests[i].
+uint64_t read_distributed(const dist::Reader& reader, std::span<const ReadRequest> requests,
+                          const std::vector<const SourceTensorInfo*>& infos, int threads) {
+  std::vector<dist::LoadItem> items;
+  items.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const SourceTensorInfo& t = *infos[i];
+    items.push_back({dist::ShardedTensor::replicated(t.name, t.dtype, t.shape), requests[i].dst,
+                     requests[i].dst_dtype});
   }
-  return bytes;
+  return reader.read(items, threads > 0 ? static_cast<unsigned>(threads) : 0).bytes_read;
 }
 
 }  // namespace
@@ -81,7 +66,7 @@ CheckpointReader CheckpointReader::open(const std::filesystem::path& path,
   try {
     switch (impl->source.kind) {
       case SourceKind::SafetensorsFile: {
-        impl->safetensors = SafetensorsReader::open(impl->source.path, mode, env);
+        impl->safetensors = SafetensorsReader::open(impl->source.path, {.mode = mode, .env = &env});
         for (const auto& t : impl->safetensors->tensors()) {
           impl->tensors.push_back({t.name, t.dtype, t.shape, t.nbytes()});
         }
@@ -207,19 +192,13 @@ Tensor CheckpointReader::tensor(std::string_view name) const {
   if (impl_->dcp) return impl_->dcp->read_tensor(name);
   if (impl_->distributed) {
     const dist::IndexTensor* t = impl_->distributed->find(name);
-    if (!t) {
-      throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
-                                           std::string(name) + "'");
-    }
+    if (!t) throw no_tensor(impl_->source.path, name);
     Tensor out = Tensor::empty(t->dtype, t->shape);
     impl_->distributed->read_tensor(name, out.mutable_bytes());
     return out;
   }
   auto it = impl_->torch_tensors.find(std::string(name));
-  if (it == impl_->torch_tensors.end()) {
-    throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
-                                         std::string(name) + "'");
-  }
+  if (it == impl_->torch_tensors.end()) throw no_tensor(impl_->source.path, name);
   return it->second;
 }
 
@@ -242,18 +221,12 @@ std::optional<std::span<const std::byte>> CheckpointReader::mapped_bytes(std::st
 
 uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests, int threads) const {
   if (impl_->sharded) return impl_->sharded->read_into_many(requests, threads);
-  if (impl_->distributed) return read_distributed(*impl_->distributed, impl_->source.path, requests, threads);
-  std::vector<io::ReadRange> ranges;
-  ranges.reserve(requests.size());
-  io::ParallelReadOptions options;
-  options.threads = static_cast<unsigned>(std::max(threads, 0));
-  uint64_t dcp_bytes = 0;
+  // Every request is checked before any byte is read.
+  std::vector<const SourceTensorInfo*> infos;
+  infos.reserve(requests.size());
   for (const auto& r : requests) {
     auto it = impl_->position.find(r.name);
-    if (it == impl_->position.end()) {
-      throw Error(ErrorCode::NotFound, "'" + impl_->source.path.string() + "' has no tensor '" +
-                                           r.name + "'");
-    }
+    if (it == impl_->position.end()) throw no_tensor(impl_->source.path, r.name);
     const SourceTensorInfo& info = impl_->tensors[it->second];
     const uint64_t want = tensor_nbytes(r.dst_dtype, info.shape);
     if (r.dst.size() != want) {
@@ -261,27 +234,33 @@ uint64_t CheckpointReader::read_into_many(std::span<const ReadRequest> requests,
                   "destination for tensor '" + r.name + "' must be " + std::to_string(want) +
                       " bytes, got " + std::to_string(r.dst.size()));
     }
-    if (impl_->safetensors) {
-      const auto& st = *impl_->safetensors;
-      const TensorInfo& t = st.info(r.name);
-      ranges.push_back({.file = &st.file(), .offset = st.header().data_start + t.begin,
-                        .dst = r.dst, .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
-    } else if (impl_->dcp) {
-      // One assembled tensor at a time: memory stays within the largest tensor.
-      const Tensor t = impl_->dcp->read_tensor(r.name);
-      const io::ReadRange one[] = {{.dst = r.dst, .src = t.bytes(), .from = info.dtype,
-                                    .to = r.dst_dtype, .tensor = r.name}};
-      try {
-        dcp_bytes += io::read_parallel(one, options);
-      } catch (const Error& e) {
-        throw e.annotate("loading '" + impl_->source.path.string() + "'");
-      }
-    } else {
-      ranges.push_back({.dst = r.dst, .src = impl_->torch_tensors.at(r.name).bytes(),
-                        .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
-    }
+    infos.push_back(&info);
   }
   try {
+    if (impl_->distributed) return read_distributed(*impl_->distributed, requests, infos, threads);
+    std::vector<io::ReadRange> ranges;
+    ranges.reserve(requests.size());
+    uint64_t dcp_bytes = 0;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const ReadRequest& r = requests[i];
+      const SourceTensorInfo& info = *infos[i];
+      if (impl_->safetensors) {
+        const auto& st = *impl_->safetensors;
+        const TensorInfo& t = st.info(r.name);
+        ranges.push_back({.file = &st.file(), .offset = st.header().data_start + t.begin,
+                          .dst = r.dst, .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
+      } else if (impl_->dcp) {
+        // Chunk by chunk straight into the destination (converted as each chunk is placed):
+        // memory beyond the destination stays within one saved chunk.
+        impl_->dcp->read_box_into(r.name, Shape(info.shape.size(), 0), info.shape, r.dst_dtype, r.dst);
+        dcp_bytes += info.nbytes;
+      } else {
+        ranges.push_back({.dst = r.dst, .src = impl_->torch_tensors.at(r.name).bytes(),
+                          .from = info.dtype, .to = r.dst_dtype, .tensor = r.name});
+      }
+    }
+    io::ParallelReadOptions options;
+    options.threads = static_cast<unsigned>(std::max(threads, 0));
     return dcp_bytes + io::read_parallel(ranges, options);
   } catch (const Error& e) {
     throw e.annotate("loading '" + impl_->source.path.string() + "'");

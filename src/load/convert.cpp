@@ -206,7 +206,7 @@ void for_each_chunk(const CheckpointReader& reader, const Plan& plan, size_t i, 
 // plan said.
 size_t verify_written(const CheckpointReader& reader, const Plan& plan, const fs::path& temp,
                       const fs::path& dst, io::Env& env, std::byte* staging, int threads) {
-  const SafetensorsReader out = SafetensorsReader::open(temp, ReadMode::Pread, env);
+  const SafetensorsReader out = SafetensorsReader::open(temp, {.mode = ReadMode::Pread, .env = &env});
   const auto fail = [&](const std::string& what) {
     throw Error(ErrorCode::Mismatch, "read-back of '" + dst.string() + "' differs from the source: " + what);
   };
@@ -326,7 +326,7 @@ size_t verify_folder(const fs::path& dst, const ShardedWriteResult& written,
   };
   size_t verified = 0;
   for (const auto& shard : written.shards) {
-    const SafetensorsReader out = SafetensorsReader::open(dst / shard.name, ReadMode::Mmap, env);
+    const SafetensorsReader out = SafetensorsReader::open(dst / shard.name, {.env = &env});
     for (const TensorInfo& got : out.tensors()) {
       const auto it = by_name.find(got.name);
       if (it == by_name.end()) fail("'" + shard.name + "' holds an unknown tensor '" + got.name + "'");

@@ -68,18 +68,7 @@ TEST(DistCommunicator, AgreeNamesTheFirstFailingRankOnEveryRank) {
 
 TEST(DistCommunicator, ARankThatNeverCallsTimesOutTheOthersAndBreaksTheGroup) {
   auto comms = make_thread_group(3, 200ms);
-  std::vector<std::exception_ptr> errors(2);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        comms[static_cast<size_t>(r)]->barrier();
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
+  const auto errors = testing::run_first_ranks(comms, 2, [](int, Communicator& c) { c.barrier(); });
   for (const auto& e : errors) {
     ASSERT_TRUE(e);
     try {

@@ -17,27 +17,13 @@ namespace fs = std::filesystem;
 TEST(DistConsolidate, WritesTheFullTensorsAsAShardedFolder) {
   ckptio::testing::TempDir tmp;
   const fs::path dir = tmp / "ckpt";
-  const std::vector<std::tuple<std::string, DType, Shape, Layout>> specs{
+  const std::vector<testing::Spec> specs{
       {"a.weight", DType::F32, {32, 16}, Layout::Rows},
       {"b.weight", DType::BF16, {24, 8}, Layout::Grid},
       {"c.state", DType::F32, {5, 7}, Layout::Flat},
       {"d.bias", DType::F16, {9}, Layout::Replicated},
   };
-  const auto errors = testing::run_ranks(4, 120s, [&](int rank, Communicator& comm) {
-    std::vector<std::vector<std::byte>> buffers;
-    std::vector<SaveItem> items;
-    for (const auto& [name, dtype, shape, layout] : specs) {
-      const auto global = global_bytes(name, dtype, shape);
-      for (ShardedTensor& t : testing::pieces_for(name, dtype, shape, layout, rank, 4)) {
-        buffers.push_back(testing::local_bytes(t, global));
-        items.push_back({std::move(t), {}});
-      }
-    }
-    for (size_t i = 0; i < items.size(); ++i) items[i].bytes = buffers[i];
-    SaveOptions o;
-    o.sync = false;
-    save(comm, dir, items, o);
-  });
+  const auto errors = testing::save_on_ranks(4, dir, specs);
   for (const auto& e : errors) ASSERT_EQ(testing::error_message(e), "");
 
   ConsolidateOptions co;

@@ -132,10 +132,15 @@ const std::vector<Spec>& specs() {
 
 std::vector<std::exception_ptr> run_ranks(int world, std::chrono::milliseconds timeout,
                                           const std::function<void(int, Communicator&)>& fn) {
-  auto comms = make_thread_group(world, timeout);
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
+  return run_first_ranks(make_thread_group(world, timeout), world, fn);
+}
+
+std::vector<std::exception_ptr> run_first_ranks(
+    const std::vector<std::unique_ptr<Communicator>>& comms, int count,
+    const std::function<void(int, Communicator&)>& fn) {
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(count));
   std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
+  for (int r = 0; r < count; ++r) {
     threads.emplace_back([&, r] {
       try {
         fn(r, *comms[static_cast<size_t>(r)]);
@@ -146,6 +151,27 @@ std::vector<std::exception_ptr> run_ranks(int world, std::chrono::milliseconds t
   }
   for (auto& t : threads) t.join();
   return errors;
+}
+
+std::vector<std::exception_ptr> save_on_ranks(int world, const std::filesystem::path& dir,
+                                              const std::vector<Spec>& tensors,
+                                              const SaveOptions& options) {
+  using namespace std::chrono_literals;
+  return run_ranks(world, 120s, [&](int rank, Communicator& comm) {
+    std::vector<std::vector<std::byte>> buffers;
+    std::vector<SaveItem> items;
+    for (const Spec& s : tensors) {
+      const auto global = global_bytes(s.name, s.dtype, s.shape);
+      for (ShardedTensor& t : pieces_for(s.name, s.dtype, s.shape, s.saved, rank, world)) {
+        buffers.push_back(local_bytes(t, global));
+        items.push_back({std::move(t), {}});
+      }
+    }
+    for (size_t i = 0; i < items.size(); ++i) items[i].bytes = buffers[i];
+    SaveOptions o = options;
+    o.sync = false;
+    save(comm, dir, items, o);
+  });
 }
 
 std::string error_message(const std::exception_ptr& e) {

@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <exception>
+#include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,17 @@ const std::vector<Spec>& specs();
 // Runs fn(rank, comm) on `world` threads of one thread group; returns each rank's exception.
 std::vector<std::exception_ptr> run_ranks(int world, std::chrono::milliseconds timeout,
                                           const std::function<void(int, Communicator&)>& fn);
+// Runs fn(rank, comm) for ranks 0..count-1 of `comms` only (the others never call: a rank that
+// died or hangs), one thread each; returns their exceptions.
+std::vector<std::exception_ptr> run_first_ranks(
+    const std::vector<std::unique_ptr<Communicator>>& comms, int count,
+    const std::function<void(int, Communicator&)>& fn);
+
+// Saves the full tensors of `tensors` on `world` ranks, each rank its pieces of every tensor in
+// the tensor's `saved` layout (fsync off, the rest from `options`); returns each rank's exception.
+std::vector<std::exception_ptr> save_on_ranks(int world, const std::filesystem::path& dir,
+                                              const std::vector<Spec>& tensors,
+                                              const SaveOptions& options = {});
 
 // The message of an exception_ptr holding a ckptio::Error ("" when none); other types fail.
 std::string error_message(const std::exception_ptr& e);

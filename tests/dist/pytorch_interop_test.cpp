@@ -51,28 +51,14 @@ TEST(DistPyTorch, StockHuggingFaceStorageReaderLoadsACheckpointCkptioWrote) {
   ckptio::testing::TempDir tmp;
   const fs::path dir = tmp / "ckpt";
   using testing::Layout;
-  const std::vector<std::tuple<std::string, DType, Shape, Layout>> specs{
+  const std::vector<testing::Spec> specs{
       {"embed.weight", DType::F32, {12, 8}, Layout::Rows},
       {"attn.weight", DType::BF16, {8, 10}, Layout::Grid},
       {"optim.exp_avg", DType::F32, {7, 5}, Layout::Flat},  // padded ZeRO partitions
       {"blocks", DType::I32, {16, 3}, Layout::TwoRowBlocks},
       {"norm.bias", DType::F16, {8}, Layout::Replicated},
   };
-  const auto errors = testing::run_ranks(4, 120s, [&](int rank, Communicator& comm) {
-    std::vector<std::vector<std::byte>> buffers;
-    std::vector<SaveItem> items;
-    for (const auto& [name, dtype, shape, layout] : specs) {
-      const auto global = testing::global_bytes(name, dtype, shape);
-      for (ShardedTensor& t : testing::pieces_for(name, dtype, shape, layout, rank, 4)) {
-        buffers.push_back(testing::local_bytes(t, global));
-        items.push_back({std::move(t), {}});
-      }
-    }
-    for (size_t i = 0; i < items.size(); ++i) items[i].bytes = buffers[i];
-    SaveOptions o;
-    o.sync = false;
-    save(comm, dir, items, o);
-  });
+  const auto errors = testing::save_on_ranks(4, dir, specs);
   for (const auto& e : errors) ASSERT_EQ(testing::error_message(e), "");
 
   std::vector<std::vector<std::byte>> full;

@@ -30,21 +30,7 @@ using testing::Spec;
 using testing::specs;
 
 void save_on(int world, const fs::path& dir, const SaveOptions& options = {}) {
-  const auto errors = run_ranks(world, 120s, [&](int rank, Communicator& comm) {
-    std::vector<std::vector<std::byte>> buffers;
-    std::vector<SaveItem> items;
-    for (const Spec& s : specs()) {
-      const auto global = global_bytes(s.name, s.dtype, s.shape);
-      for (ShardedTensor& t : pieces_for(s.name, s.dtype, s.shape, s.saved, rank, world)) {
-        buffers.push_back(local_bytes(t, global));
-        items.push_back({std::move(t), {}});
-      }
-    }
-    for (size_t i = 0; i < items.size(); ++i) items[i].bytes = buffers[i];
-    SaveOptions o = options;
-    o.sync = false;
-    save(comm, dir, items, o);
-  });
+  const auto errors = testing::save_on_ranks(world, dir, specs(), options);
   for (int r = 0; r < world; ++r) ASSERT_EQ(error_message(errors[size_t(r)]), "") << "rank " << r;
 }
 
@@ -176,21 +162,11 @@ TEST(DistSaveLoad, AnIoErrorOnOneRankFailsEveryRankAndCommitsNothing) {
 TEST(DistSaveLoad, ARankThatNeverCallsTimesOutTheSaveAndCommitsNothing) {
   ckptio::testing::TempDir tmp;
   const fs::path dir = tmp / "ckpt";
-  auto comms = make_thread_group(3, 300ms);
-  std::vector<std::exception_ptr> errors(2);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        std::vector<float> v(4, 1.0f);
-        const SaveItem item{ShardedTensor::replicated("w", DType::F32, {4}), std::as_bytes(std::span(v))};
-        save(*comms[size_t(r)], dir, std::span(&item, 1));
-      } catch (...) {
-        errors[size_t(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
+  const auto errors = testing::run_first_ranks(make_thread_group(3, 300ms), 2, [&](int, Communicator& comm) {
+    std::vector<float> v(4, 1.0f);
+    const SaveItem item{ShardedTensor::replicated("w", DType::F32, {4}), std::as_bytes(std::span(v))};
+    save(comm, dir, std::span(&item, 1));
+  });
   for (const auto& e : errors) {
     ASSERT_TRUE(e);
     try {

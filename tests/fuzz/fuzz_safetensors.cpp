@@ -115,7 +115,7 @@ void read_every_tensor(std::span<const std::byte> file, const SafetensorsHeader&
                        ReadMode mode) {
   InputEnv env(file);
   const bool ok = run_guarded([&] {
-    const SafetensorsReader reader = SafetensorsReader::open("fuzz.safetensors", mode, env);
+    const SafetensorsReader reader = SafetensorsReader::open("fuzz.safetensors", {.mode = mode, .env = &env});
     check(reader.tensors().size() == parsed.tensors.size(), "reader and parser disagree");
     for (const TensorInfo& info : reader.tensors()) {
       const auto want = file.subspan(reader.header().data_start + info.begin, info.nbytes());

@@ -67,7 +67,7 @@ TEST_P(SafetensorsEngine, SaveMatchesSerializerAndLoadsBack) {
   EXPECT_EQ(io::Env::posix().list_dir(dir.path()), std::vector<std::string>{"m.safetensors"});
 
   for (ReadMode mode : {ReadMode::Mmap, ReadMode::Pread}) {
-    const auto reader = SafetensorsReader::open(path, mode);
+    const auto reader = SafetensorsReader::open(path, {.mode = mode});
     const std::vector<Tensor> loaded =
         reader.read_all_owned({.threads = 3, .chunk_bytes = 8192, .min_parallel_bytes = 0});
     ASSERT_EQ(loaded.size(), reader.tensors().size());
@@ -174,7 +174,7 @@ TEST(SafetensorsEngine, ParallelLoadReportsReadFaultWithFile) {
   const State s = make_state();
   save_safetensors(dir / "m.safetensors", s.tensors);
   io::FaultInjectingEnv env;
-  const auto reader = SafetensorsReader::open(dir / "m.safetensors", ReadMode::Pread, env);
+  const auto reader = SafetensorsReader::open(dir / "m.safetensors", {.mode = ReadMode::Pread, .env = &env});
   env.inject(io::FaultOp::Read, 3, EIO);
   try {
     reader.read_all_owned({.threads = 2, .chunk_bytes = 4096, .min_parallel_bytes = 0});

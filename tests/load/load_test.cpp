@@ -13,6 +13,7 @@
 #include "ckptio/safetensors.h"
 #include "ckptio/sharded.h"
 #include "format/sharded/python_fixtures.h"
+#include "support/expect_error.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -21,17 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TempDir;
 
-template <class F>
-Error expect_error(F&& f, ErrorCode code) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    return e;
-  }
-  ADD_FAILURE() << "no error";
-  return Error(ErrorCode::Internal, "");
-}
+using testing::expect_error;
 
 bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 

@@ -11,7 +11,7 @@ namespace ckptio::cli {
 
 int inspect_safetensors(const std::filesystem::path& path, bool json) {
   // Pread mode: inspect reads only the header, so there is nothing to map.
-  const auto reader = SafetensorsReader::open(path, ReadMode::Pread);
+  const auto reader = SafetensorsReader::open(path, {.mode = ReadMode::Pread});
   const auto& h = reader.header();
   uint64_t total_bytes = 0;
   uint64_t total_elements = 0;
@@ -63,7 +63,7 @@ int inspect_safetensors(const std::filesystem::path& path, bool json) {
 int verify_safetensors(const std::filesystem::path& path) {
   // Opening validates the header, every offset and the exact file length; reading every tensor
   // then proves the bytes are readable (a truncated or unreadable file fails here).
-  const auto reader = SafetensorsReader::open(path, ReadMode::Pread);
+  const auto reader = SafetensorsReader::open(path, {.mode = ReadMode::Pread});
   std::vector<std::byte> buf;
   for (const auto& t : reader.tensors()) {
     buf.resize(t.nbytes());

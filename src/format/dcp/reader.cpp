@@ -28,6 +28,18 @@ std::string read_whole(io::Env& env, const std::filesystem::path& path) {
   return s;
 }
 
+void check_box(const DcpTensor& t, const Shape& offsets, const Shape& sizes) {
+  if (offsets.size() != t.shape.size() || sizes.size() != t.shape.size()) {
+    throw Error(ErrorCode::InvalidArgument, "tensor '" + t.name + "': box rank differs from " + shape_to_string(t.shape));
+  }
+  for (size_t d = 0; d < t.shape.size(); ++d) {
+    if (offsets[d] < 0 || sizes[d] < 0 || offsets[d] > t.shape[d] || sizes[d] > t.shape[d] - offsets[d]) {
+      throw Error(ErrorCode::InvalidArgument, "tensor '" + t.name + "': box " + shape_to_string(offsets) + " + " +
+                                                  shape_to_string(sizes) + " outside " + shape_to_string(t.shape));
+    }
+  }
+}
+
 }  // namespace
 
 bool is_dcp_checkpoint(const std::filesystem::path& dir, io::Env* env) {
@@ -117,29 +129,44 @@ Tensor DcpReader::read_chunk(const DcpTensor& t, const DcpChunk& c) const {
 
 Tensor DcpReader::read_box(std::string_view name, const Shape& offsets, const Shape& sizes) const {
   const DcpTensor& t = tensor(name);
-  if (offsets.size() != t.shape.size() || sizes.size() != t.shape.size()) {
-    throw Error(ErrorCode::InvalidArgument, "tensor '" + t.name + "': box rank differs from " + shape_to_string(t.shape));
+  check_box(t, offsets, sizes);
+  Tensor out = Tensor::empty(t.dtype, sizes);
+  read_box_into(name, offsets, sizes, t.dtype, out.mutable_bytes());
+  return out;
+}
+
+void DcpReader::read_box_into(std::string_view name, const Shape& offsets, const Shape& sizes,
+                              DType as, std::span<std::byte> dst) const {
+  const DcpTensor& t = tensor(name);
+  check_box(t, offsets, sizes);
+  const uint64_t want = tensor_nbytes(as, sizes);
+  if (dst.size() != want) {
+    throw Error(ErrorCode::InvalidArgument, "tensor '" + t.name + "': box " + shape_to_string(sizes) + " of " +
+                                                std::string(dtype_name(as)) + " is " + std::to_string(want) +
+                                                " bytes, the destination " + std::to_string(dst.size()));
   }
-  for (size_t d = 0; d < t.shape.size(); ++d) {
-    if (offsets[d] < 0 || sizes[d] < 0 || offsets[d] > t.shape[d] || sizes[d] > t.shape[d] - offsets[d]) {
-      throw Error(ErrorCode::InvalidArgument, "tensor '" + t.name + "': box " + shape_to_string(offsets) + " + " +
-                                                  shape_to_string(sizes) + " outside " + shape_to_string(t.shape));
-    }
+  if (as != t.dtype && !can_convert(t.dtype, as)) {
+    throw Error(ErrorCode::Mismatch, "cannot convert tensor '" + t.name + "' from " +
+                                         std::string(dtype_name(t.dtype)) + " to " + std::string(dtype_name(as)));
   }
   // The chunks cover the tensor exactly (checked at open), so every byte of the box is written.
-  Tensor out = Tensor::empty(t.dtype, sizes);
-  if (out.nbytes() == 0) return out;
-  const size_t item = static_cast<size_t>(dtype_bits(t.dtype) / 8);
+  if (want == 0) return;
+  const size_t item = static_cast<size_t>(dtype_bits(as) / 8);
   for (const DcpChunk& c : t.chunks) {
     bool meets = true;
     for (size_t d = 0; d < t.shape.size(); ++d) {
       if (c.offsets[d] >= offsets[d] + sizes[d] || offsets[d] >= c.offsets[d] + c.sizes[d]) meets = false;
     }
     if (!meets) continue;
-    const Tensor chunk = read_chunk(t, c);
-    copy_intersection(chunk.bytes().data(), c.offsets, c.sizes, out.mutable_bytes().data(), offsets, sizes, item);
+    Tensor chunk = read_chunk(t, c);
+    if (as != t.dtype) {
+      Tensor converted = Tensor::empty(as, c.sizes);
+      convert_elements(t.dtype, chunk.bytes().data(), as, converted.mutable_bytes().data(),
+                       static_cast<size_t>(shape_numel(c.sizes)));
+      chunk = std::move(converted);
+    }
+    copy_intersection(chunk.bytes().data(), c.offsets, c.sizes, dst.data(), offsets, sizes, item);
   }
-  return out;
 }
 
 Tensor DcpReader::read_tensor(std::string_view name) const {

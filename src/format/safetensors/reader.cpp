@@ -22,8 +22,11 @@ struct SafetensorsReader::Impl {
 
 SafetensorsReader::SafetensorsReader(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-SafetensorsReader SafetensorsReader::open(const std::filesystem::path& path, ReadMode mode,
-                                          io::Env& env, const SafetensorsLimits& limits) {
+SafetensorsReader SafetensorsReader::open(const std::filesystem::path& path,
+                                          const SafetensorsReadOptions& options) {
+  const ReadMode mode = options.mode;
+  io::Env& env = options.env ? *options.env : io::Env::posix();
+  const SafetensorsLimits& limits = options.limits;
   auto impl = std::make_shared<Impl>();
   impl->path = path;
   impl->mode = mode;

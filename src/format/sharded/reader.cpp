@@ -179,7 +179,7 @@ struct ShardedReader::Impl {
         for (const auto& [n, t] : opened->torch_tensors) held.push_back(n);
         opened->file_size = env->stat(path).size;
       } else {
-        opened->safetensors = SafetensorsReader::open(path, options.mode, *env);
+        opened->safetensors = SafetensorsReader::open(path, {.mode = options.mode, .env = env});
         for (const auto& t : opened->safetensors->tensors()) held.push_back(t.name);
         opened->file_size = opened->safetensors->file_size();
       }

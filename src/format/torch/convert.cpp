@@ -23,7 +23,7 @@ ViewKey view_key(const TorchTensor& t) {
 void verify_output(const std::filesystem::path& temp, const std::filesystem::path& dst,
                    io::Env& env, const std::vector<std::pair<std::string, Tensor>>& written,
                    const Metadata& metadata) {
-  const SafetensorsReader reader = SafetensorsReader::open(temp, ReadMode::Mmap, env);
+  const SafetensorsReader reader = SafetensorsReader::open(temp, {.env = &env});
   auto mismatch = [&](const std::string& what) {
     throw Error(ErrorCode::Mismatch, dst.string() + ": read-back differs from the source: " + what);
   };

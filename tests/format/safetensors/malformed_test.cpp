@@ -196,7 +196,7 @@ TEST_P(MalformedSafetensors, RejectedWithTheExpectedCodeEverywhere) {
   for (ReadMode mode : {ReadMode::Mmap, ReadMode::Pread}) {
     SCOPED_TRACE(mode == ReadMode::Mmap ? "mmap" : "pread");
     const auto opened =
-        capture_error([&] { SafetensorsReader::open(path, mode, io::Env::posix(), m.limits); });
+        capture_error([&] { SafetensorsReader::open(path, {.mode = mode, .limits = m.limits}); });
     ASSERT_TRUE(opened.threw) << "SafetensorsReader::open accepted " << m.name;
     EXPECT_EQ(opened.code, m.code) << error_code_name(opened.code) << ": " << opened.message;
     EXPECT_NE(opened.message.find(path.string()), std::string::npos)

@@ -80,7 +80,7 @@ TEST(SafetensorsOneOpen, AFileReplacedWhileOpeningIsNotMixedWithItsSuccessor) {
   save_f32(dir / "next.safetensors", {{"a", {7, 8}}, {"b", {9, 10, 11, 12}}});
 
   ReplacingEnv env(path, dir / "next.safetensors");
-  const SafetensorsReader reader = SafetensorsReader::open(path, ReadMode::Mmap, env);
+  const SafetensorsReader reader = SafetensorsReader::open(path, {.env = &env});
   EXPECT_EQ(env.opens, 1) << "the path was opened again after the first open";
   // The header, the mapped views and the preads all come from the file as it was at the open.
   EXPECT_EQ(reader.info("a").shape, Shape{4});

@@ -42,7 +42,7 @@ bool same_bytes(std::span<const std::byte> a, std::span<const std::byte> b) {
 void expect_file_holds(const fs::path& path, const std::vector<Owned>& want) {
   for (ReadMode mode : {ReadMode::Mmap, ReadMode::Pread}) {
     SCOPED_TRACE(mode == ReadMode::Mmap ? "mmap" : "pread");
-    const SafetensorsReader reader = SafetensorsReader::open(path, mode);
+    const SafetensorsReader reader = SafetensorsReader::open(path, {.mode = mode});
     EXPECT_EQ(reader.mode(), mode);
     EXPECT_EQ(reader.path(), path);
     EXPECT_EQ(reader.file_size(), fs::file_size(path));
@@ -163,7 +163,7 @@ TEST(SafetensorsRoundTrip, MetadataVariants) {
     options.omit_metadata = c.omit;
     save_safetensors(dir / "m.safetensors", views_of(owned), options);
     for (ReadMode mode : {ReadMode::Mmap, ReadMode::Pread}) {
-      const SafetensorsReader reader = SafetensorsReader::open(dir / "m.safetensors", mode);
+      const SafetensorsReader reader = SafetensorsReader::open(dir / "m.safetensors", {.mode = mode});
       EXPECT_EQ(reader.metadata(), c.expected);
     }
   }
@@ -206,7 +206,7 @@ TEST(SafetensorsRoundTrip, SaveOfLoadedFileIsByteIdentical) {
   options.metadata = Metadata{{"format", "pt"}, {"note", "round trip"}};
   save_safetensors(dir / "a.safetensors", views_of(owned), options);
   for (ReadMode mode : {ReadMode::Mmap, ReadMode::Pread}) {
-    const SafetensorsReader reader = SafetensorsReader::open(dir / "a.safetensors", mode);
+    const SafetensorsReader reader = SafetensorsReader::open(dir / "a.safetensors", {.mode = mode});
     std::vector<Tensor> keep;
     std::vector<NamedTensor> again;
     for (const TensorInfo& info : reader.tensors()) {
@@ -226,7 +226,7 @@ TEST(SafetensorsReader, LookupErrors) {
   const std::vector<Owned> owned = {{"w", DType::F32, {2}, random_bytes(8, 5)}};
   save_safetensors(dir / "x.safetensors", views_of(owned));
   for (ReadMode mode : {ReadMode::Mmap, ReadMode::Pread}) {
-    const SafetensorsReader reader = SafetensorsReader::open(dir / "x.safetensors", mode);
+    const SafetensorsReader reader = SafetensorsReader::open(dir / "x.safetensors", {.mode = mode});
     EXPECT_EQ(reader.find("nope"), nullptr);
     EXPECT_EQ(reader.find("W"), nullptr);
     for (const auto& thrown : {capture_error([&] { reader.info("nope"); }),
@@ -243,7 +243,7 @@ TEST(SafetensorsReader, LookupErrors) {
   EXPECT_EQ(missing.code, ErrorCode::NotFound);
   EXPECT_NE(missing.message.find("absent.safetensors"), std::string::npos) << missing.message;
   const auto missing_pread =
-      capture_error([&] { SafetensorsReader::open(dir / "absent.safetensors", ReadMode::Pread); });
+      capture_error([&] { SafetensorsReader::open(dir / "absent.safetensors", {.mode = ReadMode::Pread}); });
   EXPECT_EQ(missing_pread.code, ErrorCode::NotFound);
   const auto folder = capture_error([&] { SafetensorsReader::open(dir.path()); });
   EXPECT_TRUE(folder.threw);

@@ -14,6 +14,8 @@
 #include "ckptio/safetensors.h"
 #include "ckptio/sharded.h"
 #include "format/sharded/python_fixtures.h"
+#include "format/sharded/seeded_tensors.h"
+#include "support/expect_error.h"
 #include "support/test_util.h"
 
 namespace ckptio {
@@ -22,23 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TempDir;
 
-// Tensors with distinct contents derived from a seed, kept alive by the struct.
-struct State {
-  std::vector<std::string> names;
-  std::vector<Tensor> tensors;
-  std::vector<NamedTensor> views() const {
-    std::vector<NamedTensor> v;
-    for (size_t i = 0; i < names.size(); ++i) v.push_back({names[i], tensors[i].view()});
-    return v;
-  }
-  void add(std::string name, DType dtype, Shape shape, uint8_t seed) {
-    Tensor t = Tensor::zeros(dtype, std::move(shape));
-    auto b = t.mutable_bytes();
-    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::byte>((i * 131 + seed * 7 + 1) & 0xff);
-    names.push_back(std::move(name));
-    tensors.push_back(std::move(t));
-  }
-};
+using State = testing::SeededTensors;
 
 State u8_state(const std::vector<int64_t>& sizes, uint8_t seed = 1) {
   State s;
@@ -74,17 +60,7 @@ void expect_reads_back(const fs::path& dir, const State& s) {
   }
 }
 
-template <class F>
-Error expect_error(F&& f, ErrorCode code) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    return e;
-  }
-  ADD_FAILURE() << "no error";
-  return Error(ErrorCode::Internal, "");
-}
+using testing::expect_error;
 
 bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 

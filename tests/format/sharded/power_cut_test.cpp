@@ -15,6 +15,7 @@
 #include "ckptio/load.h"
 #include "ckptio/power_cut_env.h"
 #include "ckptio/sharded.h"
+#include "format/sharded/seeded_tensors.h"
 #include "support/power_cut_root.h"
 
 namespace ckptio {
@@ -26,24 +27,9 @@ using io::PowerCutOptions;
 using Names = PowerCutOptions::Names;
 using Data = PowerCutOptions::Data;
 
-struct Version {
-  std::vector<std::string> names;
-  std::vector<Tensor> tensors;
+struct Version : testing::SeededTensors {
   uint64_t max_shard_size = 300;
   bool collides = false;  // its shard names are those of the save before it
-
-  std::vector<NamedTensor> views() const {
-    std::vector<NamedTensor> v;
-    for (size_t i = 0; i < names.size(); ++i) v.push_back({names[i], tensors[i].view()});
-    return v;
-  }
-  void add(std::string name, DType dtype, Shape shape, unsigned seed) {
-    Tensor t = Tensor::zeros(dtype, std::move(shape));
-    auto b = t.mutable_bytes();
-    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::byte>((i * 131 + seed * 7 + 1) & 0xff);
-    names.push_back(std::move(name));
-    tensors.push_back(std::move(t));
-  }
 };
 
 std::vector<Version> script_versions() {
