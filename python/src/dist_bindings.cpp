@@ -108,7 +108,8 @@ class PyCommunicator final : public dist::Communicator {
       try {
         return f();
       } catch (nb::python_error& e) {
-        message = e.what();
+        // str(exception), not what(): what() carries the whole Python traceback.
+        message = nb::str(e.value()).c_str();
         nb::object timeout_cls = nb::module_::import_("ckptio.errors").attr("TimeoutError");
         timed_out = e.matches(timeout_cls) || message.find("imed out") != std::string::npos ||
                     message.find("imeout") != std::string::npos;

@@ -103,3 +103,35 @@ def test_shard_box_is_torchs_box(mesh_shape):
 
 def test_communicator_moves_any_size(tmp_path):
     run_ranks("comm_sizes", 3, tmp_path / "unused", tmp_path / "rdv")
+
+
+def test_a_failing_python_communicator_is_reported_by_its_message(tmp_path):
+    """The collective's Python exception reaches the caller as its message, not its traceback."""
+    from ckptio import _core, errors
+
+    class Broken:
+        def rank(self):
+            return 0
+
+        def size(self):
+            return 1
+
+        timeout_ms = 1000
+
+        def all_gather(self, data):
+            raise RuntimeError("the network is down")
+
+        def gather(self, data, root):
+            raise RuntimeError("the network is down")
+
+        def broadcast(self, data, root):
+            raise RuntimeError("the network is down")
+
+        def barrier(self):
+            raise RuntimeError("the network is down")
+
+    with pytest.raises(errors.Error) as info:
+        _core.dist_save(Broken(), str(tmp_path / "ckpt"), [], False, False, 0, 0)
+    message = str(info.value)
+    assert "the network is down" in message
+    assert "Traceback" not in message and message.count("the network is down") == 1
