@@ -118,6 +118,10 @@ void add_load_rows(Report& report, const json& l) {
   report.add({Group::Limit, p + "raw read, warm", seconds(l, "raw_warm_s"), raw_bytes, "", "", raw_note});
   report.add({Group::Ckptio, p + "dist::load, warm", seconds(l, "warm_s"), bytes, p + "raw read, warm", "",
               load_note});
+  report.add({Group::Reference, p + "Reader::open, warm", seconds(l, "open_warm_s"), 0, "", "",
+              "the index read, parsed and validated: the part of the load before any tensor byte"});
+  report.add({Group::Reference, p + "Reader::read, warm", seconds(l, "read_warm_s"), bytes,
+              p + "raw read, warm", "", "the load's reads alone, through a Reader already open"});
   const bool cold = l["cold"].get<bool>();
   const auto buffered = seconds(l, "raw_cold_s"), direct = seconds(l, "raw_cold_direct_s");
   const std::string not_cold = "not measured: dropping the page cache needs root";
