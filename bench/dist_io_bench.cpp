@@ -152,9 +152,10 @@ int main(int argc, char** argv) {
       {kProgram, "dist::save and dist::load under MPI against raw I/O by the same ranks",
        "256 MiB instead of 1 GiB", 3},
       [&](CLI::App& app) {
-        app.add_option("--np", nps, "rank counts, one mpirun each; 4 adds the load 4 -> 2")
+        // Up to 4: the smallest row-blocked tensors have 4 rows.
+        app.add_option("--np", nps, "rank counts from 1 to 4, one mpirun each; 4 adds the load 4 -> 2")
             ->delimiter(',')
-            ->check(CLI::Range(1, 1024));
+            ->check(CLI::Range(1, 4));
         app.add_option("--mpirun", mpirun, "the MPI launcher")->capture_default_str();
         app.add_option("--total-mib", total_mib, "the whole state's size in MiB (default 1024, --quick 256)");
         // Set by the driver for the runs it starts under mpirun.

@@ -63,8 +63,11 @@ Bytes aligned_bytes(uint64_t n, std::byte fill) {
 dist::ShardedTensor shard_of(const Spec& s, int rank, int world) {
   const Shape shape{s.rows, s.cols};
   if (s.flat) return dist::ShardedTensor::zero_partition(s.name, DType::BF16, shape, rank, world);
-  const int64_t rows = s.rows / world;
-  return dist::ShardedTensor::block(s.name, DType::BF16, shape, {rank * rows, 0}, {rows, s.cols});
+  // Rows left over (3 ranks) go one each to the first ranks.
+  const int64_t base = s.rows / world, extra = s.rows % world;
+  const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
+  const int64_t rows = base + (rank < extra ? 1 : 0);
+  return dist::ShardedTensor::block(s.name, DType::BF16, shape, {begin, 0}, {rows, s.cols});
 }
 
 // The content rank `rank` of `world` holds of tensor i: incompressible, and reproducible so that a

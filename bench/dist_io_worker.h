@@ -13,7 +13,7 @@ namespace ckptio::bench::dist_io {
 // One tensor of the global state, BF16 {rows, cols}. Block tensors are split into row blocks, flat
 // ones into ZeRO partitions (flattened, equal parts, boundaries inside rows). Every tensor divides
 // evenly by 4 ranks (rows for blocks, elements for flat ranges), so that rank r of 2 holds exactly
-// what ranks 2r and 2r+1 of 4 hold.
+// what ranks 2r and 2r+1 of 4 hold; the smallest have 4 rows, so up to 4 ranks.
 struct Spec {
   std::string name;
   int64_t rows = 0;
