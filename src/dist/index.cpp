@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <unordered_set>
 
@@ -208,96 +209,515 @@ void validate_index(const GlobalIndex& index, std::string_view source) {
   }
 }
 
-GlobalIndex parse_index(std::string_view text, std::string_view source) {
-  GlobalIndex index;
-  try {
-    const json doc = json::parse(text);
-    if (!doc.is_object()) corrupt(source, "not a JSON object");
-    if (doc.value("format", std::string()) != kIndexFormat) {
-      corrupt(source, "\"format\" is not \"" + std::string(kIndexFormat) + "\"");
+namespace {
+
+// A JSON reader for the index alone: it builds the GlobalIndex as it goes (no document tree, no
+// allocation per value), so opening a checkpoint costs about one pass over the text. It accepts
+// any JSON (whitespace, key order, escapes, unknown keys, which are skipped) and refuses what a
+// JSON parser refuses (bad UTF-8, control characters, lone surrogates, trailing text); a key given
+// twice in one object is refused too, since the index would be ambiguous.
+class IndexReader {
+ public:
+  IndexReader(std::string_view text, std::string_view source) : s_(text), source_(source) {}
+
+  GlobalIndex read() {
+    GlobalIndex index;
+    std::optional<std::string> format;
+    std::optional<Num> version, world;
+    bool format_seen = false, version_seen = false, world_seen = false;
+    bool files_seen = false, tensors_seen = false, header_checked = false, files_read = false;
+    // "files" and "tensors" are read where they stand once the format, version and world size
+    // are known (the order ckptio writes); before that their place is kept and they are read
+    // after the rest, so that a newer version is refused as such whatever its layout.
+    std::optional<size_t> files_at, tensors_at;
+    ws();
+    if (peek() != '{') corrupt(source_, "not a JSON object");
+    object([&](std::string_view key) {
+      if (key == "format") {
+        once(format_seen, key);
+        format = peek() == '"' ? string() : (skip(0), std::string("\x01"));
+      } else if (key == "version") {
+        once(version_seen, key);
+        version = number_or_not();
+      } else if (key == "world_size") {
+        once(world_seen, key);
+        world = number_or_not();
+      } else if (key == "files" || key == "tensors") {
+        const bool files = key == "files";
+        once(files ? files_seen : tensors_seen, key);
+        if (!header_checked && format && version && world) {
+          check_header(index, format, version, world);
+          header_checked = true;
+        }
+        if (!header_checked || (!files && !files_read)) {  // chunks name files by position
+          (files ? files_at : tensors_at) = pos_;
+          skip(0);
+        } else if (files) {
+          read_files(index);
+          files_read = true;
+        } else {
+          read_tensors(index);
+        }
+      } else {
+        skip(0);
+      }
+    });
+    ws();
+    if (pos_ != s_.size()) fail("text after the index");
+    if (!header_checked) check_header(index, format, version, world);
+    if (!files_seen) fail("no \"files\"");
+    if (!tensors_seen) fail("no \"tensors\"");
+    if (files_at) {
+      pos_ = *files_at;
+      read_files(index);
     }
-    const json& version = doc.at("version");
-    if (!version.is_number_integer() || version.get<int64_t>() != kIndexVersion) {
-      throw Error(ErrorCode::Unsupported, "distributed index '" + std::string(source) +
-                                              "' has version " + version.dump() +
+    if (tensors_at) {
+      pos_ = *tensors_at;
+      read_tensors(index);
+    }
+    return index;
+  }
+
+ private:
+  struct Num {
+    bool integer = true;  // no fraction, no exponent, fits 64 bits
+    bool negative = false;
+    uint64_t value = 0;   // magnitude
+    size_t begin = 0, end = 0;  // where it is written, for messages
+  };
+
+  std::string_view s_;
+  std::string_view source_;
+  size_t pos_ = 0;
+
+  std::string text_of(const Num& n) const {
+    return std::string(s_.substr(n.begin, std::min<size_t>(n.end - n.begin, 40)));
+  }
+
+  void check_header(GlobalIndex& index, const std::optional<std::string>& format,
+                    const std::optional<Num>& version, const std::optional<Num>& world) const {
+    if (format != kIndexFormat) corrupt(source_, "\"format\" is not \"" + std::string(kIndexFormat) + "\"");
+    if (!version) fail("no \"version\"");
+    if (!version->integer || version->negative || version->value != uint64_t(kIndexVersion)) {
+      throw Error(ErrorCode::Unsupported, "distributed index '" + std::string(source_) +
+                                              "' has version " + text_of(*version) +
                                               "; this ckptio reads version 1");
     }
-    const json& world = doc.at("world_size");
-    if (!world.is_number_integer() || world.get<int64_t>() < 1 || world.get<int64_t>() > kMaxWorld) {
-      corrupt(source, "bad world_size " + world.dump());
+    if (!world) fail("no \"world_size\"");
+    if (!world->integer || world->negative || world->value < 1 || world->value > uint64_t(kMaxWorld)) {
+      corrupt(source_, "bad world_size " + text_of(*world));
     }
-    index.world_size = static_cast<int>(world.get<int64_t>());
-    const auto get_u64 = [&](const json& v, const char* what) {
-      if (!v.is_number_unsigned()) corrupt(source, std::string(what) + " is not a non-negative integer");
-      return v.get<uint64_t>();
-    };
-    const auto get_ints = [&](const json& v, const char* what) {
-      if (!v.is_array() || v.size() > kMaxRank) corrupt(source, std::string(what) + " is not a short list of integers");
-      std::vector<int64_t> out;
-      out.reserve(v.size());
-      for (const json& x : v) {
-        if (!x.is_number_integer()) corrupt(source, std::string(what) + " holds a non-integer");
-        if (x.is_number_unsigned() && x.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
-          corrupt(source, std::string(what) + " holds an absurd value");
+    index.world_size = static_cast<int>(world->value);
+  }
+
+  static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+  [[noreturn]] void fail(const std::string& what) const {
+    corrupt(source_, "bad JSON at byte " + std::to_string(pos_) + ": " + what);
+  }
+  char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
+  void ws() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t')) ++pos_;
+  }
+  void expect(char c) {
+    ws();
+    if (peek() != c) fail(std::string("expected '") + c + "'");
+    ++pos_;
+    ws();
+  }
+
+  // '{' then on_key(key) for each member, with pos_ at its value (whitespace skipped); on_key
+  // must consume the value. Callers refuse a known key given twice (the index would be
+  // ambiguous); unknown keys are skipped, repeated or not.
+  template <class F>
+  void object(F&& on_key) {
+    expect('{');
+    if (peek() == '}') {
+      ++pos_;
+      return;
+    }
+    std::string scratch;  // only for keys with escapes
+    for (;;) {
+      if (peek() != '"') fail("expected a key");
+      const std::string_view k = key(scratch);
+      expect(':');
+      on_key(k);
+      ws();
+      if (peek() == ',') {
+        ++pos_;
+        ws();
+        continue;
+      }
+      if (peek() != '}') fail("expected ',' or '}'");
+      ++pos_;
+      return;
+    }
+  }
+
+  // A key at pos_: a view of the text when it has no escapes (the common case), else decoded
+  // into `scratch`.
+  std::string_view key(std::string& scratch) {
+    size_t run = pos_ + 1;
+    while (run < s_.size()) {
+      const auto c = static_cast<unsigned char>(s_[run]);
+      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) break;
+      ++run;
+    }
+    if (run < s_.size() && s_[run] == '"') {
+      const std::string_view k = s_.substr(pos_ + 1, run - pos_ - 1);
+      pos_ = run + 1;
+      return k;
+    }
+    scratch.clear();
+    string_into(&scratch);
+    return scratch;
+  }
+
+  // Refuses a known key seen before in the same object.
+  void once(bool& seen, std::string_view key) {
+    if (seen) fail("key \"" + printable(key) + "\" appears twice in one object");
+    seen = true;
+  }
+
+  // '[' then on_element() for each element (pos_ at it, whitespace skipped).
+  template <class F>
+  void array(F&& on_element) {
+    expect('[');
+    if (peek() == ']') {
+      ++pos_;
+      return;
+    }
+    for (;;) {
+      on_element();
+      ws();
+      if (peek() == ',') {
+        ++pos_;
+        ws();
+        continue;
+      }
+      if (peek() != ']') fail("expected ',' or ']'");
+      ++pos_;
+      return;
+    }
+  }
+
+  void append_utf8(std::string* out, uint32_t cp) {
+    if (!out) return;
+    if (cp < 0x80) {
+      *out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      *out += static_cast<char>(0xC0 | (cp >> 6));
+      *out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      *out += static_cast<char>(0xE0 | (cp >> 12));
+      *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      *out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      *out += static_cast<char>(0xF0 | (cp >> 18));
+      *out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      *out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  uint32_t hex4() {
+    if (pos_ + 4 > s_.size()) fail("a short \\u escape");
+    uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = s_[pos_++];
+      v <<= 4;
+      if (is_digit(c)) v |= uint32_t(c - '0');
+      else if (c >= 'a' && c <= 'f') v |= uint32_t(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') v |= uint32_t(c - 'A' + 10);
+      else fail("a bad \\u escape");
+    }
+    return v;
+  }
+
+  // One UTF-8 sequence starting at pos_ (its lead byte >= 0x80), checked (no overlongs, no
+  // surrogates, at most U+10FFFF) and copied.
+  void utf8(std::string* out) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s_[pos_ + k]); };
+    const unsigned char c = b(0);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
+    else fail("invalid UTF-8");
+    if (pos_ + n > s_.size()) fail("invalid UTF-8");
+    for (size_t k = 1; k < n; ++k) {
+      if ((b(k) & 0xC0) != 0x80) fail("invalid UTF-8");
+      cp = (cp << 6) | (b(k) & 0x3F);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+      fail("invalid UTF-8");
+    }
+    if (out) out->append(s_.substr(pos_, n));
+    pos_ += n;
+  }
+
+  // A string at pos_ ('"'), decoded into *out (nullptr: checked and skipped).
+  void string_into(std::string* out) {
+    ++pos_;  // '"'
+    for (;;) {
+      // The plain run up to the next quote, backslash, control or non-ASCII byte in one go.
+      size_t run = pos_;
+      while (run < s_.size()) {
+        const auto c = static_cast<unsigned char>(s_[run]);
+        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) break;
+        ++run;
+      }
+      if (out) out->append(s_.substr(pos_, run - pos_));
+      pos_ = run;
+      if (pos_ >= s_.size()) fail("an unterminated string");
+      const auto c = static_cast<unsigned char>(s_[pos_]);
+      if (c == '"') {
+        ++pos_;
+        return;
+      }
+      if (c < 0x20) fail("a control character in a string");
+      if (c >= 0x80) {
+        utf8(out);
+        continue;
+      }
+      ++pos_;  // backslash
+      if (pos_ >= s_.size()) fail("an unterminated string");
+      const char e = s_[pos_++];
+      switch (e) {
+        case '"': case '\\': case '/': if (out) *out += e; break;
+        case 'b': if (out) *out += '\b'; break;
+        case 'f': if (out) *out += '\f'; break;
+        case 'n': if (out) *out += '\n'; break;
+        case 'r': if (out) *out += '\r'; break;
+        case 't': if (out) *out += '\t'; break;
+        case 'u': {
+          uint32_t cp = hex4();
+          if (cp >= 0xDC00 && cp <= 0xDFFF) fail("a lone surrogate");
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (pos_ + 2 > s_.size() || s_[pos_] != '\\' || s_[pos_ + 1] != 'u') fail("a lone surrogate");
+            pos_ += 2;
+            const uint32_t lo = hex4();
+            if (lo < 0xDC00 || lo > 0xDFFF) fail("a lone surrogate");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          }
+          append_utf8(out, cp);
+          break;
         }
-        out.push_back(x.get<int64_t>());
+        default: fail("a bad escape");
       }
-      return out;
-    };
-    const json& files = doc.at("files");
-    if (!files.is_array()) corrupt(source, "\"files\" is not a list");
-    for (const json& f : files) {
-      if (!f.is_object() || !f.contains("name") || !f.at("name").is_string()) {
-        corrupt(source, "a file entry has no name");
+    }
+  }
+
+  std::string string() {
+    if (peek() != '"') fail("expected a string");
+    std::string out;
+    string_into(&out);
+    return out;
+  }
+
+  // A JSON number at pos_; integer = false for a fraction, an exponent or more than 64 bits.
+  Num number() {
+    Num n;
+    const size_t begin = pos_;
+    if (peek() == '-') {
+      n.negative = true;
+      ++pos_;
+    }
+    if (!is_digit(peek())) fail("a bad number");
+    if (peek() == '0') {
+      ++pos_;
+    } else {
+      while (is_digit(peek())) {
+        const auto d = static_cast<uint64_t>(peek() - '0');
+        if (n.value > (std::numeric_limits<uint64_t>::max() - d) / 10) n.integer = false;
+        n.value = n.value * 10 + d;
+        ++pos_;
       }
+    }
+    if (peek() == '.') {
+      n.integer = false;
+      ++pos_;
+      if (!is_digit(peek())) fail("a bad number");
+      while (is_digit(peek())) ++pos_;
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      n.integer = false;
+      ++pos_;
+      if (peek() == '+' || peek() == '-') ++pos_;
+      if (!is_digit(peek())) fail("a bad number");
+      while (is_digit(peek())) ++pos_;
+    }
+    n.begin = begin;
+    n.end = pos_;
+    return n;
+  }
+
+  // A number, or any other value (skipped), which is never a valid integer.
+  Num number_or_not() {
+    if (peek() == '-' || is_digit(peek())) return number();
+    Num n;
+    n.integer = false;
+    n.begin = pos_;
+    skip(0);
+    n.end = pos_;
+    return n;
+  }
+
+  void literal(std::string_view word) {
+    if (s_.substr(pos_, word.size()) != word) fail("an unknown literal");
+    pos_ += word.size();
+  }
+
+  // Any value at pos_, checked and skipped; nesting is bounded so hostile text cannot exhaust
+  // the stack.
+  void skip(int depth) {
+    if (depth > 256) fail("nesting too deep");
+    ws();
+    switch (peek()) {
+      case '{': object([&](std::string_view) { skip(depth + 1); }); break;
+      case '[': array([&] { skip(depth + 1); }); break;
+      case '"': string_into(nullptr); break;
+      case 't': literal("true"); break;
+      case 'f': literal("false"); break;
+      case 'n': literal("null"); break;
+      default: (void)number();
+    }
+  }
+
+  uint64_t u64(const char* what) {
+    if (peek() != '-' && !is_digit(peek())) corrupt(source_, std::string(what) + " is not a non-negative integer");
+    const Num n = number();
+    if (!n.integer || n.negative) corrupt(source_, std::string(what) + " is not a non-negative integer");
+    return n.value;
+  }
+
+  std::vector<int64_t> ints(const char* what) {
+    if (peek() != '[') corrupt(source_, std::string(what) + " is not a short list of integers");
+    std::vector<int64_t> out;
+    array([&] {
+      if (out.size() >= size_t(kMaxRank)) corrupt(source_, std::string(what) + " is not a short list of integers");
+      if (peek() != '-' && !is_digit(peek())) corrupt(source_, std::string(what) + " holds a non-integer");
+      const Num n = number();
+      if (!n.integer) corrupt(source_, std::string(what) + " holds a non-integer");
+      if (n.negative ? n.value > uint64_t(std::numeric_limits<int64_t>::max()) + 1
+                     : n.value > uint64_t(std::numeric_limits<int64_t>::max())) {
+        corrupt(source_, std::string(what) + " holds an absurd value");
+      }
+      out.push_back(n.negative ? static_cast<int64_t>(0 - n.value) : static_cast<int64_t>(n.value));
+    });
+    return out;
+  }
+
+  void read_files(GlobalIndex& index) {
+    if (peek() != '[') corrupt(source_, "\"files\" is not a list");
+    array([&] {
+      if (peek() != '{') corrupt(source_, "a file entry has no name");
       IndexFile out;
-      out.name = f.at("name").get<std::string>();
-      const uint64_t rank = get_u64(f.at("rank"), "a file's rank");
+      bool named = false, ranked = false, sized = false;
+      uint64_t rank = 0;
+      object([&](std::string_view key) {
+        if (key == "name") {
+          once(named, key);
+          if (peek() != '"') corrupt(source_, "a file entry has no name");
+          out.name = string();
+        } else if (key == "rank") {
+          once(ranked, key);
+          rank = u64("a file's rank");
+        } else if (key == "size") {
+          once(sized, key);
+          out.size = u64("a file's size");
+        } else {
+          skip(0);
+        }
+      });
+      if (!named) corrupt(source_, "a file entry has no name");
+      if (!ranked || !sized) corrupt(source_, "file '" + printable(out.name) + "' has no rank or size");
       if (rank >= static_cast<uint64_t>(index.world_size)) {
-        corrupt(source, "file '" + printable(out.name) + "' has rank " + std::to_string(rank) +
-                            " outside the world of " + std::to_string(index.world_size));
+        corrupt(source_, "file '" + printable(out.name) + "' has rank " + std::to_string(rank) +
+                             " outside the world of " + std::to_string(index.world_size));
       }
       out.rank = static_cast<int>(rank);
-      out.size = get_u64(f.at("size"), "a file's size");
       index.files.push_back(std::move(out));
-    }
-    const json& tensors = doc.at("tensors");
-    if (!tensors.is_object()) corrupt(source, "\"tensors\" is not an object");
-    index.tensors.reserve(tensors.size());
-    for (const auto& [name, t] : tensors.items()) {
-      if (!t.is_object()) corrupt(source, "tensor '" + printable(name) + "' is not an object");
-      IndexTensor out;
-      out.name = name;
-      const json& dt = t.at("dtype");
-      const auto dtype = dt.is_string() ? parse_dtype(dt.get<std::string>()) : std::nullopt;
-      if (!dtype) corrupt(source, "tensor '" + printable(name) + "' has an unknown dtype " + dt.dump());
-      out.dtype = *dtype;
-      out.shape = get_ints(t.at("shape"), "a shape");
-      const json& chunks = t.at("chunks");
-      if (!chunks.is_array()) corrupt(source, "tensor '" + printable(name) + "': chunks is not a list");
-      out.chunks.reserve(chunks.size());
-      for (const json& c : chunks) {
-        if (!c.is_object()) corrupt(source, "tensor '" + printable(name) + "': a chunk is not an object");
-        IndexChunk ch;
-        const uint64_t file = get_u64(c.at("file"), "a chunk's file");
-        if (file >= index.files.size()) {
-          corrupt(source, "tensor '" + printable(name) + "': a chunk names file #" +
-                              std::to_string(file) + ", past the file list");
+    });
+  }
+
+  void read_chunk(const GlobalIndex& index, const std::string& name, IndexTensor& t) {
+    if (peek() != '{') corrupt(source_, "tensor '" + printable(name) + "': a chunk is not an object");
+    IndexChunk ch;
+    bool file = false, offsets = false, shape = false, range = false;
+    object([&](std::string_view key) {
+      if (key == "file") {
+        once(file, key);
+        const uint64_t f = u64("a chunk's file");
+        if (f >= index.files.size()) {
+          corrupt(source_, "tensor '" + printable(name) + "': a chunk names file #" +
+                               std::to_string(f) + ", past the file list");
         }
-        ch.file = static_cast<uint32_t>(file);
-        ch.box.offsets = get_ints(c.at("offsets"), "a chunk's offsets");
-        ch.box.shape = get_ints(c.at("shape"), "a chunk's shape");
-        const json& range = c.at("data_offsets");
-        if (!range.is_array() || range.size() != 2) corrupt(source, "data_offsets is not a pair");
-        ch.begin = get_u64(range[0], "data_offsets");
-        ch.end = get_u64(range[1], "data_offsets");
-        out.chunks.push_back(std::move(ch));
+        ch.file = static_cast<uint32_t>(f);
+      } else if (key == "offsets") {
+        once(offsets, key);
+        ch.box.offsets = ints("a chunk's offsets");
+      } else if (key == "shape") {
+        once(shape, key);
+        ch.box.shape = ints("a chunk's shape");
+      } else if (key == "data_offsets") {
+        once(range, key);
+        if (peek() != '[') corrupt(source_, "data_offsets is not a pair");
+        size_t n = 0;
+        array([&] {
+          if (n >= 2) corrupt(source_, "data_offsets is not a pair");
+          (n++ == 0 ? ch.begin : ch.end) = u64("data_offsets");
+        });
+        if (n != 2) corrupt(source_, "data_offsets is not a pair");
+      } else {
+        skip(0);
+      }
+    });
+    if (!file || !offsets || !shape || !range) {
+      corrupt(source_, "tensor '" + printable(name) + "': a chunk lacks file, offsets, shape or data_offsets");
+    }
+    t.chunks.push_back(std::move(ch));
+  }
+
+  void read_tensors(GlobalIndex& index) {
+    if (peek() != '{') corrupt(source_, "\"tensors\" is not an object");
+    object([&](std::string_view key) {
+      IndexTensor out;
+      out.name = std::string(key);
+      if (peek() != '{') corrupt(source_, "tensor '" + printable(out.name) + "' is not an object");
+      bool typed = false, shaped = false, chunked = false;
+      object([&](std::string_view field) {
+        if (field == "dtype") {
+          once(typed, field);
+          std::string scratch;
+          const std::string_view text = peek() == '"' ? this->key(scratch) : (skip(0), std::string_view());
+          const auto dtype = parse_dtype(text);
+          if (!dtype) corrupt(source_, "tensor '" + printable(out.name) + "' has an unknown dtype \"" + printable(text) + "\"");
+          out.dtype = *dtype;
+        } else if (field == "shape") {
+          once(shaped, field);
+          out.shape = ints("a shape");
+        } else if (field == "chunks") {
+          once(chunked, field);
+          if (peek() != '[') corrupt(source_, "tensor '" + printable(out.name) + "': chunks is not a list");
+          array([&] { read_chunk(index, out.name, out); });
+        } else {
+          skip(0);
+        }
+      });
+      if (!typed || !shaped || !chunked) {
+        corrupt(source_, "tensor '" + printable(out.name) + "' lacks dtype, shape or chunks");
       }
       index.tensors.push_back(std::move(out));
-    }
-  } catch (const json::exception& e) {
-    corrupt(source, std::string("bad JSON: ") + e.what());
+    });
   }
+};
+
+}  // namespace
+
+GlobalIndex parse_index(std::string_view text, std::string_view source) {
+  GlobalIndex index = IndexReader(text, source).read();
   std::sort(index.tensors.begin(), index.tensors.end(),
             [](const IndexTensor& a, const IndexTensor& b) { return a.name < b.name; });
   validate_index(index, source);
