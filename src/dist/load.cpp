@@ -1,6 +1,7 @@
 // dist::Reader and dist::load: the N -> M read path. Each wanted box is intersected with the
 // stored chunks; the intersections become preads straight into the caller's buffers (merged where
 // contiguous in both the file and the buffer) run by io::read_parallel.
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -66,17 +67,25 @@ const IndexTensor* Reader::find(std::string_view name) const {
 
 LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const {
   const Impl& im = *impl_;
-  std::vector<io::ReadRange> reqs;
-  auto add = [&](const io::ReadableFile* f, uint64_t offset, std::span<std::byte> dst) {
-    if (!reqs.empty()) {
-      io::ReadRange& last = reqs.back();
-      if (last.file == f && last.offset + last.dst.size() == offset &&
+  // Every intersection, then sorted by file and offset: the reads sweep each file front to back
+  // (kernel readahead works for a cold cache whatever the items' order) and neighbours that are
+  // contiguous in both the file and the destination become one pread.
+  struct Piece {
+    uint32_t file;
+    uint64_t offset;
+    std::span<std::byte> dst;
+  };
+  std::vector<Piece> pieces;
+  auto add = [&](uint32_t file, uint64_t offset, std::span<std::byte> dst) {
+    if (!pieces.empty()) {
+      Piece& last = pieces.back();
+      if (last.file == file && last.offset + last.dst.size() == offset &&
           last.dst.data() + last.dst.size() == dst.data()) {
         last.dst = std::span<std::byte>(last.dst.data(), last.dst.size() + dst.size());
         return;
       }
     }
-    reqs.push_back({.file = f, .offset = offset, .dst = dst});
+    pieces.push_back({file, offset, dst});
   };
   LoadReport report;
   for (const LoadItem& item : items) {
@@ -109,16 +118,33 @@ LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const
       Box common;
       for (const IndexChunk& c : t->chunks) {
         if (!detail::intersect(c.box, region.box, common)) continue;
-        const io::ReadableFile& f = im.file(c.file);
         if (esize == 0) {  // a sub-byte dtype: stored and wanted whole (validated)
-          add(&f, c.begin, dst);
+          add(c.file, c.begin, dst);
           continue;
         }
         detail::for_each_run(c.box, region.box, common, [&](uint64_t so, uint64_t dof, uint64_t n) {
-          add(&f, c.begin + so * esize, dst.subspan(dof * esize, n * esize));
+          add(c.file, c.begin + so * esize, dst.subspan(dof * esize, n * esize));
         });
       }
     }
+  }
+  std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) {
+    return a.file != b.file ? a.file < b.file : a.offset < b.offset;
+  });
+  std::vector<io::ReadRange> reqs;
+  reqs.reserve(pieces.size());
+  uint32_t last_file = 0;
+  for (const Piece& p : pieces) {
+    if (!reqs.empty() && p.file == last_file) {
+      io::ReadRange& last = reqs.back();
+      if (last.offset + last.dst.size() == p.offset && last.dst.data() + last.dst.size() == p.dst.data()) {
+        last.dst = std::span<std::byte>(last.dst.data(), last.dst.size() + p.dst.size());
+        continue;
+      }
+    }
+    // Opened (and its size checked) on first use.
+    reqs.push_back({.file = &im.file(p.file), .offset = p.offset, .dst = p.dst});
+    last_file = p.file;
   }
   for (const auto& r : reqs) report.bytes_read += r.dst.size();
   report.reads = reqs.size();

@@ -113,6 +113,26 @@ TEST(DistSaveLoad, ReadsOnlyTheIntersectingBytes) {
   EXPECT_EQ(r.reads, 1u);
 }
 
+TEST(DistSaveLoad, ReadsAreSortedByFileOffsetAndMergedWhateverTheItemOrder) {
+  ckptio::testing::TempDir tmp;
+  const fs::path dir = tmp / "ckpt";
+  std::vector<uint16_t> w(10 * 6);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint16_t>(i * 7 + 1);
+  const SaveItem whole{ShardedTensor::replicated("w", DType::BF16, {10, 6}), std::as_bytes(std::span(w))};
+  save(*single_process_communicator(), dir, std::span(&whole, 1));
+  // Rows 5-9 listed first, rows 0-4 second, into the two halves of one buffer: after sorting by
+  // offset they are contiguous in the file and in memory, so one pread fills both.
+  std::vector<uint16_t> got(w.size());
+  const std::span<std::byte> bytes = std::as_writable_bytes(std::span(got));
+  const std::vector<LoadItem> items{
+      {ShardedTensor::block("w", DType::BF16, {10, 6}, {5, 0}, {5, 6}), bytes.subspan(60)},
+      {ShardedTensor::block("w", DType::BF16, {10, 6}, {0, 0}, {5, 6}), bytes.first(60)}};
+  const LoadReport r = load(dir, items);
+  EXPECT_EQ(r.reads, 1u);
+  EXPECT_EQ(r.bytes_read, 120u);
+  EXPECT_EQ(got, w);
+}
+
 TEST(DistSaveLoad, PerRankFilesCarryPyTorchsShardingMetadata) {
   ckptio::testing::TempDir tmp;
   const fs::path dir = tmp / "ckpt";
