@@ -296,7 +296,7 @@ json measure(const WorkerArgs& args, int rank, int world) {
   // its shard as one file, buffered and O_DIRECT. Removing files is outside every clock.
   const WriteShape shape = async_writer_shape();
   const std::vector<RawFile> raw = {{dir / fmt::format("raw-{}.bin", rank), {all}}};
-  std::vector<double> buffered, direct, save_s, save_nosum_s;
+  std::vector<double> buffered, direct, save_s, save_nosum_s, save_direct_s;
   bool direct_ok = true;
   fs::path kept;  // the last checkpoint saved with the defaults, for the load
   uint64_t files_written = 0;
@@ -311,17 +311,22 @@ json measure(const WorkerArgs& args, int rank, int world) {
       }
       fs::remove(raw[0].path);
     }
-    for (const bool checksums : {true, false}) {
-      const fs::path ckpt = dir / fmt::format("ckpt-{}-{}", k, checksums ? "sum" : "nosum");
+    // The defaults; without checksums; with O_DIRECT (SaveOptions::writer), checksums on.
+    io::AsyncWriterOptions direct_writer;
+    direct_writer.direct_io = true;
+    for (const int variant : {0, 1, 2}) {
+      const bool defaults = variant == 0;
+      const fs::path ckpt = dir / fmt::format("ckpt-{}-{}", k, variant);
       dist::SaveOptions o;
-      o.checksums = checksums;
+      o.checksums = variant != 1;
+      if (variant == 2) o.writer = &direct_writer;
       dist::SaveResult result;
       const double s = timed(MPI_COMM_WORLD, [&] { result = dist::save(*comm, ckpt, items, o); });
-      (checksums ? save_s : save_nosum_s).push_back(s);
+      (variant == 0 ? save_s : variant == 1 ? save_nosum_s : save_direct_s).push_back(s);
       files_written = result.files.size();
       // One checkpoint stays (the last with the defaults); rank 0 removes the others, and the
       // next timed() waits for it.
-      if (!checksums) {
+      if (!defaults) {
         if (rank == 0) fs::remove_all(ckpt);
       } else {
         if (rank == 0 && !kept.empty()) fs::remove_all(kept);
@@ -336,6 +341,7 @@ json measure(const WorkerArgs& args, int rank, int world) {
   out["raw_direct_s"] = seconds_json(direct);
   out["save_s"] = seconds_json(save_s);
   out["save_nosum_s"] = seconds_json(save_nosum_s);
+  out["save_direct_s"] = seconds_json(save_direct_s);
 
   if (world == 4) {
     MPI_Comm pair;
