@@ -211,513 +211,353 @@ void validate_index(const GlobalIndex& index, std::string_view source) {
 
 namespace {
 
-// A JSON reader for the index alone: it builds the GlobalIndex as it goes (no document tree, no
-// allocation per value), so opening a checkpoint costs about one pass over the text. It accepts
-// any JSON (whitespace, key order, escapes, unknown keys, which are skipped) and refuses what a
-// JSON parser refuses (bad UTF-8, control characters, lone surrogates, trailing text); a key given
-// twice in one object is refused too, since the index would be ambiguous.
-class IndexReader {
- public:
-  IndexReader(std::string_view text, std::string_view source) : s_(text), source_(source) {}
+constexpr size_t kMaxDepth = 256;
 
-  GlobalIndex read() {
-    GlobalIndex index;
-    std::optional<std::string> format;
-    std::optional<Num> version, world;
-    bool format_seen = false, version_seen = false, world_seen = false;
-    bool files_seen = false, tensors_seen = false, header_checked = false, files_read = false;
-    // "files" and "tensors" are read where they stand once the format, version and world size
-    // are known (the order ckptio writes); before that their place is kept and they are read
-    // after the rest, so that a newer version is refused as such whatever its layout.
-    std::optional<size_t> files_at, tensors_at;
-    ws();
-    if (peek() != '{') corrupt(source_, "not a JSON object");
-    object([&](std::string_view key) {
-      if (key == "format") {
-        once(format_seen, key);
-        format = peek() == '"' ? string() : (skip(0), std::string("\x01"));
-      } else if (key == "version") {
-        once(version_seen, key);
-        version = number_or_not();
-      } else if (key == "world_size") {
-        once(world_seen, key);
-        world = number_or_not();
-      } else if (key == "files" || key == "tensors") {
-        const bool files = key == "files";
-        once(files ? files_seen : tensors_seen, key);
-        if (!header_checked && format && version && world) {
-          check_header(index, format, version, world);
-          header_checked = true;
+// Builds the GlobalIndex from nlohmann's SAX events in one pass, without a document tree. nlohmann
+// checks the JSON (UTF-8, escapes, numbers, trailing text); this handler checks the index's shape
+// with a stack of what each open object or list holds, skips unknown keys, bounds the nesting
+// (hostile text must not grow the stack without end) and refuses a known key given twice in one
+// object, since the index would be ambiguous. The format, version and world size may come after
+// "files" and "tensors": until they are known, the first error is kept and the rest of that member
+// skipped, so that a newer version is refused as such whatever its layout.
+class IndexSax final : public nlohmann::json_sax<json> {
+ public:
+  explicit IndexSax(std::string_view source) : source_(source) {}
+
+  GlobalIndex finish() {
+    if (!header_checked_) check_header();
+    if (!files_seen_) corrupt(source_, "no \"files\"");
+    if (!tensors_seen_) corrupt(source_, "no \"tensors\"");
+    return std::move(index_);
+  }
+
+  bool null() override { return wrong("null"); }
+  bool boolean(bool v) override { return wrong(v ? "true" : "false"); }
+  bool binary(binary_t&) override { return wrong("binary data"); }  // never in JSON text
+
+  bool number_unsigned(number_unsigned_t v) override {
+    switch (slot()) {
+      case Slot::Skip: break;
+      case Slot::Version: header_value(version_, Num{true, v, std::to_string(v)}); break;
+      case Slot::World: header_value(world_, Num{true, v, std::to_string(v)}); break;
+      case Slot::FileRank: rank_ = v; break;
+      case Slot::FileSize: file_.size = v; break;
+      case Slot::ChunkFile:
+        if (v > std::numeric_limits<uint32_t>::max()) {
+          return tensor_fail("a chunk names file #" + std::to_string(v) + ", past the file list");
         }
-        if (!header_checked || (!files && !files_read)) {  // chunks name files by position
-          (files ? files_at : tensors_at) = pos_;
-          skip(0);
-        } else if (files) {
-          read_files(index);
-          files_read = true;
-        } else {
-          read_tensors(index);
-        }
-      } else {
-        skip(0);
+        chunk_.file = static_cast<uint32_t>(v);
+        break;
+      case Slot::Int:
+        if (v > uint64_t(std::numeric_limits<int64_t>::max())) return tensor_fail(std::string(what_) + " holds an absurd value");
+        return push_int(static_cast<int64_t>(v));
+      case Slot::RangeInt:
+        if (range_n_ >= 2) return tensor_fail("data_offsets is not a pair");
+        (range_n_++ == 0 ? chunk_.begin : chunk_.end) = v;
+        break;
+      default: return wrong(std::to_string(v));
+    }
+    return true;
+  }
+
+  bool number_integer(number_integer_t v) override {  // nlohmann's event for a negative number
+    switch (slot()) {
+      case Slot::Int: return push_int(v);
+      default: return not_unsigned(std::to_string(v));
+    }
+  }
+
+  bool number_float(number_float_t, const string_t& text) override { return not_unsigned(text); }
+
+  bool string(string_t& s) override {
+    switch (slot()) {
+      case Slot::Skip: return true;
+      case Slot::Format: header_value(format_, std::move(s)); return true;
+      case Slot::FileName: file_.name = std::move(s); return true;
+      case Slot::Dtype: {
+        const auto dtype = parse_dtype(s);
+        if (!dtype) return tensor_fail("unknown dtype \"" + printable(s) + "\"");
+        tensor_.dtype = *dtype;
+        return true;
       }
-    });
-    ws();
-    if (pos_ != s_.size()) fail("text after the index");
-    if (!header_checked) check_header(index, format, version, world);
-    if (!files_seen) fail("no \"files\"");
-    if (!tensors_seen) fail("no \"tensors\"");
-    if (files_at) {
-      pos_ = *files_at;
-      read_files(index);
+      default: return wrong("\"" + printable(s.substr(0, 40)) + "\"");
     }
-    if (tensors_at) {
-      pos_ = *tensors_at;
-      read_tensors(index);
+  }
+
+  bool start_object(std::size_t) override {
+    const Slot s = slot();
+    if (stack_.size() >= kMaxDepth) corrupt(source_, "bad JSON: nesting deeper than " + std::to_string(kMaxDepth));
+    switch (s) {
+      case Slot::Document: return push(Ctx::Top);
+      case Slot::Tensors: return push(Ctx::Tensors);
+      case Slot::File:
+        file_ = IndexFile{};
+        rank_ = 0;
+        return push(Ctx::File);
+      case Slot::Tensor: return push(Ctx::Tensor);  // named by its key
+      case Slot::Chunk:
+        chunk_ = IndexChunk{};
+        return push(Ctx::Chunk);
+      default: wrong("an object"); return push(Ctx::Skip);
     }
-    return index;
+  }
+
+  bool start_array(std::size_t) override {
+    const Slot s = slot();
+    if (stack_.size() >= kMaxDepth) corrupt(source_, "bad JSON: nesting deeper than " + std::to_string(kMaxDepth));
+    switch (s) {
+      case Slot::Files: return push(Ctx::Files);
+      case Slot::Chunks: return push(Ctx::Chunks);
+      case Slot::Ints:
+        ints_->clear();
+        return push(Ctx::Ints);
+      case Slot::Range:
+        range_n_ = 0;
+        return push(Ctx::Range);
+      default: wrong("a list"); return push(Ctx::Skip);
+    }
+  }
+
+  bool key(string_t& k) override {
+    Frame& f = stack_.back();
+    switch (f.ctx) {
+      case Ctx::Top: {
+        static constexpr Known kTop[] = {{"format", Slot::Format}, {"version", Slot::Version},
+                                         {"world_size", Slot::World}, {"files", Slot::Files},
+                                         {"tensors", Slot::Tensors}};
+        field_ = known(f, k, kTop);
+        if (field_ == Slot::Files) files_seen_ = true;
+        if (field_ == Slot::Tensors) tensors_seen_ = true;
+        break;
+      }
+      case Ctx::File: {
+        static constexpr Known kFile[] = {{"name", Slot::FileName}, {"rank", Slot::FileRank}, {"size", Slot::FileSize}};
+        field_ = known(f, k, kFile);
+        break;
+      }
+      case Ctx::Tensors:
+        tensor_ = IndexTensor{};
+        tensor_.name = k;
+        field_ = Slot::Tensor;
+        break;
+      case Ctx::Tensor: {
+        static constexpr Known kTensor[] = {{"dtype", Slot::Dtype}, {"shape", Slot::Ints}, {"chunks", Slot::Chunks}};
+        field_ = known(f, k, kTensor);
+        if (field_ == Slot::Ints) ints(tensor_.shape, "a shape");
+        break;
+      }
+      case Ctx::Chunk: {
+        static constexpr Known kChunk[] = {{"file", Slot::ChunkFile}, {"offsets", Slot::Ints},
+                                           {"shape", Slot::Ints}, {"data_offsets", Slot::Range}};
+        field_ = known(f, k, kChunk);
+        if (field_ == Slot::Ints) {
+          k == "offsets" ? ints(chunk_.box.offsets, "a chunk's offsets") : ints(chunk_.box.shape, "a chunk's shape");
+        }
+        break;
+      }
+      default: field_ = Slot::Skip;
+    }
+    return true;
+  }
+
+  bool end_object() override {
+    const Frame f = stack_.back();
+    stack_.pop_back();
+    switch (f.ctx) {
+      case Ctx::File:
+        if (!(f.seen & 1)) return fail("a file entry has no name");
+        if ((f.seen & 6) != 6) return fail("file '" + printable(file_.name) + "' has no rank or size");
+        // The world size may not be known yet: validate_index checks the rank against it.
+        if (rank_ >= uint64_t(kMaxWorld)) {
+          return fail("file '" + printable(file_.name) + "' has rank " + std::to_string(rank_) +
+                      " outside any world");
+        }
+        file_.rank = static_cast<int>(rank_);
+        index_.files.push_back(std::move(file_));
+        break;
+      case Ctx::Tensor:
+        if (f.seen != 7) return fail("tensor '" + printable(tensor_.name) + "' lacks dtype, shape or chunks");
+        index_.tensors.push_back(std::move(tensor_));
+        break;
+      case Ctx::Chunk:
+        if (f.seen != 15) return tensor_fail("a chunk lacks file, offsets, shape or data_offsets");
+        tensor_.chunks.push_back(std::move(chunk_));
+        break;
+      default: break;
+    }
+    return true;
+  }
+
+  bool end_array() override {
+    const Ctx c = stack_.back().ctx;
+    stack_.pop_back();
+    if (c == Ctx::Range && range_n_ != 2) return tensor_fail("data_offsets is not a pair");
+    return true;
+  }
+
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
+    // what() is "[json.exception.parse_error.101] parse error at line 1, column 5: ...".
+    std::string_view what = e.what();
+    if (const size_t end = what.find("] "); what.starts_with("[json.") && end != what.npos) what.remove_prefix(end + 2);
+    corrupt(source_, "bad JSON at byte " + std::to_string(position) + ": " + std::string(what));
   }
 
  private:
+  // What the next value is, given the open container and the key before it.
+  enum class Slot : uint8_t {
+    Skip, Document, Format, Version, World, Files, Tensors, File, FileName, FileRank, FileSize,
+    Tensor, Dtype, Ints, Int, Chunks, Chunk, ChunkFile, Range, RangeInt,
+  };
+  enum class Ctx : uint8_t { Skip, Top, Files, File, Tensors, Tensor, Chunks, Chunk, Ints, Range };
+  struct Frame {
+    Ctx ctx;
+    uint8_t seen = 0;  // known keys met so far, one bit each
+  };
+  struct Known {
+    std::string_view key;
+    Slot slot;
+  };
   struct Num {
-    bool integer = true;  // no fraction, no exponent, fits 64 bits
-    bool negative = false;
-    uint64_t value = 0;   // magnitude
-    size_t begin = 0, end = 0;  // where it is written, for messages
+    bool integer = false;  // a non-negative integer of at most 64 bits
+    uint64_t value = 0;
+    std::string text;  // as written, for messages
   };
 
-  std::string_view s_;
   std::string_view source_;
-  size_t pos_ = 0;
+  GlobalIndex index_;
+  std::vector<Frame> stack_;
+  Slot field_ = Slot::Skip;  // in an object: what the current key's value is
+  std::optional<std::string> format_;
+  std::optional<Num> version_, world_;
+  bool header_checked_ = false, files_seen_ = false, tensors_seen_ = false;
+  std::optional<std::string> deferred_;  // the first error met before the header was checked
+  IndexFile file_;
+  uint64_t rank_ = 0;
+  IndexTensor tensor_;
+  IndexChunk chunk_;
+  std::vector<int64_t>* ints_ = nullptr;  // the list being read, and its name for messages
+  const char* what_ = "";
+  size_t range_n_ = 0;
 
-  std::string text_of(const Num& n) const {
-    return std::string(s_.substr(n.begin, std::min<size_t>(n.end - n.begin, 40)));
-  }
-
-  void check_header(GlobalIndex& index, const std::optional<std::string>& format,
-                    const std::optional<Num>& version, const std::optional<Num>& world) const {
-    if (format != kIndexFormat) corrupt(source_, "\"format\" is not \"" + std::string(kIndexFormat) + "\"");
-    if (!version) fail("no \"version\"");
-    if (!version->integer || version->negative || version->value != uint64_t(kIndexVersion)) {
-      throw Error(ErrorCode::Unsupported, "distributed index '" + std::string(source_) +
-                                              "' has version " + text_of(*version) +
-                                              "; this ckptio reads version 1");
+  Slot slot() const {
+    if (stack_.empty()) return Slot::Document;
+    switch (stack_.back().ctx) {
+      case Ctx::Skip: return Slot::Skip;
+      case Ctx::Files: return Slot::File;
+      case Ctx::Chunks: return Slot::Chunk;
+      case Ctx::Ints: return Slot::Int;
+      case Ctx::Range: return Slot::RangeInt;
+      default: return field_;
     }
-    if (!world) fail("no \"world_size\"");
-    if (!world->integer || world->negative || world->value < 1 || world->value > uint64_t(kMaxWorld)) {
-      corrupt(source_, "bad world_size " + text_of(*world));
-    }
-    index.world_size = static_cast<int>(world->value);
   }
 
-  static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-  [[noreturn]] void fail(const std::string& what) const {
-    corrupt(source_, "bad JSON at byte " + std::to_string(pos_) + ": " + what);
-  }
-  char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
-  void ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t')) ++pos_;
-  }
-  void expect(char c) {
-    ws();
-    if (peek() != c) fail(std::string("expected '") + c + "'");
-    ++pos_;
-    ws();
+  bool push(Ctx c) {
+    stack_.push_back(Frame{c});
+    return true;
   }
 
-  // '{' then on_key(key) for each member, with pos_ at its value (whitespace skipped); on_key
-  // must consume the value. Callers refuse a known key given twice (the index would be
-  // ambiguous); unknown keys are skipped, repeated or not.
-  template <class F>
-  void object(F&& on_key) {
-    expect('{');
-    if (peek() == '}') {
-      ++pos_;
-      return;
-    }
-    std::string scratch;  // only for keys with escapes
-    for (;;) {
-      if (peek() != '"') fail("expected a key");
-      const std::string_view k = key(scratch);
-      expect(':');
-      on_key(k);
-      ws();
-      if (peek() == ',') {
-        ++pos_;
-        ws();
-        continue;
+  template <size_t N>
+  Slot known(Frame& f, std::string_view k, const Known (&keys)[N]) {
+    for (size_t i = 0; i < N; ++i) {
+      if (keys[i].key != k) continue;
+      if (f.seen & (1u << i)) {
+        const std::string what = "key \"" + printable(k) + "\" appears twice in one object";
+        f.ctx == Ctx::Tensor || f.ctx == Ctx::Chunk ? tensor_fail(what) : fail(what);
+        return Slot::Skip;
       }
-      if (peek() != '}') fail("expected ',' or '}'");
-      ++pos_;
-      return;
+      f.seen |= static_cast<uint8_t>(1u << i);
+      return keys[i].slot;
+    }
+    return Slot::Skip;
+  }
+
+  void ints(std::vector<int64_t>& into, const char* what) {
+    ints_ = &into;
+    what_ = what;
+  }
+
+  bool push_int(int64_t v) {
+    if (ints_->size() >= size_t(kMaxRank)) return tensor_fail(std::string(what_) + " is not a short list of integers");
+    ints_->push_back(v);
+    return true;
+  }
+
+  // An error in the index's content: thrown once the header is known to be this version's, else
+  // kept (the first one) and the rest of the top-level member skipped.
+  bool fail(const std::string& what) {
+    if (header_checked_) corrupt(source_, what);
+    if (!deferred_) deferred_ = what;
+    for (size_t i = 1; i < stack_.size(); ++i) stack_[i].ctx = Ctx::Skip;
+    field_ = Slot::Skip;
+    return true;
+  }
+
+  bool tensor_fail(const std::string& what) { return fail("tensor '" + printable(tensor_.name) + "': " + what); }
+
+  template <class T>
+  void header_value(std::optional<T>& slot, T value) {
+    slot = std::move(value);
+    if (!header_checked_ && format_ && version_ && world_) check_header();
+  }
+
+  void check_header() {
+    if (format_ != kIndexFormat) corrupt(source_, "\"format\" is not \"" + std::string(kIndexFormat) + "\"");
+    if (!version_) corrupt(source_, "no \"version\"");
+    if (!version_->integer || version_->value != uint64_t(kIndexVersion)) {
+      throw Error(ErrorCode::Unsupported, "distributed index '" + std::string(source_) + "' has version " +
+                                              version_->text + "; this ckptio reads version 1");
+    }
+    if (!world_) corrupt(source_, "no \"world_size\"");
+    if (!world_->integer || world_->value < 1 || world_->value > uint64_t(kMaxWorld)) {
+      corrupt(source_, "bad world_size " + world_->text);
+    }
+    index_.world_size = static_cast<int>(world_->value);
+    header_checked_ = true;
+    if (deferred_) corrupt(source_, *deferred_);
+  }
+
+  // A value that is not a non-negative integer (`text` says what it is) where one may be wanted.
+  bool not_unsigned(const std::string& text) {
+    switch (slot()) {
+      case Slot::FileRank: return fail("a file's rank is not a non-negative integer");
+      case Slot::FileSize: return fail("a file's size is not a non-negative integer");
+      case Slot::ChunkFile: return tensor_fail("a chunk's file is not a non-negative integer");
+      case Slot::RangeInt: return tensor_fail("data_offsets holds " + text + ", not a non-negative integer");
+      case Slot::Int: return tensor_fail(std::string(what_) + " holds a non-integer " + text);
+      default: return wrong(text);
     }
   }
 
-  // A key at pos_: a view of the text when it has no escapes (the common case), else decoded
-  // into `scratch`.
-  std::string_view key(std::string& scratch) {
-    size_t run = pos_ + 1;
-    while (run < s_.size()) {
-      const auto c = static_cast<unsigned char>(s_[run]);
-      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) break;
-      ++run;
+  // A value of the wrong kind for its slot; `text` says what it is.
+  bool wrong(const std::string& text) {
+    switch (slot()) {
+      case Slot::Skip: return true;
+      case Slot::Document: corrupt(source_, "not a JSON object");
+      case Slot::Format: header_value(format_, std::string()); return true;  // never the format
+      case Slot::Version: header_value(version_, Num{false, 0, text}); return true;
+      case Slot::World: header_value(world_, Num{false, 0, text}); return true;
+      case Slot::Files: return fail("\"files\" is not a list");
+      case Slot::Tensors: return fail("\"tensors\" is not an object");
+      case Slot::File:
+      case Slot::FileName: return fail("a file entry has no name");
+      case Slot::Tensor: return fail("tensor '" + printable(tensor_.name) + "' is not an object");
+      case Slot::Dtype: return tensor_fail("unknown dtype " + text);
+      case Slot::Ints: return tensor_fail(std::string(what_) + " is not a short list of integers");
+      case Slot::Chunks: return tensor_fail("chunks is not a list");
+      case Slot::Chunk: return tensor_fail("a chunk is not an object");
+      case Slot::Range: return tensor_fail("data_offsets is not a pair");
+      default: return not_unsigned(text);
     }
-    if (run < s_.size() && s_[run] == '"') {
-      const std::string_view k = s_.substr(pos_ + 1, run - pos_ - 1);
-      pos_ = run + 1;
-      return k;
-    }
-    scratch.clear();
-    string_into(&scratch);
-    return scratch;
-  }
-
-  // Refuses a known key seen before in the same object.
-  void once(bool& seen, std::string_view key) {
-    if (seen) fail("key \"" + printable(key) + "\" appears twice in one object");
-    seen = true;
-  }
-
-  // '[' then on_element() for each element (pos_ at it, whitespace skipped).
-  template <class F>
-  void array(F&& on_element) {
-    expect('[');
-    if (peek() == ']') {
-      ++pos_;
-      return;
-    }
-    for (;;) {
-      on_element();
-      ws();
-      if (peek() == ',') {
-        ++pos_;
-        ws();
-        continue;
-      }
-      if (peek() != ']') fail("expected ',' or ']'");
-      ++pos_;
-      return;
-    }
-  }
-
-  void append_utf8(std::string* out, uint32_t cp) {
-    if (!out) return;
-    if (cp < 0x80) {
-      *out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      *out += static_cast<char>(0xC0 | (cp >> 6));
-      *out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      *out += static_cast<char>(0xE0 | (cp >> 12));
-      *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      *out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      *out += static_cast<char>(0xF0 | (cp >> 18));
-      *out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      *out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-
-  uint32_t hex4() {
-    if (pos_ + 4 > s_.size()) fail("a short \\u escape");
-    uint32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char c = s_[pos_++];
-      v <<= 4;
-      if (is_digit(c)) v |= uint32_t(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= uint32_t(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= uint32_t(c - 'A' + 10);
-      else fail("a bad \\u escape");
-    }
-    return v;
-  }
-
-  // One UTF-8 sequence starting at pos_ (its lead byte >= 0x80), checked (no overlongs, no
-  // surrogates, at most U+10FFFF) and copied.
-  void utf8(std::string* out) {
-    const auto b = [&](size_t k) { return static_cast<unsigned char>(s_[pos_ + k]); };
-    const unsigned char c = b(0);
-    size_t n = 0;
-    uint32_t cp = 0;
-    if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
-    else fail("invalid UTF-8");
-    if (pos_ + n > s_.size()) fail("invalid UTF-8");
-    for (size_t k = 1; k < n; ++k) {
-      if ((b(k) & 0xC0) != 0x80) fail("invalid UTF-8");
-      cp = (cp << 6) | (b(k) & 0x3F);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
-      fail("invalid UTF-8");
-    }
-    if (out) out->append(s_.substr(pos_, n));
-    pos_ += n;
-  }
-
-  // A string at pos_ ('"'), decoded into *out (nullptr: checked and skipped).
-  void string_into(std::string* out) {
-    ++pos_;  // '"'
-    for (;;) {
-      // The plain run up to the next quote, backslash, control or non-ASCII byte in one go.
-      size_t run = pos_;
-      while (run < s_.size()) {
-        const auto c = static_cast<unsigned char>(s_[run]);
-        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) break;
-        ++run;
-      }
-      if (out) out->append(s_.substr(pos_, run - pos_));
-      pos_ = run;
-      if (pos_ >= s_.size()) fail("an unterminated string");
-      const auto c = static_cast<unsigned char>(s_[pos_]);
-      if (c == '"') {
-        ++pos_;
-        return;
-      }
-      if (c < 0x20) fail("a control character in a string");
-      if (c >= 0x80) {
-        utf8(out);
-        continue;
-      }
-      ++pos_;  // backslash
-      if (pos_ >= s_.size()) fail("an unterminated string");
-      const char e = s_[pos_++];
-      switch (e) {
-        case '"': case '\\': case '/': if (out) *out += e; break;
-        case 'b': if (out) *out += '\b'; break;
-        case 'f': if (out) *out += '\f'; break;
-        case 'n': if (out) *out += '\n'; break;
-        case 'r': if (out) *out += '\r'; break;
-        case 't': if (out) *out += '\t'; break;
-        case 'u': {
-          uint32_t cp = hex4();
-          if (cp >= 0xDC00 && cp <= 0xDFFF) fail("a lone surrogate");
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            if (pos_ + 2 > s_.size() || s_[pos_] != '\\' || s_[pos_ + 1] != 'u') fail("a lone surrogate");
-            pos_ += 2;
-            const uint32_t lo = hex4();
-            if (lo < 0xDC00 || lo > 0xDFFF) fail("a lone surrogate");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          append_utf8(out, cp);
-          break;
-        }
-        default: fail("a bad escape");
-      }
-    }
-  }
-
-  std::string string() {
-    if (peek() != '"') fail("expected a string");
-    std::string out;
-    string_into(&out);
-    return out;
-  }
-
-  // A JSON number at pos_; integer = false for a fraction, an exponent or more than 64 bits.
-  Num number() {
-    Num n;
-    const size_t begin = pos_;
-    if (peek() == '-') {
-      n.negative = true;
-      ++pos_;
-    }
-    if (!is_digit(peek())) fail("a bad number");
-    if (peek() == '0') {
-      ++pos_;
-    } else {
-      while (is_digit(peek())) {
-        const auto d = static_cast<uint64_t>(peek() - '0');
-        if (n.value > (std::numeric_limits<uint64_t>::max() - d) / 10) n.integer = false;
-        n.value = n.value * 10 + d;
-        ++pos_;
-      }
-    }
-    if (peek() == '.') {
-      n.integer = false;
-      ++pos_;
-      if (!is_digit(peek())) fail("a bad number");
-      while (is_digit(peek())) ++pos_;
-    }
-    if (peek() == 'e' || peek() == 'E') {
-      n.integer = false;
-      ++pos_;
-      if (peek() == '+' || peek() == '-') ++pos_;
-      if (!is_digit(peek())) fail("a bad number");
-      while (is_digit(peek())) ++pos_;
-    }
-    n.begin = begin;
-    n.end = pos_;
-    return n;
-  }
-
-  // A number, or any other value (skipped), which is never a valid integer.
-  Num number_or_not() {
-    if (peek() == '-' || is_digit(peek())) return number();
-    Num n;
-    n.integer = false;
-    n.begin = pos_;
-    skip(0);
-    n.end = pos_;
-    return n;
-  }
-
-  void literal(std::string_view word) {
-    if (s_.substr(pos_, word.size()) != word) fail("an unknown literal");
-    pos_ += word.size();
-  }
-
-  // Any value at pos_, checked and skipped; nesting is bounded so hostile text cannot exhaust
-  // the stack.
-  void skip(int depth) {
-    if (depth > 256) fail("nesting too deep");
-    ws();
-    switch (peek()) {
-      case '{': object([&](std::string_view) { skip(depth + 1); }); break;
-      case '[': array([&] { skip(depth + 1); }); break;
-      case '"': string_into(nullptr); break;
-      case 't': literal("true"); break;
-      case 'f': literal("false"); break;
-      case 'n': literal("null"); break;
-      default: (void)number();
-    }
-  }
-
-  uint64_t u64(const char* what) {
-    if (peek() != '-' && !is_digit(peek())) corrupt(source_, std::string(what) + " is not a non-negative integer");
-    const Num n = number();
-    if (!n.integer || n.negative) corrupt(source_, std::string(what) + " is not a non-negative integer");
-    return n.value;
-  }
-
-  std::vector<int64_t> ints(const char* what) {
-    if (peek() != '[') corrupt(source_, std::string(what) + " is not a short list of integers");
-    std::vector<int64_t> out;
-    array([&] {
-      if (out.size() >= size_t(kMaxRank)) corrupt(source_, std::string(what) + " is not a short list of integers");
-      if (peek() != '-' && !is_digit(peek())) corrupt(source_, std::string(what) + " holds a non-integer");
-      const Num n = number();
-      if (!n.integer) corrupt(source_, std::string(what) + " holds a non-integer");
-      if (n.negative ? n.value > uint64_t(std::numeric_limits<int64_t>::max()) + 1
-                     : n.value > uint64_t(std::numeric_limits<int64_t>::max())) {
-        corrupt(source_, std::string(what) + " holds an absurd value");
-      }
-      out.push_back(n.negative ? static_cast<int64_t>(0 - n.value) : static_cast<int64_t>(n.value));
-    });
-    return out;
-  }
-
-  void read_files(GlobalIndex& index) {
-    if (peek() != '[') corrupt(source_, "\"files\" is not a list");
-    array([&] {
-      if (peek() != '{') corrupt(source_, "a file entry has no name");
-      IndexFile out;
-      bool named = false, ranked = false, sized = false;
-      uint64_t rank = 0;
-      object([&](std::string_view key) {
-        if (key == "name") {
-          once(named, key);
-          if (peek() != '"') corrupt(source_, "a file entry has no name");
-          out.name = string();
-        } else if (key == "rank") {
-          once(ranked, key);
-          rank = u64("a file's rank");
-        } else if (key == "size") {
-          once(sized, key);
-          out.size = u64("a file's size");
-        } else {
-          skip(0);
-        }
-      });
-      if (!named) corrupt(source_, "a file entry has no name");
-      if (!ranked || !sized) corrupt(source_, "file '" + printable(out.name) + "' has no rank or size");
-      if (rank >= static_cast<uint64_t>(index.world_size)) {
-        corrupt(source_, "file '" + printable(out.name) + "' has rank " + std::to_string(rank) +
-                             " outside the world of " + std::to_string(index.world_size));
-      }
-      out.rank = static_cast<int>(rank);
-      index.files.push_back(std::move(out));
-    });
-  }
-
-  void read_chunk(const GlobalIndex& index, const std::string& name, IndexTensor& t) {
-    if (peek() != '{') corrupt(source_, "tensor '" + printable(name) + "': a chunk is not an object");
-    IndexChunk ch;
-    bool file = false, offsets = false, shape = false, range = false;
-    object([&](std::string_view key) {
-      if (key == "file") {
-        once(file, key);
-        const uint64_t f = u64("a chunk's file");
-        if (f >= index.files.size()) {
-          corrupt(source_, "tensor '" + printable(name) + "': a chunk names file #" +
-                               std::to_string(f) + ", past the file list");
-        }
-        ch.file = static_cast<uint32_t>(f);
-      } else if (key == "offsets") {
-        once(offsets, key);
-        ch.box.offsets = ints("a chunk's offsets");
-      } else if (key == "shape") {
-        once(shape, key);
-        ch.box.shape = ints("a chunk's shape");
-      } else if (key == "data_offsets") {
-        once(range, key);
-        if (peek() != '[') corrupt(source_, "data_offsets is not a pair");
-        size_t n = 0;
-        array([&] {
-          if (n >= 2) corrupt(source_, "data_offsets is not a pair");
-          (n++ == 0 ? ch.begin : ch.end) = u64("data_offsets");
-        });
-        if (n != 2) corrupt(source_, "data_offsets is not a pair");
-      } else {
-        skip(0);
-      }
-    });
-    if (!file || !offsets || !shape || !range) {
-      corrupt(source_, "tensor '" + printable(name) + "': a chunk lacks file, offsets, shape or data_offsets");
-    }
-    t.chunks.push_back(std::move(ch));
-  }
-
-  void read_tensors(GlobalIndex& index) {
-    if (peek() != '{') corrupt(source_, "\"tensors\" is not an object");
-    object([&](std::string_view key) {
-      IndexTensor out;
-      out.name = std::string(key);
-      if (peek() != '{') corrupt(source_, "tensor '" + printable(out.name) + "' is not an object");
-      bool typed = false, shaped = false, chunked = false;
-      object([&](std::string_view field) {
-        if (field == "dtype") {
-          once(typed, field);
-          std::string scratch;
-          const std::string_view text = peek() == '"' ? this->key(scratch) : (skip(0), std::string_view());
-          const auto dtype = parse_dtype(text);
-          if (!dtype) corrupt(source_, "tensor '" + printable(out.name) + "' has an unknown dtype \"" + printable(text) + "\"");
-          out.dtype = *dtype;
-        } else if (field == "shape") {
-          once(shaped, field);
-          out.shape = ints("a shape");
-        } else if (field == "chunks") {
-          once(chunked, field);
-          if (peek() != '[') corrupt(source_, "tensor '" + printable(out.name) + "': chunks is not a list");
-          array([&] { read_chunk(index, out.name, out); });
-        } else {
-          skip(0);
-        }
-      });
-      if (!typed || !shaped || !chunked) {
-        corrupt(source_, "tensor '" + printable(out.name) + "' lacks dtype, shape or chunks");
-      }
-      index.tensors.push_back(std::move(out));
-    });
   }
 };
 
 }  // namespace
 
 GlobalIndex parse_index(std::string_view text, std::string_view source) {
-  GlobalIndex index = IndexReader(text, source).read();
+  IndexSax sax(source);
+  // `sax` throws on every error, nlohmann's own (parse_error) included.
+  if (!json::sax_parse(text.data(), text.data() + text.size(), &sax)) corrupt(source, "bad JSON");
+  GlobalIndex index = sax.finish();
   std::sort(index.tensors.begin(), index.tensors.end(),
             [](const IndexTensor& a, const IndexTensor& b) { return a.name < b.name; });
   validate_index(index, source);

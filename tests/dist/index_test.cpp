@@ -111,6 +111,36 @@ TEST(DistIndex, MalformedOrAmbiguousJsonIsCorrupt) {
   }
   EXPECT_NE(message_of(cases[2].second).find("appears twice"), std::string::npos);
   EXPECT_NE(message_of(cases[4].second).find("listed twice"), std::string::npos);
+  // JSON errors say where they are (nlohmann counts the bytes read, up to the one that gave the
+  // error away); content errors name the tensor.
+  const std::string bare = replace(R"("version": 1)", R"("version": 1, "x": nul)");
+  const std::string bare_message = message_of(bare);
+  const size_t at = bare_message.find("at byte ");
+  ASSERT_NE(at, std::string::npos) << bare_message;
+  const size_t byte = std::stoul(bare_message.substr(at + 8));
+  EXPECT_GE(byte, bare.find("nul")) << bare_message;
+  EXPECT_LE(byte, bare.find("nul") + 4) << bare_message;
+  EXPECT_NE(message_of(cases[3].second).find("tensor 'w': key \"file\" appears twice"), std::string::npos)
+      << message_of(cases[3].second);
+  EXPECT_NE(message_of(replace(R"("offsets": [0, 0])", R"("offsets": [0, "0"])")).find("tensor 'w': a chunk's offsets"),
+            std::string::npos);
+}
+
+TEST(DistIndex, ANewerVersionIsUnsupportedWhateverItsLayoutAndWhereverItsHeader) {
+  // "files" and "tensors" of another shape, before the header that says which version they are.
+  const std::string body = R"({"files": {"a": 1}, "tensors": [{"w": 2}], "extra": [[[]]], )";
+  EXPECT_EQ(code_of(body + R"("format": "ckptio.distributed", "version": 2, "world_size": 1})"),
+            ErrorCode::Unsupported);
+  EXPECT_EQ(code_of(body + R"("world_size": 1, "version": 2, "format": "ckptio.distributed"})"),
+            ErrorCode::Unsupported);
+  // The same body under this version is what it looks like: corrupt, the first error reported.
+  const std::string v1 = body + R"("format": "ckptio.distributed", "version": 1, "world_size": 1})";
+  EXPECT_EQ(code_of(v1), ErrorCode::Corrupt);
+  EXPECT_NE(message_of(v1).find("\"files\" is not a list"), std::string::npos) << message_of(v1);
+  // And a valid index whose header comes last reads as usual.
+  const std::string last = R"({"files": [{"name": "a.safetensors", "rank": 0, "size": 72}], "tensors": {"w": {"dtype": "F32", "shape": [4, 2], "chunks": [)" +
+                           kTop + "," + kBottom + R"(]}}, "world_size": 1, "version": 1, "format": "ckptio.distributed"})";
+  EXPECT_EQ(index_to_json(parse_index(last, "last")), index_to_json(parse_index(index_with(kTop + "," + kBottom), "first")));
 }
 
 TEST(DistIndex, HostileIndexesAreCorrupt) {
