@@ -75,6 +75,8 @@ bench: release
 	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b --out $(BENCH_OUT) $(BENCH_ARGS) || exit 1; fi; \
 	done
 	@echo "== ckptio-bench-dist-plan"; build/bin/ckptio-bench-dist-plan
+	@if [ -x build/bin/ckptio-bench-dist-io ]; then echo "== ckptio-bench-dist-io"; \
+	  build/bin/ckptio-bench-dist-io --out $(BENCH_OUT) $(BENCH_ARGS) || exit 1; fi
 	@mkdir -p $(BENCH_OUT)/python
 	@for p in safetensors checkpoint dist; do echo "== bench/python/bench_$$p.py"; \
 	  PYTHONPATH=build/release/python .venv/bin/python bench/python/bench_$$p.py \

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ckptio/async_writer.h"
 #include "ckptio/communicator.h"
 #include "ckptio/dtype.h"
 #include "ckptio/io.h"
@@ -91,6 +92,11 @@ struct SaveOptions {
   // orders the checkpoints of an experiment folder (see checkpoint_io.h); 0: none.
   uint64_t sequence = 0;
   io::Env* env = nullptr;  // this rank's Env; nullptr: Env::posix()
+  // How this rank's files are written (backend, threads, O_DIRECT, bytes in flight), as for
+  // save_safetensors (SafetensorsWriteOptions::writer); nullptr: the same defaults. Its env and
+  // sync fields are ignored (the two above decide). On a disk where the page cache is the
+  // bottleneck, direct_io = true writes the bulk of every file past it.
+  const io::AsyncWriterOptions* writer = nullptr;
 };
 
 struct SaveResult {

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <unordered_set>
 
@@ -208,96 +209,355 @@ void validate_index(const GlobalIndex& index, std::string_view source) {
   }
 }
 
-GlobalIndex parse_index(std::string_view text, std::string_view source) {
-  GlobalIndex index;
-  try {
-    const json doc = json::parse(text);
-    if (!doc.is_object()) corrupt(source, "not a JSON object");
-    if (doc.value("format", std::string()) != kIndexFormat) {
-      corrupt(source, "\"format\" is not \"" + std::string(kIndexFormat) + "\"");
-    }
-    const json& version = doc.at("version");
-    if (!version.is_number_integer() || version.get<int64_t>() != kIndexVersion) {
-      throw Error(ErrorCode::Unsupported, "distributed index '" + std::string(source) +
-                                              "' has version " + version.dump() +
-                                              "; this ckptio reads version 1");
-    }
-    const json& world = doc.at("world_size");
-    if (!world.is_number_integer() || world.get<int64_t>() < 1 || world.get<int64_t>() > kMaxWorld) {
-      corrupt(source, "bad world_size " + world.dump());
-    }
-    index.world_size = static_cast<int>(world.get<int64_t>());
-    const auto get_u64 = [&](const json& v, const char* what) {
-      if (!v.is_number_unsigned()) corrupt(source, std::string(what) + " is not a non-negative integer");
-      return v.get<uint64_t>();
-    };
-    const auto get_ints = [&](const json& v, const char* what) {
-      if (!v.is_array() || v.size() > kMaxRank) corrupt(source, std::string(what) + " is not a short list of integers");
-      std::vector<int64_t> out;
-      out.reserve(v.size());
-      for (const json& x : v) {
-        if (!x.is_number_integer()) corrupt(source, std::string(what) + " holds a non-integer");
-        if (x.is_number_unsigned() && x.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
-          corrupt(source, std::string(what) + " holds an absurd value");
-        }
-        out.push_back(x.get<int64_t>());
-      }
-      return out;
-    };
-    const json& files = doc.at("files");
-    if (!files.is_array()) corrupt(source, "\"files\" is not a list");
-    for (const json& f : files) {
-      if (!f.is_object() || !f.contains("name") || !f.at("name").is_string()) {
-        corrupt(source, "a file entry has no name");
-      }
-      IndexFile out;
-      out.name = f.at("name").get<std::string>();
-      const uint64_t rank = get_u64(f.at("rank"), "a file's rank");
-      if (rank >= static_cast<uint64_t>(index.world_size)) {
-        corrupt(source, "file '" + printable(out.name) + "' has rank " + std::to_string(rank) +
-                            " outside the world of " + std::to_string(index.world_size));
-      }
-      out.rank = static_cast<int>(rank);
-      out.size = get_u64(f.at("size"), "a file's size");
-      index.files.push_back(std::move(out));
-    }
-    const json& tensors = doc.at("tensors");
-    if (!tensors.is_object()) corrupt(source, "\"tensors\" is not an object");
-    index.tensors.reserve(tensors.size());
-    for (const auto& [name, t] : tensors.items()) {
-      if (!t.is_object()) corrupt(source, "tensor '" + printable(name) + "' is not an object");
-      IndexTensor out;
-      out.name = name;
-      const json& dt = t.at("dtype");
-      const auto dtype = dt.is_string() ? parse_dtype(dt.get<std::string>()) : std::nullopt;
-      if (!dtype) corrupt(source, "tensor '" + printable(name) + "' has an unknown dtype " + dt.dump());
-      out.dtype = *dtype;
-      out.shape = get_ints(t.at("shape"), "a shape");
-      const json& chunks = t.at("chunks");
-      if (!chunks.is_array()) corrupt(source, "tensor '" + printable(name) + "': chunks is not a list");
-      out.chunks.reserve(chunks.size());
-      for (const json& c : chunks) {
-        if (!c.is_object()) corrupt(source, "tensor '" + printable(name) + "': a chunk is not an object");
-        IndexChunk ch;
-        const uint64_t file = get_u64(c.at("file"), "a chunk's file");
-        if (file >= index.files.size()) {
-          corrupt(source, "tensor '" + printable(name) + "': a chunk names file #" +
-                              std::to_string(file) + ", past the file list");
-        }
-        ch.file = static_cast<uint32_t>(file);
-        ch.box.offsets = get_ints(c.at("offsets"), "a chunk's offsets");
-        ch.box.shape = get_ints(c.at("shape"), "a chunk's shape");
-        const json& range = c.at("data_offsets");
-        if (!range.is_array() || range.size() != 2) corrupt(source, "data_offsets is not a pair");
-        ch.begin = get_u64(range[0], "data_offsets");
-        ch.end = get_u64(range[1], "data_offsets");
-        out.chunks.push_back(std::move(ch));
-      }
-      index.tensors.push_back(std::move(out));
-    }
-  } catch (const json::exception& e) {
-    corrupt(source, std::string("bad JSON: ") + e.what());
+namespace {
+
+constexpr size_t kMaxDepth = 256;
+
+// Builds the GlobalIndex from nlohmann's SAX events in one pass, without a document tree. nlohmann
+// checks the JSON (UTF-8, escapes, numbers, trailing text); this handler checks the index's shape
+// with a stack of what each open object or list holds, skips unknown keys, bounds the nesting
+// (hostile text must not grow the stack without end) and refuses a known key given twice in one
+// object, since the index would be ambiguous. The format, version and world size may come after
+// "files" and "tensors": until they are known, the first error is kept and the rest of that member
+// skipped, so that a newer version is refused as such whatever its layout.
+class IndexSax final : public nlohmann::json_sax<json> {
+ public:
+  explicit IndexSax(std::string_view source) : source_(source) {}
+
+  GlobalIndex finish() {
+    if (!header_checked_) check_header();
+    if (!files_seen_) corrupt(source_, "no \"files\"");
+    if (!tensors_seen_) corrupt(source_, "no \"tensors\"");
+    return std::move(index_);
   }
+
+  bool null() override { return wrong("null"); }
+  bool boolean(bool v) override { return wrong(v ? "true" : "false"); }
+  bool binary(binary_t&) override { return wrong("binary data"); }  // never in JSON text
+
+  bool number_unsigned(number_unsigned_t v) override {
+    switch (slot()) {
+      case Slot::Skip: break;
+      case Slot::Version: header_value(version_, Num{true, v, std::to_string(v)}); break;
+      case Slot::World: header_value(world_, Num{true, v, std::to_string(v)}); break;
+      case Slot::FileRank: rank_ = v; break;
+      case Slot::FileSize: file_.size = v; break;
+      case Slot::ChunkFile:
+        if (v > std::numeric_limits<uint32_t>::max()) {
+          return tensor_fail("a chunk names file #" + std::to_string(v) + ", past the file list");
+        }
+        chunk_.file = static_cast<uint32_t>(v);
+        break;
+      case Slot::Int:
+        if (v > uint64_t(std::numeric_limits<int64_t>::max())) return tensor_fail(std::string(what_) + " holds an absurd value");
+        return push_int(static_cast<int64_t>(v));
+      case Slot::RangeInt:
+        if (range_n_ >= 2) return tensor_fail("data_offsets is not a pair");
+        (range_n_++ == 0 ? chunk_.begin : chunk_.end) = v;
+        break;
+      default: return wrong(std::to_string(v));
+    }
+    return true;
+  }
+
+  bool number_integer(number_integer_t v) override {  // nlohmann's event for a negative number
+    switch (slot()) {
+      case Slot::Int: return push_int(v);
+      default: return not_unsigned(std::to_string(v));
+    }
+  }
+
+  bool number_float(number_float_t, const string_t& text) override { return not_unsigned(text); }
+
+  bool string(string_t& s) override {
+    switch (slot()) {
+      case Slot::Skip: return true;
+      case Slot::Format: header_value(format_, std::move(s)); return true;
+      case Slot::FileName: file_.name = std::move(s); return true;
+      case Slot::Dtype: {
+        const auto dtype = parse_dtype(s);
+        if (!dtype) return tensor_fail("unknown dtype \"" + printable(s) + "\"");
+        tensor_.dtype = *dtype;
+        return true;
+      }
+      default: return wrong("\"" + printable(s.substr(0, 40)) + "\"");
+    }
+  }
+
+  bool start_object(std::size_t) override {
+    const Slot s = slot();
+    if (stack_.size() >= kMaxDepth) corrupt(source_, "bad JSON: nesting deeper than " + std::to_string(kMaxDepth));
+    switch (s) {
+      case Slot::Document: return push(Ctx::Top);
+      case Slot::Tensors: return push(Ctx::Tensors);
+      case Slot::File:
+        file_ = IndexFile{};
+        rank_ = 0;
+        return push(Ctx::File);
+      case Slot::Tensor: return push(Ctx::Tensor);  // named by its key
+      case Slot::Chunk:
+        chunk_ = IndexChunk{};
+        return push(Ctx::Chunk);
+      default: wrong("an object"); return push(Ctx::Skip);
+    }
+  }
+
+  bool start_array(std::size_t) override {
+    const Slot s = slot();
+    if (stack_.size() >= kMaxDepth) corrupt(source_, "bad JSON: nesting deeper than " + std::to_string(kMaxDepth));
+    switch (s) {
+      case Slot::Files: return push(Ctx::Files);
+      case Slot::Chunks: return push(Ctx::Chunks);
+      case Slot::Ints:
+        ints_->clear();
+        return push(Ctx::Ints);
+      case Slot::Range:
+        range_n_ = 0;
+        return push(Ctx::Range);
+      default: wrong("a list"); return push(Ctx::Skip);
+    }
+  }
+
+  bool key(string_t& k) override {
+    Frame& f = stack_.back();
+    switch (f.ctx) {
+      case Ctx::Top: {
+        static constexpr Known kTop[] = {{"format", Slot::Format}, {"version", Slot::Version},
+                                         {"world_size", Slot::World}, {"files", Slot::Files},
+                                         {"tensors", Slot::Tensors}};
+        field_ = known(f, k, kTop);
+        if (field_ == Slot::Files) files_seen_ = true;
+        if (field_ == Slot::Tensors) tensors_seen_ = true;
+        break;
+      }
+      case Ctx::File: {
+        static constexpr Known kFile[] = {{"name", Slot::FileName}, {"rank", Slot::FileRank}, {"size", Slot::FileSize}};
+        field_ = known(f, k, kFile);
+        break;
+      }
+      case Ctx::Tensors:
+        tensor_ = IndexTensor{};
+        tensor_.name = k;
+        field_ = Slot::Tensor;
+        break;
+      case Ctx::Tensor: {
+        static constexpr Known kTensor[] = {{"dtype", Slot::Dtype}, {"shape", Slot::Ints}, {"chunks", Slot::Chunks}};
+        field_ = known(f, k, kTensor);
+        if (field_ == Slot::Ints) ints(tensor_.shape, "a shape");
+        break;
+      }
+      case Ctx::Chunk: {
+        static constexpr Known kChunk[] = {{"file", Slot::ChunkFile}, {"offsets", Slot::Ints},
+                                           {"shape", Slot::Ints}, {"data_offsets", Slot::Range}};
+        field_ = known(f, k, kChunk);
+        if (field_ == Slot::Ints) {
+          k == "offsets" ? ints(chunk_.box.offsets, "a chunk's offsets") : ints(chunk_.box.shape, "a chunk's shape");
+        }
+        break;
+      }
+      default: field_ = Slot::Skip;
+    }
+    return true;
+  }
+
+  bool end_object() override {
+    const Frame f = stack_.back();
+    stack_.pop_back();
+    switch (f.ctx) {
+      case Ctx::File:
+        if (!(f.seen & 1)) return fail("a file entry has no name");
+        if ((f.seen & 6) != 6) return fail("file '" + printable(file_.name) + "' has no rank or size");
+        // The world size may not be known yet: validate_index checks the rank against it.
+        if (rank_ >= uint64_t(kMaxWorld)) {
+          return fail("file '" + printable(file_.name) + "' has rank " + std::to_string(rank_) +
+                      " outside any world");
+        }
+        file_.rank = static_cast<int>(rank_);
+        index_.files.push_back(std::move(file_));
+        break;
+      case Ctx::Tensor:
+        if (f.seen != 7) return fail("tensor '" + printable(tensor_.name) + "' lacks dtype, shape or chunks");
+        index_.tensors.push_back(std::move(tensor_));
+        break;
+      case Ctx::Chunk:
+        if (f.seen != 15) return tensor_fail("a chunk lacks file, offsets, shape or data_offsets");
+        tensor_.chunks.push_back(std::move(chunk_));
+        break;
+      default: break;
+    }
+    return true;
+  }
+
+  bool end_array() override {
+    const Ctx c = stack_.back().ctx;
+    stack_.pop_back();
+    if (c == Ctx::Range && range_n_ != 2) return tensor_fail("data_offsets is not a pair");
+    return true;
+  }
+
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
+    // what() is "[json.exception.parse_error.101] parse error at line 1, column 5: ...".
+    std::string_view what = e.what();
+    if (const size_t end = what.find("] "); what.starts_with("[json.") && end != what.npos) what.remove_prefix(end + 2);
+    corrupt(source_, "bad JSON at byte " + std::to_string(position) + ": " + std::string(what));
+  }
+
+ private:
+  // What the next value is, given the open container and the key before it.
+  enum class Slot : uint8_t {
+    Skip, Document, Format, Version, World, Files, Tensors, File, FileName, FileRank, FileSize,
+    Tensor, Dtype, Ints, Int, Chunks, Chunk, ChunkFile, Range, RangeInt,
+  };
+  enum class Ctx : uint8_t { Skip, Top, Files, File, Tensors, Tensor, Chunks, Chunk, Ints, Range };
+  struct Frame {
+    Ctx ctx;
+    uint8_t seen = 0;  // known keys met so far, one bit each
+  };
+  struct Known {
+    std::string_view key;
+    Slot slot;
+  };
+  struct Num {
+    bool integer = false;  // a non-negative integer of at most 64 bits
+    uint64_t value = 0;
+    std::string text;  // as written, for messages
+  };
+
+  std::string_view source_;
+  GlobalIndex index_;
+  std::vector<Frame> stack_;
+  Slot field_ = Slot::Skip;  // in an object: what the current key's value is
+  std::optional<std::string> format_;
+  std::optional<Num> version_, world_;
+  bool header_checked_ = false, files_seen_ = false, tensors_seen_ = false;
+  std::optional<std::string> deferred_;  // the first error met before the header was checked
+  IndexFile file_;
+  uint64_t rank_ = 0;
+  IndexTensor tensor_;
+  IndexChunk chunk_;
+  std::vector<int64_t>* ints_ = nullptr;  // the list being read, and its name for messages
+  const char* what_ = "";
+  size_t range_n_ = 0;
+
+  Slot slot() const {
+    if (stack_.empty()) return Slot::Document;
+    switch (stack_.back().ctx) {
+      case Ctx::Skip: return Slot::Skip;
+      case Ctx::Files: return Slot::File;
+      case Ctx::Chunks: return Slot::Chunk;
+      case Ctx::Ints: return Slot::Int;
+      case Ctx::Range: return Slot::RangeInt;
+      default: return field_;
+    }
+  }
+
+  bool push(Ctx c) {
+    stack_.push_back(Frame{c});
+    return true;
+  }
+
+  template <size_t N>
+  Slot known(Frame& f, std::string_view k, const Known (&keys)[N]) {
+    for (size_t i = 0; i < N; ++i) {
+      if (keys[i].key != k) continue;
+      if (f.seen & (1u << i)) {
+        const std::string what = "key \"" + printable(k) + "\" appears twice in one object";
+        f.ctx == Ctx::Tensor || f.ctx == Ctx::Chunk ? tensor_fail(what) : fail(what);
+        return Slot::Skip;
+      }
+      f.seen |= static_cast<uint8_t>(1u << i);
+      return keys[i].slot;
+    }
+    return Slot::Skip;
+  }
+
+  void ints(std::vector<int64_t>& into, const char* what) {
+    ints_ = &into;
+    what_ = what;
+  }
+
+  bool push_int(int64_t v) {
+    if (ints_->size() >= size_t(kMaxRank)) return tensor_fail(std::string(what_) + " is not a short list of integers");
+    ints_->push_back(v);
+    return true;
+  }
+
+  // An error in the index's content: thrown once the header is known to be this version's, else
+  // kept (the first one) and the rest of the top-level member skipped.
+  bool fail(const std::string& what) {
+    if (header_checked_) corrupt(source_, what);
+    if (!deferred_) deferred_ = what;
+    for (size_t i = 1; i < stack_.size(); ++i) stack_[i].ctx = Ctx::Skip;
+    field_ = Slot::Skip;
+    return true;
+  }
+
+  bool tensor_fail(const std::string& what) { return fail("tensor '" + printable(tensor_.name) + "': " + what); }
+
+  template <class T>
+  void header_value(std::optional<T>& slot, T value) {
+    slot = std::move(value);
+    if (!header_checked_ && format_ && version_ && world_) check_header();
+  }
+
+  void check_header() {
+    if (format_ != kIndexFormat) corrupt(source_, "\"format\" is not \"" + std::string(kIndexFormat) + "\"");
+    if (!version_) corrupt(source_, "no \"version\"");
+    if (!version_->integer || version_->value != uint64_t(kIndexVersion)) {
+      throw Error(ErrorCode::Unsupported, "distributed index '" + std::string(source_) + "' has version " +
+                                              version_->text + "; this ckptio reads version 1");
+    }
+    if (!world_) corrupt(source_, "no \"world_size\"");
+    if (!world_->integer || world_->value < 1 || world_->value > uint64_t(kMaxWorld)) {
+      corrupt(source_, "bad world_size " + world_->text);
+    }
+    index_.world_size = static_cast<int>(world_->value);
+    header_checked_ = true;
+    if (deferred_) corrupt(source_, *deferred_);
+  }
+
+  // A value that is not a non-negative integer (`text` says what it is) where one may be wanted.
+  bool not_unsigned(const std::string& text) {
+    switch (slot()) {
+      case Slot::FileRank: return fail("a file's rank is not a non-negative integer");
+      case Slot::FileSize: return fail("a file's size is not a non-negative integer");
+      case Slot::ChunkFile: return tensor_fail("a chunk's file is not a non-negative integer");
+      case Slot::RangeInt: return tensor_fail("data_offsets holds " + text + ", not a non-negative integer");
+      case Slot::Int: return tensor_fail(std::string(what_) + " holds a non-integer " + text);
+      default: return wrong(text);
+    }
+  }
+
+  // A value of the wrong kind for its slot; `text` says what it is.
+  bool wrong(const std::string& text) {
+    switch (slot()) {
+      case Slot::Skip: return true;
+      case Slot::Document: corrupt(source_, "not a JSON object");
+      case Slot::Format: header_value(format_, std::string()); return true;  // never the format
+      case Slot::Version: header_value(version_, Num{false, 0, text}); return true;
+      case Slot::World: header_value(world_, Num{false, 0, text}); return true;
+      case Slot::Files: return fail("\"files\" is not a list");
+      case Slot::Tensors: return fail("\"tensors\" is not an object");
+      case Slot::File:
+      case Slot::FileName: return fail("a file entry has no name");
+      case Slot::Tensor: return fail("tensor '" + printable(tensor_.name) + "' is not an object");
+      case Slot::Dtype: return tensor_fail("unknown dtype " + text);
+      case Slot::Ints: return tensor_fail(std::string(what_) + " is not a short list of integers");
+      case Slot::Chunks: return tensor_fail("chunks is not a list");
+      case Slot::Chunk: return tensor_fail("a chunk is not an object");
+      case Slot::Range: return tensor_fail("data_offsets is not a pair");
+      default: return not_unsigned(text);
+    }
+  }
+};
+
+}  // namespace
+
+GlobalIndex parse_index(std::string_view text, std::string_view source) {
+  IndexSax sax(source);
+  // `sax` throws on every error, nlohmann's own (parse_error) included.
+  if (!json::sax_parse(text.data(), text.data() + text.size(), &sax)) corrupt(source, "bad JSON");
+  GlobalIndex index = sax.finish();
   std::sort(index.tensors.begin(), index.tensors.end(),
             [](const IndexTensor& a, const IndexTensor& b) { return a.name < b.name; });
   validate_index(index, source);

@@ -66,21 +66,20 @@ const IndexTensor* Reader::find(std::string_view name) const {
 
 LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const {
   const Impl& im = *impl_;
-  std::vector<io::ReadRange> reqs;
-  // Element sizes of the range being added (0: sub-byte, never merged).
-  uint64_t in_size = 0, out_size = 0;
-  auto add = [&](const io::ReadableFile* f, uint64_t offset, std::span<std::byte> dst, DType from,
-                 DType to) {
-    if (!reqs.empty() && in_size > 0 && out_size > 0) {
-      io::ReadRange& last = reqs.back();
-      const uint64_t last_src = last.dst.size() / out_size * in_size;
-      if (last.file == f && last.from == from && last.to == to && last.offset + last_src == offset &&
-          last.dst.data() + last.dst.size() == dst.data()) {
-        last.dst = std::span<std::byte>(last.dst.data(), last.dst.size() + dst.size());
-        return;
-      }
-    }
-    reqs.push_back({.file = f, .offset = offset, .dst = dst, .from = from, .to = to, .tensor = {}});
+  // Every intersection, then sorted by file and offset: the reads sweep each file front to back
+  // (kernel readahead works for a cold cache whatever the items' order) and neighbours that are
+  // contiguous in both the file and the destination, with the same conversion, become one pread.
+  struct Piece {
+    uint32_t file;
+    uint64_t offset;
+    std::span<std::byte> dst;
+    DType from, to;
+    uint64_t in_size, out_size;  // element sizes; 0: a sub-byte dtype, never merged
+  };
+  std::vector<Piece> pieces;
+  uint64_t in_size = 0, out_size = 0;  // of the item being added
+  auto add = [&](uint32_t file, uint64_t offset, std::span<std::byte> dst, DType from, DType to) {
+    pieces.push_back({file, offset, dst, from, to, in_size, out_size});
   };
   LoadReport report;
   for (const LoadItem& item : items) {
@@ -123,17 +122,37 @@ LoadReport Reader::read(std::span<const LoadItem> items, unsigned threads) const
       Box common;
       for (const IndexChunk& c : t->chunks) {
         if (!detail::intersect(c.box, region.box, common)) continue;
-        const io::ReadableFile& f = im.file(c.file);
         if (in_size == 0 || out_size == 0) {  // a sub-byte dtype: stored and wanted whole (validated)
-          add(&f, c.begin, dst, t->dtype, local.dtype);
+          add(c.file, c.begin, dst, t->dtype, local.dtype);
           continue;
         }
         detail::for_each_run(c.box, region.box, common, [&](uint64_t so, uint64_t dof, uint64_t n) {
-          add(&f, c.begin + so * in_size, dst.subspan(dof * out_size, n * out_size), t->dtype,
+          add(c.file, c.begin + so * in_size, dst.subspan(dof * out_size, n * out_size), t->dtype,
               local.dtype);
         });
       }
     }
+  }
+  std::stable_sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) {
+    return a.file != b.file ? a.file < b.file : a.offset < b.offset;
+  });
+  std::vector<io::ReadRange> reqs;
+  reqs.reserve(pieces.size());
+  const Piece* prev = nullptr;
+  for (const Piece& p : pieces) {
+    if (prev && prev->file == p.file && prev->from == p.from && prev->to == p.to &&
+        p.in_size > 0 && p.out_size > 0) {
+      io::ReadRange& last = reqs.back();
+      const uint64_t last_src = last.dst.size() / p.out_size * p.in_size;
+      if (last.offset + last_src == p.offset && last.dst.data() + last.dst.size() == p.dst.data()) {
+        last.dst = std::span<std::byte>(last.dst.data(), last.dst.size() + p.dst.size());
+        continue;
+      }
+    }
+    // Opened (and its size checked) on first use.
+    reqs.push_back({.file = &im.file(p.file), .offset = p.offset, .dst = p.dst, .from = p.from,
+                    .to = p.to, .tensor = {}});
+    prev = &p;
   }
   report.reads = reqs.size();
   try {

@@ -1,18 +1,23 @@
 // dist::save: every rank writes its pieces, the coordinator commits the folder.
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/file_hash.h"
 #include "checkpoint/manifest.h"
+#include "checkpoint/tensor_file_writer.h"
 #include "ckptio/dist.h"
 #include "ckptio/error.h"
 #include "ckptio/safetensors.h"
+#include "core/thread_start.h"
 #include "dist/box.h"
 #include "dist/plan.h"
+#include "format/safetensors/file_writer.h"
 
 namespace ckptio::dist {
 
@@ -86,51 +91,92 @@ std::vector<Piece> plan_pieces(std::span<const SaveItem> items, int rank, int wo
   return pieces;
 }
 
-// Writes this rank's files into `temp` and fills report.files / report.chunks.
+// One file of this rank: its pieces (the k-th piece of each tensor: a safetensors file holds a
+// name once), their tensors and the layout.
+struct RankFile {
+  std::string name;
+  std::vector<const Piece*> pieces;
+  std::vector<NamedTensor> tensors;
+  SafetensorsLayout layout;
+  std::unique_ptr<io::WritableFile> file;
+  std::string xxh3_128;
+};
+
+// The file's bytes in order (the header, then the tensors in data order), hashed from memory.
+std::string hash_file(const RankFile& f) {
+  checkpoint::Xxh3Hasher hasher;
+  hasher.update(std::as_bytes(std::span(f.layout.header)));
+  for (size_t i : f.layout.order) hasher.update(f.tensors[i].view.bytes);
+  return hasher.hex();
+}
+
+// Writes this rank's files into `temp` and fills report.files / report.chunks. Like CheckpointIO's
+// tensor sets: every file created new in the (private, uncommitted) temp folder, all of them
+// through one safetensors writer (one set of threads, the fsyncs in parallel), checksums computed
+// on another thread from the same memory meanwhile, and no per-file rename or folder fsync: the
+// folder commit publishes and syncs the folder once.
 void write_pieces(const std::vector<Piece>& pieces, int rank, const fs::path& temp,
                   const SaveOptions& options, io::Env& env, detail::RankReport& report,
                   SaveResult& result) {
-  // A safetensors file holds a name once: the k-th piece of a tensor goes to file k.
-  std::vector<std::vector<const Piece*>> files;
+  std::vector<RankFile> files;
   std::vector<size_t> seen(report.tensors.size(), 0);
   for (const Piece& p : pieces) {
     const size_t k = seen[p.tensor]++;
     if (files.size() <= k) files.resize(k + 1);
-    files[k].push_back(&p);
+    files[k].pieces.push_back(&p);
   }
   for (size_t k = 0; k < files.size(); ++k) {
-    const std::string name = detail::rank_file_name(rank, k + 1, files.size());
-    std::vector<NamedTensor> tensors;
-    for (const Piece* p : files[k]) {
+    RankFile& f = files[k];
+    f.name = detail::rank_file_name(rank, k + 1, files.size());
+    for (const Piece* p : f.pieces) {
       const detail::ReportTensor& t = report.tensors[p->tensor];
-      tensors.push_back({t.name, TensorView{t.dtype, p->box.shape, p->bytes}});
+      f.tensors.push_back({t.name, TensorView{t.dtype, p->box.shape, p->bytes}});
     }
     SafetensorsWriteOptions wo;
-    wo.metadata = Metadata{{"DCP_SHARDING_INFO", sharding_info(files[k], report)},
+    wo.metadata = Metadata{{"DCP_SHARDING_INFO", sharding_info(f.pieces, report)},
                            {"DCP_VERSION", "1.0"},
                            {"format", "pt"}};
-    wo.sync = options.sync;
-    wo.env = &env;
-    const SafetensorsLayout layout = plan_safetensors(tensors, wo);
-    save_safetensors(temp / name, tensors, wo);
-    detail::ReportFile rf{name, layout.file_size, {}};
-    if (options.checksums) {
-      // The file is the header then the tensors in data order: hash it from memory.
-      checkpoint::Xxh3Hasher hasher;
-      hasher.update(std::as_bytes(std::span(layout.header)));
-      for (size_t i : layout.order) hasher.update(tensors[i].view.bytes);
-      rf.xxh3_128 = hasher.hex();
+    f.layout = plan_safetensors(f.tensors, wo);
+  }
+
+  auto hash = [&files] {
+    for (RankFile& f : files) f.xxh3_128 = hash_file(f);
+  };
+  std::thread hasher;
+  bool hash_here = false;
+  if (options.checksums) {
+    try {
+      hasher = start_thread(hash, "a checksum thread");
+    } catch (const Error&) {
+      hash_here = true;  // no thread to be had: hash on this one after writing
     }
+  }
+  try {
+    std::vector<ckptio::detail::SafetensorsFileJob> jobs;
+    for (RankFile& f : files) {
+      f.file = env.open_write(temp / f.name, io::OpenMode::CreateNew);
+      jobs.push_back({f.file.get(), &f.layout, f.tensors});
+    }
+    ckptio::detail::write_safetensors_files(jobs, {&env, options.sync, options.writer});
+    for (RankFile& f : files) f.file->close();
+  } catch (...) {
+    if (hasher.joinable()) hasher.join();
+    throw;
+  }
+  if (hasher.joinable()) hasher.join();
+  if (hash_here) hash();
+
+  for (RankFile& f : files) {
     const auto file_index = static_cast<uint32_t>(report.files.size());
-    report.files.push_back(std::move(rf));
-    for (size_t e = 0; e < layout.entries.size(); ++e) {
-      const Piece& p = *files[k][layout.order[e]];
-      const uint64_t begin = layout.header.size() + layout.entries[e].begin;
+    report.files.push_back({f.name, f.layout.file_size, std::move(f.xxh3_128)});
+    for (size_t e = 0; e < f.layout.entries.size(); ++e) {
+      const Piece& p = *f.pieces[f.layout.order[e]];
+      const uint64_t begin = f.layout.header.size() + f.layout.entries[e].begin;
       report.chunks.push_back({static_cast<uint32_t>(p.tensor), file_index, p.box, begin,
-                               begin + layout.entries[e].nbytes()});
+                               begin + f.layout.entries[e].nbytes()});
     }
-    result.files.push_back(name);
-    result.bytes_written += layout.file_size;
+    result.files.push_back(f.name);
+    result.bytes_written += f.layout.file_size;
   }
 }
 
@@ -148,12 +194,13 @@ void commit(io::AtomicDir& folder, const std::vector<std::string>& raw_reports,
   manifest.epoch = options.epoch;
   manifest.global_step = options.global_step;
   manifest.sequence = options.sequence;
-  const std::string text = index_to_json(index);
-  io::write_file_atomic(env, folder / std::string(kIndexName), text);
-  manifest.files[std::string(kIndexName)] = {text.size(),
-                                             options.checksums ? checkpoint::xxh3_128_hex(text) : ""};
-  io::write_file_atomic(env, folder / std::string(checkpoint::kManifestName),
-                        checkpoint::manifest_to_json(manifest));
+  // Plain new files in the uncommitted folder, fsynced; the commit syncs the folder.
+  const checkpoint::WriteSettings settings{options.sync, options.checksums};
+  const checkpoint::WrittenFile index_file = checkpoint::write_text_file(
+      env, folder.temp_path(), std::string(kIndexName), index_to_json(index), settings);
+  manifest.files[index_file.rel] = {index_file.size, index_file.xxh3_128};
+  checkpoint::write_text_file(env, folder.temp_path(), std::string(checkpoint::kManifestName),
+                              checkpoint::manifest_to_json(manifest), settings);
   // Each file was fsynced as it was written (when options.sync); the folders are synced here.
   folder.commit({.if_exists = options.replace ? io::IfExists::Replace : io::IfExists::Fail,
                  .sync_files = false,

@@ -45,6 +45,104 @@ TEST(DistIndex, AValidIndexRoundTrips) {
   EXPECT_EQ(index_to_json(again), index_to_json(index));
 }
 
+TEST(DistIndex, AnyJsonLayoutOfTheIndexReadsTheSame) {
+  const GlobalIndex want = parse_index(index_with(kBottom + "," + kTop), "canonical");
+  const std::string rows = R"("chunks": [{"data_offsets": [24, 40], "shape": [2, 2], "offsets": [2, 0], "file": 0},
+                                         {"file": 0, "offsets": [0, 0], "shape": [2, 2], "data_offsets": [8, 24], "note": [1, {"x": null}]}])";
+  const std::vector<std::pair<std::string, std::string>> variants{
+      // Tensors before files, the version last, unknown keys of every kind, no whitespace.
+      {"any order", R"({"tensors": {"w": {)" + rows + R"(, "shape": [4, 2], "dtype": "F32"}},
+                    "files": [{"size": 72, "rank": 0, "name": "a.safetensors", "extra": true}],
+                    "world_size": 1, "comment": "\u00e9\ud83d\ude00", "format": "ckptio.distributed",
+                    "version": 1})"},
+      {"tight", R"({"format":"ckptio.distributed","version":1,"world_size":1,"files":[{"name":"a.safetensors","rank":0,"size":72}],"tensors":{"w":{"dtype":"F32","shape":[4,2],)" + rows + "}}}"},
+      {"escaped", "\t{\"form\\u0061t\": \"ckptio.distribut\\u0065d\", \"version\" : 1 ,\r\n \"world_size\": 1, "
+                  "\"files\": [{\"name\": \"\\u0061.safetensors\", \"rank\": 0, \"size\": 72}], "
+                  "\"tensors\": {\"\\u0077\": {\"dtype\": \"F32\", \"shape\": [4, 2], " + rows + "}}}\n "},
+  };
+  for (const auto& [what, text] : variants) {
+    GlobalIndex got;
+    ASSERT_NO_THROW(got = parse_index(text, what)) << what << ": " << message_of(text);
+    EXPECT_EQ(index_to_json(got), index_to_json(want)) << what;
+  }
+  // Names with quotes, backslashes, control characters and non-ASCII text round-trip.
+  GlobalIndex odd = want;
+  odd.tensors[0].name = "a \"q\" \\ \x01 \xc3\xa9 \xf0\x9f\x98\x80";
+  const GlobalIndex back = parse_index(index_to_json(odd), "odd");
+  EXPECT_EQ(back.tensors[0].name, odd.tensors[0].name);
+}
+
+TEST(DistIndex, MalformedOrAmbiguousJsonIsCorrupt) {
+  const std::string ok = index_with(kTop + "," + kBottom);
+  ASSERT_EQ(code_of(ok), ErrorCode::Internal);  // accepted
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string t = ok;
+    const size_t at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return t.replace(at, from.size(), to);
+  };
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"trailing text", ok + " {}"},
+      {"second document", ok + ok},
+      {"key twice", replace(R"("world_size": 1,)", R"("world_size": 1, "world_size": 1,)")},
+      {"chunk key twice", replace(R"("file": 0, "offsets": [0, 0])", R"("file": 0, "file": 0, "offsets": [0, 0])")},
+      {"tensor twice", replace(R"("tensors": {)", R"("tensors": {"w": {"dtype": "F32", "shape": [4, 2], "chunks": [)" + kTop + "," + kBottom + "]}, ")},
+      {"fraction", replace(R"("world_size": 1)", R"("world_size": 1.0)")},
+      {"exponent", replace(R"("size": 72)", R"("size": 72e0)")},
+      {"leading zero", replace(R"("size": 72)", R"("size": 072)")},
+      {"over 64 bits", replace(R"("size": 72)", R"("size": 18446744073709551616)")},
+      {"string size", replace(R"("size": 72)", R"("size": "72")")},
+      {"negative size", replace(R"("size": 72)", R"("size": -72)")},
+      {"three offsets", replace(R"("data_offsets": [8, 24])", R"("data_offsets": [8, 24, 40])")},
+      {"missing data_offsets", replace(R"(, "data_offsets": [8, 24])", "")},
+      {"bad escape", replace(R"("name": "a.safetensors")", R"("name": "a\x.safetensors")")},
+      {"lone surrogate", replace(R"("name": "a.safetensors")", R"("name": "a\ud800.safetensors")")},
+      {"control character", replace(R"("name": "a.safetensors")", "\"name\": \"a\n.safetensors\"")},
+      {"bad UTF-8", replace(R"("name": "a.safetensors")", "\"name\": \"a\xc3.safetensors\"")},
+      {"overlong UTF-8", replace(R"("name": "a.safetensors")", "\"name\": \"a\xc0\xaf.safetensors\"")},
+      {"unterminated", ok.substr(0, ok.size() / 2)},
+      {"bare word", replace(R"("version": 1)", R"("version": 1, "x": nul)")},
+      {"deep nesting", replace(R"("version": 1)", R"("version": 1, "x": )" + std::string(5000, '[') + std::string(5000, ']'))},
+      {"not an object", "[]"},
+      {"empty", ""},
+  };
+  for (const auto& [what, text] : cases) {
+    EXPECT_EQ(code_of(text), ErrorCode::Corrupt) << what << ": " << message_of(text);
+  }
+  EXPECT_NE(message_of(cases[2].second).find("appears twice"), std::string::npos);
+  EXPECT_NE(message_of(cases[4].second).find("listed twice"), std::string::npos);
+  // JSON errors say where they are (nlohmann counts the bytes read, up to the one that gave the
+  // error away); content errors name the tensor.
+  const std::string bare = replace(R"("version": 1)", R"("version": 1, "x": nul)");
+  const std::string bare_message = message_of(bare);
+  const size_t at = bare_message.find("at byte ");
+  ASSERT_NE(at, std::string::npos) << bare_message;
+  const size_t byte = std::stoul(bare_message.substr(at + 8));
+  EXPECT_GE(byte, bare.find("nul")) << bare_message;
+  EXPECT_LE(byte, bare.find("nul") + 4) << bare_message;
+  EXPECT_NE(message_of(cases[3].second).find("tensor 'w': key \"file\" appears twice"), std::string::npos)
+      << message_of(cases[3].second);
+  EXPECT_NE(message_of(replace(R"("offsets": [0, 0])", R"("offsets": [0, "0"])")).find("tensor 'w': a chunk's offsets"),
+            std::string::npos);
+}
+
+TEST(DistIndex, ANewerVersionIsUnsupportedWhateverItsLayoutAndWhereverItsHeader) {
+  // "files" and "tensors" of another shape, before the header that says which version they are.
+  const std::string body = R"({"files": {"a": 1}, "tensors": [{"w": 2}], "extra": [[[]]], )";
+  EXPECT_EQ(code_of(body + R"("format": "ckptio.distributed", "version": 2, "world_size": 1})"),
+            ErrorCode::Unsupported);
+  EXPECT_EQ(code_of(body + R"("world_size": 1, "version": 2, "format": "ckptio.distributed"})"),
+            ErrorCode::Unsupported);
+  // The same body under this version is what it looks like: corrupt, the first error reported.
+  const std::string v1 = body + R"("format": "ckptio.distributed", "version": 1, "world_size": 1})";
+  EXPECT_EQ(code_of(v1), ErrorCode::Corrupt);
+  EXPECT_NE(message_of(v1).find("\"files\" is not a list"), std::string::npos) << message_of(v1);
+  // And a valid index whose header comes last reads as usual.
+  const std::string last = R"({"files": [{"name": "a.safetensors", "rank": 0, "size": 72}], "tensors": {"w": {"dtype": "F32", "shape": [4, 2], "chunks": [)" +
+                           kTop + "," + kBottom + R"(]}}, "world_size": 1, "version": 1, "format": "ckptio.distributed"})";
+  EXPECT_EQ(index_to_json(parse_index(last, "last")), index_to_json(parse_index(index_with(kTop + "," + kBottom), "first")));
+}
+
 TEST(DistIndex, HostileIndexesAreCorrupt) {
   const std::vector<std::pair<std::string, std::string>> cases{
       {"box outside", index_with(kTop + R"(, {"file": 0, "offsets": [3, 0], "shape": [2, 2], "data_offsets": [24, 40]})")},

@@ -1,6 +1,8 @@
 // Save on N ranks, load on M, bit-exact, for every layout; the commit's failure rules.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <atomic>
 #include <regex>
 #include <thread>
 
@@ -95,6 +97,26 @@ TEST(DistSaveLoad, ReadsOnlyTheIntersectingBytes) {
   const LoadReport r = load(dir, std::span(&item, 1));
   EXPECT_EQ(r.bytes_read, 12u);
   EXPECT_EQ(r.reads, 1u);
+}
+
+TEST(DistSaveLoad, ReadsAreSortedByFileOffsetAndMergedWhateverTheItemOrder) {
+  ckptio::testing::TempDir tmp;
+  const fs::path dir = tmp / "ckpt";
+  std::vector<uint16_t> w(10 * 6);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<uint16_t>(i * 7 + 1);
+  const SaveItem whole{ShardedTensor::replicated("w", DType::BF16, {10, 6}), std::as_bytes(std::span(w))};
+  save(*single_process_communicator(), dir, std::span(&whole, 1));
+  // Rows 5-9 listed first, rows 0-4 second, into the two halves of one buffer: after sorting by
+  // offset they are contiguous in the file and in memory, so one pread fills both.
+  std::vector<uint16_t> got(w.size());
+  const std::span<std::byte> bytes = std::as_writable_bytes(std::span(got));
+  const std::vector<LoadItem> items{
+      {ShardedTensor::block("w", DType::BF16, {10, 6}, {5, 0}, {5, 6}), bytes.subspan(60)},
+      {ShardedTensor::block("w", DType::BF16, {10, 6}, {0, 0}, {5, 6}), bytes.first(60)}};
+  const LoadReport r = load(dir, items);
+  EXPECT_EQ(r.reads, 1u);
+  EXPECT_EQ(r.bytes_read, 120u);
+  EXPECT_EQ(got, w);
 }
 
 TEST(DistSaveLoad, PerRankFilesCarryPyTorchsShardingMetadata) {
@@ -218,6 +240,65 @@ TEST(DistSaveLoad, AnExistingCheckpointIsKeptUnlessReplaced) {
   replace.replace = true;
   save_on(4, dir, replace);
   load_and_check(2, dir, Layout::Rows);
+}
+
+// Saves the test specs on 2 ranks, rank r through envs[r], durably; returns the data files written.
+size_t save_through(std::array<io::FaultInjectingEnv, 2>& envs, const fs::path& dir,
+                    const SaveOptions& options) {
+  std::atomic<size_t> files{0};
+  const auto errors = run_ranks(2, 120s, [&](int rank, Communicator& comm) {
+    std::vector<std::vector<std::byte>> buffers;
+    std::vector<SaveItem> items;
+    for (const Spec& s : specs()) {
+      const auto global = global_bytes(s.name, s.dtype, s.shape);
+      for (ShardedTensor& t : pieces_for(s.name, s.dtype, s.shape, s.saved, rank, 2)) {
+        buffers.push_back(local_bytes(t, global));
+        items.push_back({std::move(t), {}});
+      }
+    }
+    for (size_t i = 0; i < items.size(); ++i) items[i].bytes = buffers[i];
+    SaveOptions o = options;
+    o.env = &envs[size_t(rank)];
+    files += save(comm, dir, items, o).files.size();
+  });
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(error_message(errors[size_t(r)]), "") << "rank " << r;
+  return files;
+}
+
+uint64_t total(const std::array<io::FaultInjectingEnv, 2>& envs, io::FaultOp op) {
+  return envs[0].count(op) + envs[1].count(op);
+}
+
+TEST(DistSaveLoad, EachFileIsSyncedOnceAndOnlyTheFolderIsRenamed) {
+  ckptio::testing::TempDir tmp;
+  std::array<io::FaultInjectingEnv, 2> envs{io::FaultInjectingEnv(io::Env::posix()),
+                                            io::FaultInjectingEnv(io::Env::posix())};
+  const size_t files = save_through(envs, tmp / "ckpt", {});
+  ASSERT_GE(files, 4u);
+  // The data files, the index and the manifest are created in the uncommitted folder: one fsync
+  // each, no temp name of their own; the folder is synced, renamed into place, its parent synced.
+  EXPECT_EQ(total(envs, io::FaultOp::Sync), files + 2);
+  EXPECT_EQ(total(envs, io::FaultOp::Rename), 1u);
+  EXPECT_EQ(total(envs, io::FaultOp::SyncDir), 2u);
+  load_and_check(2, tmp / "ckpt", Layout::Rows);
+}
+
+TEST(DistSaveLoad, TheWriterOptionsReachEveryRanksFiles) {
+  ckptio::testing::TempDir tmp;
+  std::array<io::FaultInjectingEnv, 2> plain{io::FaultInjectingEnv(io::Env::posix()),
+                                             io::FaultInjectingEnv(io::Env::posix())};
+  const size_t files = save_through(plain, tmp / "plain", {});
+  io::AsyncWriterOptions direct_writer;
+  direct_writer.direct_io = true;
+  SaveOptions o;
+  o.writer = &direct_writer;
+  std::array<io::FaultInjectingEnv, 2> direct{io::FaultInjectingEnv(io::Env::posix()),
+                                              io::FaultInjectingEnv(io::Env::posix())};
+  ASSERT_EQ(save_through(direct, tmp / "direct", o), files);
+  // direct_io: every data file also gets its O_DIRECT companion (asked for even where the file
+  // system refuses it, as tmpfs does), and the checkpoint is the same.
+  EXPECT_EQ(total(direct, io::FaultOp::Open), total(plain, io::FaultOp::Open) + files);
+  for (Layout l : {Layout::Rows, Layout::Flat, Layout::Grid}) load_and_check(2, tmp / "direct", l);
 }
 
 TEST(DistSaveLoad, BadItemsAreRefusedOnEveryRank) {

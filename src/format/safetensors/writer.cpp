@@ -129,12 +129,11 @@ void write_safetensors_files(std::span<const SafetensorsFileJob> jobs,
       options.tuning != nullptr ? *options.tuning : io::AsyncWriterOptions{};
   writer_options.env = options.env != nullptr ? options.env : &io::Env::posix();
   writer_options.sync = options.sync;
-  // Small files do not need a crowd of threads.
+  // Small files do not need a crowd of threads; 0 is default_threads() (not 1) up to that cap.
   uint64_t total = 0;
   for (const SafetensorsFileJob& job : jobs) total += job.layout->file_size;
   const uint64_t chunks = total / std::max<size_t>(writer_options.chunk_bytes, 1) + jobs.size();
-  writer_options.threads =
-      static_cast<unsigned>(std::min<uint64_t>(std::max(writer_options.threads, 1u), chunks));
+  writer_options.threads = detail::thread_count(writer_options.threads, static_cast<size_t>(chunks));
   io::AsyncWriter writer(writer_options);
 
   // Tensors under this size are gathered (header included) into one buffer that is handed over as
