@@ -28,5 +28,7 @@ function(ckptio_header_orders target)
     list(APPEND sources "${dir}/first_${id}.cpp" "${dir}/last_${id}.cpp")
   endforeach()
   add_library(${target} OBJECT ${sources})
+  # Each translation unit must stay alone: a unity build would merge them and check nothing.
+  set_target_properties(${target} PROPERTIES UNITY_BUILD OFF)
   target_link_libraries(${target} PRIVATE ${ARG_DEPS})
 endfunction()
