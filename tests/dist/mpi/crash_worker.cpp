@@ -9,7 +9,7 @@
 //
 //   dist_mpi_crash_worker fault ROOT
 //     An injected I/O error on one rank fails every rank's save and commits nothing: an EIO on the
-//     last rank's first shard write, then an ENOSPC on the coordinator's manifest rename. Every
+//     last rank's first shard write, then an ENOSPC on the coordinator's manifest write. Every
 //     rank must throw the failing rank's code with a message naming that rank, and ROOT must be
 //     left empty (no checkpoint, no temp folder).
 //
@@ -137,7 +137,7 @@ int faults(int rank, int world, const fs::path& root) {
   }
   {
     ckptio::io::FaultInjectingEnv faulty;
-    faulty.inject(ckptio::io::Fault{ckptio::io::FaultOp::Rename, 1, ENOSPC, "ckptio.manifest.json", false});
+    faulty.inject(ckptio::io::Fault{ckptio::io::FaultOp::Write, 1, ENOSPC, "ckptio.manifest.json", false});
     failures += expect_failed_save(rank, world, root, 0, faulty, ckptio::ErrorCode::NoSpace,
                                    "committing: rank 0 of " + std::to_string(world) + " failed");
   }
