@@ -156,7 +156,8 @@ std::string mismatched(const RankTargets& rt) {
 class DistCheckpointIORoundTrip : public ::testing::TestWithParam<std::pair<int, int>> {};
 
 TEST_P(DistCheckpointIORoundTrip, EveryComponentComesBackBitExactOnAnotherWorldSize) {
-  const auto [saved, loaded] = GetParam();
+  // Plain variables, not a structured binding: clang 14 cannot capture bindings in lambdas.
+  const int saved = GetParam().first, loaded = GetParam().second;
   ckptio::testing::TempDir tmp;
   const fs::path exp = tmp / "exp";
   save_steps(saved, exp, {5});
