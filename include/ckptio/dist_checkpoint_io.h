@@ -134,10 +134,12 @@ struct TrainingLoadResult {
 
 class CheckpointIO {
  public:
-  // `comm` must outlive this object. An async save runs its collectives on `comm` in a background
-  // thread: until wait() (or the next save, or load) returns, the caller must not use `comm` itself
-  // (give the checkpointer a communicator of its own, e.g. an MPI communicator over a duplicate of
-  // the job's MPI_Comm, to keep training collectives running meanwhile).
+  // `comm` must outlive this object. An async save runs all its collectives on `comm` in a
+  // background thread: until wait() (or the next save, or load) returns, the caller must not use
+  // `comm` itself (give the checkpointer a communicator of its own, e.g. an MPI communicator over a
+  // duplicate of the job's MPI_Comm, to keep training collectives running meanwhile). So `comm` is
+  // used by one thread at a time, but not always by the thread that made it: under MPI that needs
+  // MPI_THREAD_SERIALIZED, and MPI_THREAD_MULTIPLE when other threads call MPI during a save.
   CheckpointIO(Communicator& comm, std::filesystem::path experiment_dir,
                CheckpointIOOptions options = {});
   // Waits for a save in flight; an error nobody collected is printed to stderr.
@@ -151,14 +153,16 @@ class CheckpointIO {
 
   // Collective. Saves `state` as <exp>/epoch{E}-global_step{S} (E, S from state.running) and
   // returns that path. First waits for the previous save and rethrows its error. Then every rank
-  // validates its items and values and the ranks agree (an invalid item or JSON anywhere throws
+  // validates its items and values and the ranks agree (an invalid item or JSON anywhere is
   // Error(InvalidArgument) on every rank, nothing written); the coordinator moves a damaged folder
-  // at the final name aside (or throws Error(AlreadyExists) on every rank for a committed one
-  // without `replace`). Sync: returns once the checkpoint is committed (on every rank) and pruned.
-  // Async copy: returns once this rank's bytes are copied to the staging pool (the caller may
-  // change its buffers right away). Async borrow: returns at once; the buffers must stay unchanged
-  // until wait(). A failure on any rank while writing fails every rank's save (or wait()), and
-  // nothing is committed.
+  // at the final name aside (or it is Error(AlreadyExists) on every rank for a committed one
+  // without `replace`). Sync: returns once the checkpoint is committed (on every rank) and pruned;
+  // those errors throw from save(). Async copy: returns once this rank's bytes are copied to the
+  // staging pool (the caller may change its buffers right away); the agreement and everything
+  // after it run in the background. Async borrow: returns at once; the buffers must stay unchanged
+  // until wait(). In async mode every error, this rank's invalid items included, comes from wait()
+  // (or the next save) on every rank. A failure on any rank fails every rank's save (or wait()),
+  // and nothing is committed.
   std::filesystem::path save(const TrainingState& state,
                              const CheckpointSaveOptions& save_options = {});
 

@@ -1,8 +1,11 @@
-// dist::CheckpointIO: the training-state layer over dist::save / dist::load. Validation and the
-// merge of plain values run on the caller's thread (so an invalid item throws from save() on every
-// rank); dist::save's writing, agreement and commit, then the coordinator's pruning, run inline or
-// on one background thread. The copy-mode snapshot, the catalog (listing, damaged folders, commit
-// order) and the pruning are the single-process CheckpointIO's (src/checkpoint).
+// dist::CheckpointIO: the training-state layer over dist::save / dist::load. The caller's thread
+// does only what needs the caller's memory: it checks and flattens this rank's items and values
+// and, for an async copy save, copies the bytes into the staging pool. Everything that talks to the
+// other ranks (the agreement on the inputs, the gather of plain values, the coordinator's folder
+// checks and commit number, dist::save, the pruning) runs in Impl::run: inline for a sync save, on
+// one background thread for an async one, so that an async save blocks its caller for the copy
+// alone. The copy-mode snapshot, the catalog (listing, damaged folders, commit order) and the
+// pruning are the single-process CheckpointIO's (src/checkpoint).
 #include "ckptio/dist_checkpoint_io.h"
 
 #include <algorithm>
@@ -44,10 +47,15 @@ bool retryable(const Error& e) {
 
 }  // namespace
 
-// One save after validation: what the writing part needs, independent of the caller's containers.
+// One save after this rank's local checks: what the collective part needs, independent of the
+// caller's containers (an async copy save's items point into the staging pool).
 struct SaveJob {
   fs::path final_path;
   std::string final_name;
+  std::string where;                // "saving distributed checkpoint '<path>'", for messages
+  std::exception_ptr local_error;   // this rank's checks failed: the first agreement fails everywhere
+  std::string leaves;               // this rank's plain values, a JSON object of dotted keys
+  bool replace = false;
   std::vector<SaveItem> items;
   std::string plain_doc;  // the bytes of the plain-data tensor (its SaveItem points here)
   SaveOptions options;
@@ -86,9 +94,47 @@ struct CheckpointIO::Impl {
     return rules;
   }
 
-  // The collective part of a save: dist::save (which commits), then the coordinator tidies the
-  // experiment folder while the others wait for it, so that a load right after sees it settled.
-  void run(const SaveJob& job) {
+  // The ranks agree on their inputs; the coordinator settles the final name and the commit number;
+  // every rank gets every rank's plain values and adds the merged document as one more item.
+  void plan(SaveJob& job) {
+    std::exception_ptr error = job.local_error;
+    agree(*comm, job.where + ": preparing", error);
+    const std::vector<std::string> all = comm->all_gather(job.leaves);
+    if (comm->rank() == 0) {
+      try {
+        checkpoint::recover_replaced_folders(*env, experiment_dir, options.warn);
+        if (!job.replace && env->stat(job.final_path).exists) {
+          const std::string problem = checkpoint::why_not_committed(*env, job.final_path);
+          if (problem.empty()) {
+            throw Error(ErrorCode::AlreadyExists, "checkpoint '" + job.final_path.string() +
+                                                      "' already exists (ask to replace it)");
+          }
+          const fs::path aside = checkpoint::free_damaged_path(*env, experiment_dir, job.final_name);
+          env->rename(job.final_path, aside);
+          env->sync_dir(experiment_dir);
+          checkpoint::emit_warning(options.warn, "moved damaged checkpoint '" +
+                                                     job.final_path.string() + "' to '" +
+                                                     aside.string() + "': " + problem);
+        }
+        job.options.sequence = checkpoint::next_commit_sequence(*env, experiment_dir);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    agree(*comm, job.where + ": preparing the folder", error);
+    std::erase(known_damaged, job.final_name);
+    job.plain_doc = detail::merge_plain(all);
+    job.items.push_back(
+        {ShardedTensor::replicated(std::string(kPlainDataName), DType::U8,
+                                   Shape{static_cast<int64_t>(job.plain_doc.size())}),
+         std::as_bytes(std::span(job.plain_doc))});
+  }
+
+  // The collective part of a save: the plan, dist::save (which commits), then the coordinator
+  // tidies the experiment folder while the others wait for it, so that a load right after sees it
+  // settled.
+  void run(SaveJob& job) {
+    plan(job);
     dist::save(*comm, job.final_path, job.items, job.options);
     committed_since_resume = true;
     if (comm->rank() == 0) {
@@ -135,21 +181,21 @@ bool CheckpointIO::busy() const { return impl_->running.load(); }
 fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOptions& save_options) {
   wait();
   Impl& im = *impl_;
-  Communicator& comm = *im.comm;
   const int64_t epoch = state.running.epoch;
   const int64_t step = state.running.global_step;
   auto job = std::make_shared<SaveJob>();
   job->final_name = checkpoint_folder_name(std::max<int64_t>(epoch, 0), std::max<int64_t>(step, 0));
   job->final_path = im.experiment_dir / job->final_name;
-  const std::string where = "saving distributed checkpoint '" + job->final_path.string() + "'";
+  job->where = "saving distributed checkpoint '" + job->final_path.string() + "'";
+  job->replace = save_options.replace;
 
-  // This rank's items under their dotted names, and its plain values.
-  std::exception_ptr error;
-  detail::Leaves leaves;
+  // This rank's items under their dotted names, and its plain values. A failure here is not thrown
+  // yet: it goes into the first agreement, which fails the save on every rank.
   try {
     if (epoch < 0 || step < 0) {
       throw Error(ErrorCode::InvalidArgument, "epoch and global_step must not be negative");
     }
+    detail::Leaves leaves;
     const Named components[] = {{"model", &state.model},
                                 {"ema", &state.ema},
                                 {"optimizer", &state.optimizer},
@@ -175,45 +221,14 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
       }
     }
     detail::flatten_running(state.running, state.extra, leaves);
+    json mine = json::object();
+    for (auto& [k, v] : leaves) mine[k] = std::move(v);
+    job->leaves = mine.dump();
   } catch (...) {
-    error = std::current_exception();
+    job->local_error = std::current_exception();
+    job->items.clear();  // nothing is written; only the agreement runs
+    job->leaves = "{}";
   }
-  agree(comm, where + ": preparing", error);
-  json mine = json::object();
-  for (auto& [k, v] : leaves) mine[k] = std::move(v);
-  const std::vector<std::string> all = comm.all_gather(mine.dump());
-
-  // The coordinator: the final name, and the commit order.
-  if (comm.rank() == 0) {
-    try {
-      checkpoint::recover_replaced_folders(*im.env, im.experiment_dir, im.options.warn);
-      if (!save_options.replace && im.env->stat(job->final_path).exists) {
-        const std::string problem = checkpoint::why_not_committed(*im.env, job->final_path);
-        if (problem.empty()) {
-          throw Error(ErrorCode::AlreadyExists, "checkpoint '" + job->final_path.string() +
-                                                    "' already exists (ask to replace it)");
-        }
-        const fs::path aside =
-            checkpoint::free_damaged_path(*im.env, im.experiment_dir, job->final_name);
-        im.env->rename(job->final_path, aside);
-        im.env->sync_dir(im.experiment_dir);
-        checkpoint::emit_warning(im.options.warn, "moved damaged checkpoint '" +
-                                                      job->final_path.string() + "' to '" +
-                                                      aside.string() + "': " + problem);
-      }
-      job->options.sequence = checkpoint::next_commit_sequence(*im.env, im.experiment_dir);
-    } catch (...) {
-      error = std::current_exception();
-    }
-  }
-  agree(comm, where + ": preparing the folder", error);
-  std::erase(im.known_damaged, job->final_name);
-
-  job->plain_doc = detail::merge_plain(all);
-  job->items.push_back(
-      {ShardedTensor::replicated(std::string(kPlainDataName), DType::U8,
-                                 Shape{static_cast<int64_t>(job->plain_doc.size())}),
-       std::as_bytes(std::span(job->plain_doc))});
   job->options.replace = save_options.replace;
   job->options.sync = im.options.sync;
   job->options.checksums = im.options.checksums;
@@ -225,12 +240,20 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
     im.run(*job);
     return job->final_path;
   }
-  if (im.options.snapshot == SnapshotMode::Copy) {
+  // The only part of an async save that needs the caller's memory: its bytes, copied now.
+  if (im.options.snapshot == SnapshotMode::Copy && !job->items.empty()) {
     std::vector<std::span<const std::byte>> sources;
     sources.reserve(job->items.size());
     for (const SaveItem& item : job->items) sources.push_back(item.bytes);
-    const auto staged = checkpoint::stage_copies(im.pool, sources, im.options.threads);
-    for (size_t i = 0; i < job->items.size(); ++i) job->items[i].bytes = staged[i];
+    std::vector<std::span<const std::byte>> staged;
+    try {
+      staged = checkpoint::stage_copies(im.pool, sources, im.options.threads);
+    } catch (...) {
+      // The other ranks' saves go on into the agreement: take part in it with this failure.
+      job->local_error = std::current_exception();
+      job->items.clear();
+    }
+    for (size_t i = 0; i < staged.size(); ++i) job->items[i].bytes = staged[i];
   }
   im.running = true;
   std::thread worker;
@@ -244,7 +267,7 @@ fs::path CheckpointIO::save(const TrainingState& state, const CheckpointSaveOpti
       im.running = false;
     }, "the background save thread");
   } catch (const Error& err) {
-    // The other ranks are already on their way into the save's collectives: write here instead.
+    // The other ranks are already on their way into the save's collectives: save here instead.
     checkpoint::emit_warning(im.options.warn, err.message() + "; saving in the foreground");
     try {
       im.run(*job);

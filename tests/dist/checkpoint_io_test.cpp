@@ -2,8 +2,12 @@
 // pruning, latest with fallback, async copy and borrow, and a failing rank.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
+#include <future>
+#include <latch>
 #include <mutex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -91,6 +95,13 @@ std::unique_ptr<RankState> make_state(int rank, int world, int64_t step) {
 CheckpointIOOptions fast(CheckpointIOOptions o = {}) {
   o.sync = false;
   o.warn = [](const std::string&) {};
+  return o;
+}
+
+CheckpointIOOptions fast_async(SnapshotMode snapshot) {
+  CheckpointIOOptions o = fast();
+  o.async = true;
+  o.snapshot = snapshot;
   return o;
 }
 
@@ -383,9 +394,7 @@ TEST(DistCheckpointIO, LatestWithFullVerificationFallsBackPastAFlippedByte) {
 TEST(DistCheckpointIO, AsyncCopyWritesTheBytesOfTheMomentSaveReturned) {
   ckptio::testing::TempDir tmp;
   const fs::path exp = tmp / "exp";
-  CheckpointIOOptions o = fast();
-  o.async = true;
-  o.snapshot = SnapshotMode::Copy;
+  const CheckpointIOOptions o = fast_async(SnapshotMode::Copy);
   const auto errors = run_ranks(2, 120s, [&](int rank, Communicator& comm) {
     CheckpointIO io(comm, exp, o);
     auto rs = make_state(rank, 2, 7);
@@ -399,12 +408,104 @@ TEST(DistCheckpointIO, AsyncCopyWritesTheBytesOfTheMomentSaveReturned) {
   EXPECT_EQ(load_latest_steps(2, exp, VerifyDepth::Full), (std::vector<int64_t>{7, 7}));
 }
 
+// Wraps a rank's communicator: the first collective made on the thread that built the wrapper
+// (the caller's) throws, any other first collective waits until the test opens the gate.
+class GatedCommunicator final : public Communicator {
+ public:
+  GatedCommunicator(Communicator& inner, std::shared_future<void> gate)
+      : inner_(inner), gate_(std::move(gate)), owner_(std::this_thread::get_id()) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  std::chrono::milliseconds timeout() const override { return inner_.timeout(); }
+  std::vector<std::string> all_gather(std::string_view mine) override {
+    enter();
+    return done(inner_.all_gather(mine));
+  }
+  std::vector<std::string> gather(std::string_view mine, int root) override {
+    enter();
+    return done(inner_.gather(mine, root));
+  }
+  std::string broadcast(std::string_view bytes, int root) override {
+    enter();
+    return done(inner_.broadcast(bytes, root));
+  }
+  void barrier() override {
+    enter();
+    inner_.barrier();
+    ++completed;
+  }
+  std::atomic<int> completed{0};  // collectives that returned
+
+ private:
+  void enter() {
+    if (first_) {
+      first_ = false;
+      if (std::this_thread::get_id() == owner_) {
+        throw Error(ErrorCode::Internal, "the save's first collective ran on the caller's thread");
+      }
+      gate_.wait();
+    }
+  }
+  template <typename T>
+  T done(T value) {
+    ++completed;
+    return value;
+  }
+  Communicator& inner_;
+  std::shared_future<void> gate_;
+  std::thread::id owner_;
+  bool first_ = true;
+};
+
+TEST(DistCheckpointIO, AsyncCopyReturnsBeforeTheRanksAgree) {
+  ckptio::testing::TempDir tmp;
+  const fs::path exp = tmp / "exp";
+  const CheckpointIOOptions o = fast_async(SnapshotMode::Copy);
+  std::promise<void> open;
+  const std::shared_future<void> gate = open.get_future().share();
+  std::latch returned(2);
+  std::vector<int> completed_at_return(2, -1);
+  const auto errors = run_ranks(2, 120s, [&](int rank, Communicator& comm) {
+    GatedCommunicator gated(comm, gate);
+    CheckpointIO io(gated, exp, o);
+    // Once both ranks' save() returned (or threw), rank 0 opens the gate; also on the way out of
+    // a failing rank, before io's destructor waits for its background save.
+    struct Arrive {
+      std::latch& returned;
+      std::promise<void>& open;
+      int rank;
+      bool done = false;
+      void operator()() {
+        if (std::exchange(done, true)) return;
+        returned.count_down();
+        if (rank == 0) {
+          returned.wait();
+          open.set_value();
+        }
+      }
+      ~Arrive() { (*this)(); }
+    } arrive{returned, open, rank};
+    auto rs = make_state(rank, 2, 3);
+    (void)io.save(rs->state);
+    // No collective has completed on this rank: save() returned before any agreement.
+    completed_at_return[size_t(rank)] = gated.completed.load();
+    EXPECT_TRUE(io.busy());
+    for (auto& b : rs->buffers) std::fill(b.begin(), b.end(), std::byte{0xee});
+    arrive();
+    io.wait();
+    EXPECT_GT(gated.completed.load(), 0);
+  });
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(error_message(errors[size_t(r)]), "") << "rank " << r;
+    EXPECT_EQ(completed_at_return[size_t(r)], 0) << "rank " << r;
+  }
+  EXPECT_EQ(load_latest_steps(2, exp, VerifyDepth::Full), (std::vector<int64_t>{3, 3}));
+}
+
 TEST(DistCheckpointIO, AsyncBorrowWritesTheCallersBuffersUntilWait) {
   ckptio::testing::TempDir tmp;
   const fs::path exp = tmp / "exp";
-  CheckpointIOOptions o = fast();
-  o.async = true;
-  o.snapshot = SnapshotMode::Borrow;
+  CheckpointIOOptions o = fast_async(SnapshotMode::Borrow);
   o.keep_n_latest = 1;
   const auto errors = run_ranks(3, 120s, [&](int rank, Communicator& comm) {
     CheckpointIO io(comm, exp, o);
@@ -459,24 +560,33 @@ TEST(DistCheckpointIO, AnIoErrorOnOneRankFailsEverySaveAndCommitsNothing) {
 }
 
 TEST(DistCheckpointIO, InvalidValuesOnOneRankFailSaveOnEveryRankBeforeWriting) {
-  ckptio::testing::TempDir tmp;
-  const fs::path exp = tmp / "exp";
-  const auto errors = run_ranks(3, 120s, [&](int rank, Communicator& comm) {
-    CheckpointIO io(comm, exp, fast());
-    auto rs = make_state(rank, 3, 1);
-    if (rank == 1) rs->state.lr_scheduler->values = R"({"a.b": 1})";
-    (void)io.save(rs->state);
-  });
-  for (int r = 0; r < 3; ++r) {
-    ASSERT_TRUE(errors[size_t(r)]);
-    try {
-      std::rethrow_exception(errors[size_t(r)]);
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
-      EXPECT_NE(e.message().find("rank 1 of 3"), std::string::npos) << e.what();
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async" : "sync");
+    ckptio::testing::TempDir tmp;
+    const fs::path exp = tmp / "exp";
+    std::vector<char> save_returned(3, 0);
+    const auto errors = run_ranks(3, 120s, [&](int rank, Communicator& comm) {
+      CheckpointIOOptions o = fast();
+      o.async = async;
+      CheckpointIO io(comm, exp, o);
+      auto rs = make_state(rank, 3, 1);
+      if (rank == 1) rs->state.lr_scheduler->values = R"({"a.b": 1})";
+      (void)io.save(rs->state);
+      save_returned[size_t(rank)] = 1;
+      io.wait();  // async: every rank's error comes from here
+    });
+    for (int r = 0; r < 3; ++r) {
+      EXPECT_EQ(save_returned[size_t(r)] != 0, async) << "rank " << r;
+      ASSERT_TRUE(errors[size_t(r)]);
+      try {
+        std::rethrow_exception(errors[size_t(r)]);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+        EXPECT_NE(e.message().find("rank 1 of 3"), std::string::npos) << e.what();
+      }
     }
+    EXPECT_FALSE(fs::exists(exp / "epoch1-global_step1"));
   }
-  EXPECT_FALSE(fs::exists(exp / "epoch1-global_step1"));
 }
 
 TEST(DistCheckpointIO, ASavedStepIsNotOverwrittenButADamagedOneIsMovedAside) {
