@@ -30,6 +30,7 @@
 #include "ckptio/error.h"
 #include "ckptio/fault_env.h"
 #include "ckptio/mpi_communicator.h"
+#include "mpi_test_main.h"
 #include "dist_helpers.h"
 #include "kill_env.h"
 
@@ -147,30 +148,12 @@ int faults(int rank, int world, const fs::path& root) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  int rank = 0;
-  int world = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
   const std::string mode = argc > 1 ? argv[1] : "";
-  int failures = 0;
-  try {
-    if (mode == "save" && argc == 7) {
-      failures = save_with_kill(rank, world, argv);
-    } else if (mode == "fault" && argc == 3) {
-      failures = faults(rank, world, argv[2]);
-    } else {
-      std::fprintf(stderr, "usage: dist_mpi_crash_worker save DIR STEP SIDE KILL_RANK KILL_AT | fault ROOT\n");
-      failures = 1;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rank %d of %d: %s\n", rank, world, e.what());
-    ++failures;
-  }
-  int total = 0;
-  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0) std::printf("dist_mpi_crash_worker %s on %d ranks: %d failures\n", mode.c_str(), world, total);
-  MPI_Finalize();
-  return total == 0 ? 0 : 1;
+  return ckptio::dist::testing::run_mpi_test(
+      argc, argv, "dist_mpi_crash_worker " + mode, [&](int rank, int world) {
+        if (mode == "save" && argc == 7) return save_with_kill(rank, world, argv);
+        if (mode == "fault" && argc == 3) return faults(rank, world, argv[2]);
+        std::fprintf(stderr, "usage: dist_mpi_crash_worker save DIR STEP SIDE KILL_RANK KILL_AT | fault ROOT\n");
+        return 1;
+      });
 }

@@ -12,6 +12,7 @@
 
 #include "ckptio/error.h"
 #include "ckptio/mpi_communicator.h"
+#include "mpi_test_main.h"
 
 namespace {
 
@@ -190,24 +191,12 @@ void a_local_failure_reaches_every_rank(int size) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  int size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  try {
-    collectives_give_every_contribution(size);
-    a_local_failure_reaches_every_rank(size);
-    a_rank_that_never_arrives_times_out_the_others(size);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rank %d: unexpected exception: %s\n", g_rank, e.what());
-    ++g_failures;
-  }
-  // Every rank learns whether any failed, so that the exit status does not depend on which rank
-  // mpirun reports.
-  int failures = 0;
-  MPI_Allreduce(&g_failures, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (g_rank == 0) std::printf("mpi_communicator_test: %d ranks, %d failed checks\n", size, failures);
-  MPI_Finalize();
-  return failures == 0 ? 0 : 1;
+  return ckptio::dist::testing::run_mpi_test(argc, argv, "mpi_communicator_test",
+                                             [](int rank, int size) {
+                                               g_rank = rank;
+                                               collectives_give_every_contribution(size);
+                                               a_local_failure_reaches_every_rank(size);
+                                               a_rank_that_never_arrives_times_out_the_others(size);
+                                               return g_failures;
+                                             });
 }

@@ -14,6 +14,7 @@
 
 #include "ckptio/dist.h"
 #include "ckptio/mpi_communicator.h"
+#include "mpi_test_main.h"
 #include "dist_helpers.h"
 
 namespace {
@@ -69,30 +70,15 @@ int load_and_compare(int rank, int world, const std::filesystem::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
-  int rank = 0;
-  int world = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  int failures = 0;
   const std::string mode = argc == 3 ? argv[1] : "";
-  try {
-    if (mode == "save") {
-      save_state(rank, world, argv[2]);
-    } else if (mode == "load") {
-      failures += load_and_compare(rank, world, argv[2]);
-    } else {
-      std::fprintf(stderr, "usage: dist_mpi_save_load_test save|load DIR\n");
-      ++failures;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rank %d of %d: %s\n", rank, world, e.what());
-    ++failures;
-  }
-  int total = 0;
-  MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (rank == 0) std::printf("dist_mpi_save_load_test %s on %d ranks: %d failures\n", mode.c_str(), world, total);
-  MPI_Finalize();
-  return total == 0 ? 0 : 1;
+  return ckptio::dist::testing::run_mpi_test(
+      argc, argv, "dist_mpi_save_load_test " + mode, [&](int rank, int world) {
+        if (mode == "save") {
+          save_state(rank, world, argv[2]);
+          return 0;
+        }
+        if (mode == "load") return load_and_compare(rank, world, argv[2]);
+        std::fprintf(stderr, "usage: dist_mpi_save_load_test save|load DIR\n");
+        return 1;
+      });
 }
