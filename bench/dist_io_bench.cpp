@@ -10,9 +10,9 @@
 //     SaveOptions::writer) against the raw write limit: each rank writes its shard as one new file
 //     by parallel pwrite at the async writer's threads and chunk size, buffered and O_DIRECT (the
 //     faster counts), fdatasync, folder fsync. Both interleaved, barrier before each, the slowest rank's time; aggregate GB/s;
-//   - a memcpy of each rank's shard into pre-faulted memory (the staging copy an asynchronous save
-//     blocks for), every rank at once, as the limit of the asynchronous save's stall; that row
-//     stays empty until ckptio has a distributed asynchronous save (plug: dist_io_worker.cpp);
+//   - the stall of an asynchronous save (dist::CheckpointIO, copy: save() until it returns)
+//     against a memcpy of each rank's shard (the same tensors, threads and 8 MiB pieces as the
+//     staging copy) into pre-faulted memory; both every rank at once, interleaved;
 //   - with 4 ranks, the checkpoint they saved loaded by 2 of them (each its half as row blocks and
 //     ZeRO partitions of 2, into pre-faulted buffers), checked against what was saved, warm and,
 //     where the page cache can be dropped (root), cold; against pread of the files ranks 2r and
@@ -94,12 +94,13 @@ void add_save_rows(Report& report, const json& j) {
   report.add({Group::Ckptio, p + "dist::save, O_DIRECT, fsync + checksums", seconds(j, "save_direct_s"),
               bytes, write, "", "SaveOptions::writer with direct_io"});
   report.add({Group::Limit, copy, seconds(j, "memcpy_s"), shard, "", "",
-              fmt::format("into pre-faulted memory, {} threads x 8 MiB, every rank at once",
+              fmt::format("its tensors into pre-faulted memory, {} threads x 8 MiB, every rank at once, "
+                          "interleaved with the stall",
                           j["memcpy_threads"].get<unsigned>())});
   const auto blocking = seconds(j, "async_blocking_s");
   report.add({Group::Ckptio, stall, blocking, shard, copy, "",
               blocking ? "save() returns, the bytes staged"
-                       : "not measured: ckptio has no distributed asynchronous save yet"});
+                       : "not measured: MPI did not grant MPI_THREAD_MULTIPLE"});
   report.goal(Goal::ratio(p + "durable dist::save (defaults) >= 0.9x raw write+fsync", save, write, 0.9));
   report.goal(Goal::ratio(p + "durable dist::save, O_DIRECT >= 0.9x raw write+fsync",
                           p + "dist::save, O_DIRECT, fsync + checksums", write, 0.9));
