@@ -9,7 +9,12 @@
 // code) at once, because the outstanding MPI request can never be matched again safely.
 //
 // MPI must be initialised (MPI_Init_thread) before and finalised after; the communicator
-// duplicates `comm`, so its traffic never mixes with the program's own.
+// duplicates `comm`, so its traffic never mixes with the program's own. It holds no lock: one
+// thread at a time may call it, but that need not be the thread that made it (an async
+// dist::CheckpointIO save calls it from a background thread). MPI allows that under
+// MPI_THREAD_SERIALIZED when no other thread calls MPI meanwhile, and under MPI_THREAD_MULTIPLE
+// otherwise; with MPI_THREAD_FUNNELED or less, call it from the main thread only (save
+// synchronously).
 #pragma once
 
 #include <mpi.h>
