@@ -3,6 +3,15 @@
 # exact libtorch they were built against.
 set_target_properties(ckptio_all PROPERTIES EXPORT_NAME ckptio)
 get_target_property(ckptio_installed_libs ckptio_all INTERFACE_LINK_LIBRARIES)
+# The components of find_package(ckptio COMPONENTS ...): every installed target's name.
+set(ckptio_components ckptio)
+foreach(lib IN LISTS ckptio_installed_libs)
+  if(TARGET ${lib})
+    get_target_property(export_name ${lib} EXPORT_NAME)
+    list(APPEND ckptio_components ${export_name})
+  endif()
+endforeach()
+list(JOIN ckptio_components " " ckptio_components)
 get_directory_property(ckptio_have_liburing DIRECTORY "${PROJECT_SOURCE_DIR}/src/io"
                        DEFINITION LIBURING_FOUND)
 
