@@ -593,17 +593,21 @@ TEST(DistCheckpointIO, ASavedStepIsNotOverwrittenButADamagedOneIsMovedAside) {
   ckptio::testing::TempDir tmp;
   const fs::path exp = tmp / "exp";
   save_steps(2, exp, {1});
-  auto errors = run_ranks(2, 120s, [&](int rank, Communicator& comm) {
-    CheckpointIO io(comm, exp, fast());
-    auto rs = make_state(rank, 2, 1);
-    (void)io.save(rs->state);
-  });
-  for (int r = 0; r < 2; ++r) {
-    ASSERT_TRUE(errors[size_t(r)]);
-    try {
-      std::rethrow_exception(errors[size_t(r)]);
-    } catch (const Error& e) {
-      EXPECT_EQ(e.code(), ErrorCode::AlreadyExists) << e.what();
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async" : "sync");
+    auto errors = run_ranks(2, 120s, [&](int rank, Communicator& comm) {
+      CheckpointIO io(comm, exp, async ? fast_async(SnapshotMode::Copy) : fast());
+      auto rs = make_state(rank, 2, 1);
+      (void)io.save(rs->state);
+      io.wait();  // async: the coordinator's refusal reaches every rank here
+    });
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_TRUE(errors[size_t(r)]);
+      try {
+        std::rethrow_exception(errors[size_t(r)]);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::AlreadyExists) << e.what();
+      }
     }
   }
   const fs::path victim = a_rank_file(exp / "epoch1-global_step1");
