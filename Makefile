@@ -67,14 +67,16 @@ test-install: release
 test-pip: release
 	@scripts/check-pip-install
 
-# The release build first; then, in one parallel make, its tests, pytest (one process), the install
-# and pip checks (mostly waiting on subprocesses, the network and the linker) beside the asan build,
-# whose tests and fuzzers follow it as soon as it is done, so that neither core idles.
+# One parallel make from the start: the release and asan builds run side by side (two trees, so
+# two ninjas may), and each tree's tests start as soon as that tree is built: the release tests,
+# pytest (one process), the install and pip checks (mostly waiting on subprocesses, the network
+# and the linker) after the release build; the asan tests beside the fuzzers after the asan build.
+# No core idles while one build links or one test waits, and the asan chain, the longest, starts
+# at once instead of after the release build.
 # test-asan-fuzz: one build of the asan tree, then its tests and the fuzzers side by side (two
 # builds of one tree must not run at once).
-test:
-	@$(MAKE) --no-print-directory release
-	@$(MAKE) --no-print-directory -j 6 --output-sync=target test-release test-python test-install test-pip test-asan-fuzz
+test: deps
+	@$(MAKE) --no-print-directory -j 6 --output-sync=target test-asan-fuzz test-release test-python test-install test-pip
 
 test-asan-fuzz: asan
 	@$(MAKE) --no-print-directory -j 2 --output-sync=target run-test-asan run-fuzz

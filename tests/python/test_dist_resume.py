@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 pytest.importorskip("torch.distributed.fsdp")
 sys.path.insert(0, str(Path(__file__).parent))
 import _train_loop as loop  # noqa: E402
+from _dist_launch import start_ranks  # noqa: E402
 
 # Hang guards only (a rank waiting for a dead peer is bounded by the process group's timeout,
 # CKPTIO_TEST_PG_TIMEOUT_S below); never reached by a run that works.
@@ -35,20 +35,15 @@ def launch(mode: str, world: int, exp: Path, variant: str) -> list:
     init_file = rdv / f"init-{mode}-{world}-{len(list(rdv.iterdir()))}"
     env = dict(os.environ, OMP_NUM_THREADS="1", CKPTIO_TEST_PG_TIMEOUT_S="60")
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    procs = [subprocess.Popen([sys.executable, loop.__file__, mode, str(r), str(world),
-                               str(init_file), str(exp), variant],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env) for r in range(world)]
+    ranks = start_ranks(loop.__file__, lambda r: [mode, r, world, init_file, exp, variant], world,
+                        rdv / "logs", env)
     results = []
     try:
-        for p in procs:
-            out, _ = p.communicate(timeout=PROCESS_TIMEOUT_S)
-            results.append((p.returncode, out))
+        for rank in ranks:
+            results.append(rank.wait(timeout=PROCESS_TIMEOUT_S))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        for rank in ranks:
+            rank.kill()
     return results
 
 
