@@ -91,7 +91,7 @@ double load_owned(const fs::path& path, ReadMode mode) {
 }
 
 // The whole file into owned memory the way a loader does it: read_all_owned (one allocation,
-// parallel preads straight into it).
+// parallel reads straight into it, by the path io::ReadPath::Auto picks).
 double load_all_owned(const fs::path& path) {
   const auto start = Clock::now();
   const SafetensorsReader reader = SafetensorsReader::open(path, {.mode = ReadMode::Pread});
@@ -164,7 +164,7 @@ void bench_throughput(const Options& o, const WorkDir& work, Report& report) {
   report.add({Group::Ckptio, "save_safetensors", median(saves), file_bytes, kWrite, "",
               "durable: data and folder fsynced, new file"});
   report.add({Group::Ckptio, "read_all_owned (parallel)", median(all_s), file_bytes, kRead, "",
-              "one allocation, parallel pread"});
+              "one allocation, parallel reads (io::ReadPath::Auto)"});
   report.add({Group::Ckptio, "read_owned per tensor, Pread", median(pread_s), file_bytes, kRead, "", ""});
   report.add({Group::Ckptio, "read_owned per tensor, Mmap + copy", median(mmap_owned_s), file_bytes,
               kRead, "", ""});

@@ -26,7 +26,7 @@ namespace ckptio::io {
 
 // The operations a fault can target. Each is counted per call, across all files of the Env.
 enum class FaultOp : uint8_t {
-  Open,      // open_read, open_write, open_write_direct, map_read
+  Open,      // open_read, open_write, open_write_direct, map_read, a read file's direct()
   Read,      // ReadableFile::read_exact
   Write,     // WritableFile::write_at, or an engine's write on fd() (one count per write, however
              // many attempts it takes)

@@ -37,6 +37,26 @@ class ReadableFile {
   virtual void read_exact(uint64_t offset, std::span<std::byte> dst) const = 0;
   // The descriptor, for backends that submit their own I/O (io_uring); -1 if there is none.
   virtual int fd() const { return -1; }
+
+  // --- Read-side fast paths for bulk readers (io::read_parallel); optional -----------------------
+  // read_if_cached copies [offset, offset + dst.size()) out of the page cache through a read-only
+  // mapping when those bytes are cached (the kernel's copy in pread is slower than memcpy):
+  // Done when dst is filled, NotCached when the bytes are known not to be cached (nothing was
+  // copied), Unknown when the file cannot tell or copy (the caller reads with read_exact; the
+  // default). The file's current size is checked right before the copy, so a file that is
+  // shorter than the range gives Unknown and read_exact then reports it; a file truncated by
+  // someone else during the copy itself raises SIGBUS, as a mapped reader would.
+  enum class CachedRead : uint8_t { Done, NotCached, Unknown };
+  virtual CachedRead read_if_cached(uint64_t offset, std::span<std::byte> dst) const {
+    (void)offset;
+    (void)dst;
+    return CachedRead::Unknown;
+  }
+  // The same open file (same inode) read past the page cache with O_DIRECT, opened on first use
+  // and owned by this file; nullptr where the Env or the filesystem has none. Its read_exact
+  // takes any offset, length and memory (unaligned edges go through an aligned bounce buffer)
+  // and reports errors like this file's. Safe to call from several threads.
+  virtual const ReadableFile* direct() const { return nullptr; }
 };
 
 class WritableFile {

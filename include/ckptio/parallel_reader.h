@@ -1,8 +1,9 @@
 // The one engine for bulk reads: every load (safetensors, sharded folders, load_checkpoint,
 // read_all, the Python bindings) hands it a list of byte ranges and where they go. The ranges are
 // cut into chunks, the chunks are handed out in order to a bounded set of threads (the executor
-// behind ckptio::default_threads), and each chunk is pread (or copied from memory) straight into
-// its destination: nothing is copied twice, and kernel readahead still works.
+// behind ckptio::default_threads), and each chunk goes straight into its destination (pread, a
+// copy out of cached pages, O_DIRECT for cold ones: see ReadPath, or a copy from memory):
+// nothing is copied twice, and kernel readahead still works.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +30,18 @@ struct ReadRange {
   std::string_view tensor{};        // named in errors; may be empty
 };
 
+// How file chunks are read.
+enum class ReadPath : uint8_t {
+  // Chunks of at least fast_path_min_bytes: copied out of the page cache through a mapping when
+  // their bytes are cached, read with O_DIRECT (ReadableFile::direct()) when they are known not
+  // to be (a cold load: the page cache would only cost a copy and memory), pread otherwise.
+  Auto,
+  // pread only: no mapping and no O_DIRECT (files others may truncate while they are read).
+  Buffered,
+  // O_DIRECT for every file chunk where the file has it, pread elsewhere.
+  Direct,
+};
+
 struct ParallelReadOptions {
   // Reader threads (the calling thread is one of them). 0: ckptio::default_threads().
   unsigned threads = 0;
@@ -37,6 +50,10 @@ struct ParallelReadOptions {
   size_t chunk_bytes = size_t{8} << 20;
   // Below this total the reads run on the calling thread only (thread start-up would cost more).
   uint64_t min_parallel_bytes = uint64_t{16} << 20;
+  ReadPath path = ReadPath::Auto;
+  // Auto: smaller chunks always pread (the residency check and the O_DIRECT bounce of unaligned
+  // edges cost more than they save there).
+  uint64_t fast_path_min_bytes = uint64_t{1} << 20;
 };
 
 // Fills every range's dst and returns the source bytes read or copied. Ranges may name different

@@ -62,7 +62,8 @@ SafetensorsHeader parse_safetensors_header(std::string_view header_json, uint64_
 
 enum class ReadMode : uint8_t {
   Mmap,   // zero-copy views on a private read-only mapping (default)
-  Pread,  // no mapping; tensors are read into memory on request (network filesystems)
+  Pread,  // no views; tensors are read into memory on request (network filesystems); bulk
+          // reads pick their path per chunk (io::ReadPath)
 };
 
 struct SafetensorsReadOptions {

@@ -104,10 +104,17 @@ namespace {
   throw system_error(error, std::string(what) + " '" + path.string() + "' (injected fault)");
 }
 
+// Copies out of mappings are not offered (read_if_cached stays Unknown), so that every read of a
+// file from this Env is a read_exact that faults can target. The O_DIRECT twin is: direct()
+// counts as an Open (an injected error there makes it refused, as a filesystem without O_DIRECT
+// would) and its reads meet the same Read faults and EINTR.
 class FaultReadableFile final : public ReadableFile {
  public:
   FaultReadableFile(std::unique_ptr<ReadableFile> base, std::shared_ptr<FaultInjectingEnv::State> s)
-      : base_(std::move(base)), state_(std::move(s)) {}
+      : owned_(std::move(base)), base_(owned_.get()), state_(std::move(s)) {}
+  // A file the base owns (its O_DIRECT twin).
+  FaultReadableFile(const ReadableFile& base, std::shared_ptr<FaultInjectingEnv::State> s)
+      : base_(&base), state_(std::move(s)) {}
   const fs::path& path() const override { return base_->path(); }
   uint64_t size() const override { return base_->size(); }
   const ReadableFile& base() const { return *base_; }
@@ -126,9 +133,22 @@ class FaultReadableFile final : public ReadableFile {
     });
   }
 
+  const ReadableFile* direct() const override {
+    std::call_once(direct_once_, [&] {
+      if (state_->check(FaultOp::Open, path()) != 0) return;
+      if (const ReadableFile* d = base_->direct()) {
+        direct_ = std::make_unique<FaultReadableFile>(*d, state_);
+      }
+    });
+    return direct_.get();
+  }
+
  private:
-  std::unique_ptr<ReadableFile> base_;
+  std::unique_ptr<ReadableFile> owned_;
+  const ReadableFile* base_;
   std::shared_ptr<FaultInjectingEnv::State> state_;
+  mutable std::once_flag direct_once_;
+  mutable std::unique_ptr<FaultReadableFile> direct_;
 };
 
 // O_DIRECT wants block-aligned lengths; the writer's alignment unit.

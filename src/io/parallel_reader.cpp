@@ -19,7 +19,7 @@ namespace ckptio::io {
 namespace {
 
 struct Chunk {
-  size_t range;       // index into the ranges
+  size_t range;       // index into the runs
   uint64_t src_off;   // within the range's source
   uint64_t src_bytes;
   uint64_t dst_off;   // within the range's dst
@@ -75,12 +75,29 @@ uint64_t add_chunks(std::vector<Chunk>& out, const ReadRange& r, size_t index, u
   return count * in_size;
 }
 
-void run_chunk(const ReadRange& r, const Chunk& c) {
+// One file chunk by the path the options choose (see ReadPath).
+void read_file(const ReadableFile& file, uint64_t offset, std::span<std::byte> dst,
+               const ParallelReadOptions& options) {
+  if (options.path == ReadPath::Direct) {
+    if (const ReadableFile* direct = file.direct()) return direct->read_exact(offset, dst);
+  } else if (options.path == ReadPath::Auto && dst.size() >= options.fast_path_min_bytes) {
+    switch (file.read_if_cached(offset, dst)) {
+      case ReadableFile::CachedRead::Done: return;
+      case ReadableFile::CachedRead::NotCached:
+        if (const ReadableFile* direct = file.direct()) return direct->read_exact(offset, dst);
+        break;
+      case ReadableFile::CachedRead::Unknown: break;
+    }
+  }
+  file.read_exact(offset, dst);
+}
+
+void run_chunk(const ReadRange& r, const Chunk& c, const ParallelReadOptions& options) {
   const std::span<std::byte> dst =
       r.dst.subspan(static_cast<size_t>(c.dst_off), static_cast<size_t>(c.dst_bytes));
   if (r.from == r.to) {
     if (r.file != nullptr) {
-      r.file->read_exact(r.offset + c.src_off, dst);
+      read_file(*r.file, r.offset + c.src_off, dst, options);
     } else if (!dst.empty()) {
       std::memcpy(dst.data(), r.src.data() + c.src_off, dst.size());
     }
@@ -93,8 +110,60 @@ void run_chunk(const ReadRange& r, const Chunk& c) {
   }
   // At most chunk_bytes, one per running thread: the bound on memory beyond the destinations.
   const auto scratch = std::make_unique_for_overwrite<std::byte[]>(static_cast<size_t>(c.src_bytes));
-  r.file->read_exact(r.offset + c.src_off, std::span(scratch.get(), static_cast<size_t>(c.src_bytes)));
+  read_file(*r.file, r.offset + c.src_off, std::span(scratch.get(), static_cast<size_t>(c.src_bytes)),
+            options);
   convert_elements(r.from, scratch.get(), r.to, dst.data(), count);
+}
+
+// Ranges that continue one another in the same file and in memory (read_all_owned's tensors,
+// laid out in memory as in the file) are read as one: the chunks then have the full chunk size
+// whatever the tensor sizes, and O_DIRECT has unaligned edges only at the ends of the run.
+struct Run {
+  ReadRange range;  // the members merged (the one member when alone)
+  size_t first;     // the members: ranges[first..last]
+  size_t last;
+};
+
+bool continues(const ReadRange& prev, const ReadRange& next) {
+  return next.file != nullptr && next.file == prev.file && prev.from == prev.to &&
+         next.from == next.to && prev.offset + prev.dst.size() == next.offset &&
+         !prev.dst.empty() && !next.dst.empty() &&
+         prev.dst.data() + prev.dst.size() == next.dst.data();
+}
+
+std::vector<Run> merge_runs(std::span<const ReadRange> ranges) {
+  std::vector<Run> runs;
+  runs.reserve(ranges.size());
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (!runs.empty() && runs.back().last + 1 == i && continues(ranges[i - 1], ranges[i])) {
+      Run& run = runs.back();
+      run.range.dst = std::span(run.range.dst.data(), run.range.dst.size() + ranges[i].dst.size());
+      run.last = i;
+    } else {
+      runs.push_back({ranges[i], i, i});
+    }
+  }
+  return runs;
+}
+
+// The tensors a failed chunk of `run` covered, for its error: 'tensor "a"' or
+// 'tensors "a" .. "c"'; empty when they have no names.
+std::string run_label(const Run& run, std::span<const ReadRange> ranges, const Chunk& c) {
+  if (run.first == run.last) return ranges[run.first].tensor.empty() ? "" : tensor_label(ranges[run.first]);
+  const ReadRange* first = nullptr;
+  const ReadRange* last = nullptr;
+  uint64_t pos = 0;
+  for (size_t i = run.first; i <= run.last; ++i) {
+    const uint64_t end = pos + ranges[i].dst.size();
+    if (end > c.src_off && pos < c.src_off + c.src_bytes) {
+      if (first == nullptr) first = &ranges[i];
+      last = &ranges[i];
+    }
+    pos = end;
+  }
+  if (first == nullptr || (first->tensor.empty() && last->tensor.empty())) return "";
+  if (first == last) return tensor_label(*first);
+  return "tensors \"" + std::string(first->tensor) + "\" .. \"" + std::string(last->tensor) + "\"";
 }
 
 }  // namespace
@@ -136,25 +205,26 @@ std::shared_ptr<std::byte> allocate_read_buffer(size_t bytes) {
 uint64_t read_parallel(std::span<const ReadRange> ranges, const ParallelReadOptions& options) {
   const uint64_t chunk = std::max<uint64_t>(options.chunk_bytes == 0 ? kMaxIoChunk : options.chunk_bytes,
                                             4096);
-  std::vector<Chunk> chunks;
-  uint64_t total = 0;
-  for (size_t i = 0; i < ranges.size(); ++i) {
-    const ReadRange& r = ranges[i];
+  for (const ReadRange& r : ranges) {
     if (r.file == nullptr && r.src.empty() && !r.dst.empty()) {
       throw Error(ErrorCode::InvalidArgument, tensor_label(r) + ": range without a source");
     }
-    total += add_chunks(chunks, r, i, chunk);
   }
+  const std::vector<Run> runs = merge_runs(ranges);
+  std::vector<Chunk> chunks;
+  uint64_t total = 0;
+  for (size_t i = 0; i < runs.size(); ++i) total += add_chunks(chunks, runs[i].range, i, chunk);
   unsigned threads = detail::thread_count(options.threads, chunks.size());
   if (total < options.min_parallel_bytes) threads = 1;
   detail::parallel_for(chunks.size(), threads, [&](size_t i) {
     const Chunk& c = chunks[i];
-    const ReadRange& r = ranges[c.range];
+    const Run& run = runs[c.range];
     try {
-      run_chunk(r, c);
+      run_chunk(run.range, c, options);
     } catch (const Error& e) {
-      if (r.tensor.empty()) throw;
-      throw e.annotate(tensor_label(r));
+      const std::string label = run_label(run, ranges, c);
+      if (label.empty()) throw;
+      throw e.annotate(label);
     }
   }, {.what = "a reader thread"});
   return total;

@@ -17,33 +17,12 @@
 #include "ckptio/error.h"
 #include "ckptio/io.h"
 #include "io/io_loop.h"
+#include "io/posix_read.h"
 
 namespace ckptio::io {
 namespace {
 
 std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
-
-class PosixReadableFile final : public ReadableFile {
- public:
-  PosixReadableFile(fs::path path, int fd, uint64_t size)
-      : path_(std::move(path)), fd_(fd), size_(size) {}
-  ~PosixReadableFile() override { ::close(fd_); }
-
-  const fs::path& path() const override { return path_; }
-  uint64_t size() const override { return size_; }
-  int fd() const override { return fd_; }
-
-  void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
-    detail::read_all(path_, offset, dst, [&](std::byte* p, size_t n, uint64_t off) {
-      return ::pread(fd_, p, n, static_cast<off_t>(off));
-    });
-  }
-
- private:
-  fs::path path_;
-  int fd_;
-  uint64_t size_;
-};
 
 class PosixWritableFile final : public WritableFile {
  public:
@@ -170,7 +149,7 @@ class PosixEnv final : public Env {
       ::close(fd);
       throw Error(ErrorCode::InvalidArgument, quoted(path) + " is a directory, not a file");
     }
-    return std::make_unique<PosixReadableFile>(path, fd, static_cast<uint64_t>(st.st_size));
+    return detail::make_posix_readable(path, fd, static_cast<uint64_t>(st.st_size));
   }
 
   std::unique_ptr<WritableFile> open_write(const fs::path& path, OpenMode mode) override {

@@ -1,9 +1,14 @@
 // read_parallel: every byte lands in its destination whatever the thread count and chunk size;
 // a failing read is reported with its file and offset and no thread is left running.
 #include <dirent.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -266,6 +271,290 @@ TEST(AllocateReadBuffer, EachLargeBufferCostsAtMostOneMapping) {
   // Two or three per buffer is the bug; the margin is for the allocator's own mappings (ASan's
   // runtime adds a few).
   EXPECT_LE(after - before, kBuffers * 3 / 2) << before << " mappings before, " << after << " after";
+}
+
+}  // namespace
+}  // namespace ckptio::io
+
+// The read paths behind ReadPath: the O_DIRECT twin, copies out of cached pages, and the policy
+// that picks between them and pread.
+namespace ckptio::io {
+namespace {
+
+bool on_tmpfs(const fs::path& p) {
+  struct statfs sfs {};
+  return ::statfs(p.c_str(), &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
+}
+
+// `n` bytes whose address is `phase` bytes past a 4 KiB boundary.
+struct PhasedBuffer {
+  std::vector<std::byte> storage;
+  std::span<std::byte> span;
+  PhasedBuffer(size_t n, size_t phase) : storage(n + 2 * 4096) {
+    const auto addr = reinterpret_cast<uintptr_t>(storage.data());
+    const size_t skip = (4096 - addr % 4096) % 4096 + phase;
+    span = std::span(storage.data() + skip, n);
+  }
+};
+
+// A file that counts its read_exact calls.
+class CountingFile final : public ReadableFile {
+ public:
+  explicit CountingFile(const ReadableFile& base) : base_(base) {}
+  const fs::path& path() const override { return base_.path(); }
+  uint64_t size() const override { return base_.size(); }
+  void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
+    ++calls_;
+    base_.read_exact(offset, dst);
+  }
+  uint64_t calls() const { return calls_; }
+
+ private:
+  const ReadableFile& base_;
+  mutable std::atomic<uint64_t> calls_{0};
+};
+
+// Tensors laid out in memory as in the file (read_all_owned) are read in full chunks, not one
+// read per tensor; an error still names the tensors its chunk covered.
+TEST(ReadParallel, RangesThatContinueEachOtherAreReadAsOneAndErrorsNameTheirTensors) {
+  Fixture fx;
+  auto fb = Env::posix().open_read(fx.dir / "b");
+  CountingFile counting(*fb);
+  std::string out(8100, '\0');
+  auto at = [&](size_t pos, size_t n) {
+    return std::as_writable_bytes(std::span(out.data() + pos, n));
+  };
+  const std::vector<ReadRange> ranges = {
+      {.file = &counting, .offset = 10, .dst = at(0, 3000), .tensor = "a"},
+      {.file = &counting, .offset = 3010, .dst = at(3000, 5000), .tensor = "b"},
+      {.file = &counting, .offset = 8010, .dst = at(8000, 100), .tensor = "c"},
+  };
+  EXPECT_EQ(read_parallel(ranges, {.threads = 2, .chunk_bytes = 8192, .min_parallel_bytes = 0}),
+            8100u);
+  EXPECT_EQ(out, fx.b.substr(10, 8100));
+  EXPECT_EQ(counting.calls(), 1u);
+
+  const uint64_t size = fx.b.size();
+  std::string tail(3010, '\0');
+  const std::vector<ReadRange> past_end = {
+      {.file = fb.get(), .offset = size - 3000,
+       .dst = std::as_writable_bytes(std::span(tail.data(), 3000)), .tensor = "x"},
+      {.file = fb.get(), .offset = size,
+       .dst = std::as_writable_bytes(std::span(tail.data() + 3000, 10)), .tensor = "y"},
+  };
+  try {
+    read_parallel(past_end, {.threads = 2, .chunk_bytes = 8192, .min_parallel_bytes = 0});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Corrupt);
+    EXPECT_NE(e.message().find("tensors \"x\" .. \"y\""), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("at byte " + std::to_string(size)), std::string::npos) << e.message();
+  }
+}
+
+TEST(DirectRead, ReadsAnyOffsetLengthAndMemoryPlacement) {
+  Fixture fx;
+  auto fa = Env::posix().open_read(fx.dir / "a");
+  const ReadableFile* direct = fa->direct();
+  if (direct == nullptr) GTEST_SKIP() << "no O_DIRECT on this filesystem";
+  EXPECT_EQ(direct->size(), fx.a.size());
+  const uint64_t size = fx.a.size();
+  const std::vector<std::pair<uint64_t, size_t>> cases = {
+      {0, 4096},          {0, 1},          {4095, 2},           {4096, 3 * 4096},
+      {100, 5000},        {8191, 1 << 20}, {12288, (2 << 20) + 7}, {size - 333, 333},
+      {size - 5000, 5000}, {0, size}};
+  for (const auto& [offset, len] : cases) {
+    // In phase with the file (straight into place), and out of phase (through the bounce).
+    for (size_t phase : {static_cast<size_t>(offset % 4096), (offset + 8) % 4096}) {
+      SCOPED_TRACE(std::to_string(offset) + "+" + std::to_string(len) + " phase " +
+                   std::to_string(phase));
+      PhasedBuffer buf(len, phase);
+      direct->read_exact(offset, buf.span);
+      ASSERT_EQ(std::memcmp(buf.span.data(), fx.a.data() + offset, len), 0);
+    }
+  }
+  // Past the end: Corrupt naming the file and the first missing byte, as pread reports it.
+  for (size_t phase : {size_t{0}, size_t{8}}) {
+    PhasedBuffer buf(8192, phase);
+    try {
+      direct->read_exact(size - 4096, buf.span);
+      FAIL() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Corrupt);
+      EXPECT_NE(e.message().find((fx.dir / "a").string()), std::string::npos) << e.message();
+      EXPECT_NE(e.message().find("at byte " + std::to_string(size)), std::string::npos)
+          << e.message();
+    }
+  }
+}
+
+TEST(CachedRead, CopiesCachedBytesAndLeavesAShortenedFileToPread) {
+  Fixture fx;
+  auto fa = Env::posix().open_read(fx.dir / "a");  // just written: every page cached
+  std::string out(size_t{3} << 20, '\0');
+  const auto dst = std::as_writable_bytes(std::span(out.data(), out.size()));
+  ASSERT_EQ(fa->read_if_cached(1000, dst), ReadableFile::CachedRead::Done);
+  EXPECT_EQ(out, fx.a.substr(1000, out.size()));
+
+  // Cut short after it was opened (the mapping still spans the old length): copying the missing
+  // pages would raise SIGBUS, so the range goes to pread, which reports the missing bytes.
+  ASSERT_EQ(::truncate((fx.dir / "a").c_str(), 1 << 20), 0);
+  EXPECT_EQ(fa->read_if_cached(1000, dst), ReadableFile::CachedRead::Unknown);
+  const ReadRange r{.file = fa.get(), .offset = 1000, .dst = dst};
+  try {
+    read_parallel({&r, 1}, {.threads = 2, .min_parallel_bytes = 0, .path = ReadPath::Auto,
+                            .fast_path_min_bytes = 4096});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Corrupt);
+    EXPECT_NE(e.message().find("at byte " + std::to_string(1 << 20)), std::string::npos)
+        << e.message();
+  }
+}
+
+TEST(CachedRead, EvictedBytesAreNotCachedAndAutoStillReadsThemRight) {
+  Fixture fx;
+  if (on_tmpfs(fx.dir.path())) GTEST_SKIP() << "tmpfs pages cannot be evicted";
+  const fs::path path = fx.dir / "a";
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::fdatasync(fd), 0);
+    ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    ::close(fd);
+  }
+  auto fa = Env::posix().open_read(path);
+  std::string out(fx.a.size(), '\0');
+  const auto dst = std::as_writable_bytes(std::span(out.data(), out.size()));
+  EXPECT_EQ(fa->read_if_cached(0, dst), ReadableFile::CachedRead::NotCached);
+  const ReadRange r{.file = fa.get(), .dst = dst};
+  read_parallel({&r, 1}, {.threads = 2, .min_parallel_bytes = 0});
+  EXPECT_EQ(out, fx.a);
+}
+
+// A file that says its bytes are not cached and has a twin that counts what it reads.
+class UncachedFile final : public ReadableFile {
+ public:
+  explicit UncachedFile(const ReadableFile& base, bool twin = true)
+      : base_(base), twin_(twin ? std::make_unique<Twin>(base) : nullptr) {}
+  const fs::path& path() const override { return base_.path(); }
+  uint64_t size() const override { return base_.size(); }
+  void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
+    buffered_ += dst.size();
+    base_.read_exact(offset, dst);
+  }
+  CachedRead read_if_cached(uint64_t, std::span<std::byte>) const override {
+    ++asked_;
+    return CachedRead::NotCached;
+  }
+  const ReadableFile* direct() const override { return twin_.get(); }
+  uint64_t buffered() const { return buffered_; }
+  uint64_t direct_bytes() const { return twin_ ? twin_->bytes.load() : 0; }
+  uint64_t asked() const { return asked_; }
+
+ private:
+  struct Twin final : ReadableFile {
+    explicit Twin(const ReadableFile& b) : base(b) {}
+    const fs::path& path() const override { return base.path(); }
+    uint64_t size() const override { return base.size(); }
+    void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
+      bytes += dst.size();
+      base.read_exact(offset, dst);
+    }
+    const ReadableFile& base;
+    mutable std::atomic<uint64_t> bytes{0};
+  };
+  const ReadableFile& base_;
+  std::unique_ptr<Twin> twin_;
+  mutable std::atomic<uint64_t> buffered_{0}, asked_{0};
+};
+
+TEST(ReadPathPolicy, AutoSendsBigUncachedChunksToTheDirectTwinAndSmallOnesToPread) {
+  Fixture fx;
+  auto fa = Env::posix().open_read(fx.dir / "a");
+  std::string big(fx.a.size(), '\0'), small(100, '\0');
+  const std::vector<ReadRange> ranges = {
+      {.file = fa.get(), .offset = 0, .dst = std::as_writable_bytes(std::span(big.data(), big.size()))},
+      {.file = fa.get(), .offset = 77, .dst = std::as_writable_bytes(std::span(small.data(), small.size()))},
+  };
+  const ParallelReadOptions base{.threads = 2, .chunk_bytes = size_t{1} << 20, .min_parallel_bytes = 0,
+                                 .fast_path_min_bytes = 300};
+  {
+    UncachedFile file(*fa);
+    std::vector<ReadRange> rs = ranges;
+    rs[0].file = rs[1].file = &file;
+    read_parallel(rs, base);
+    EXPECT_EQ(big, fx.a);
+    EXPECT_EQ(small, fx.a.substr(77, 100));
+    EXPECT_EQ(file.direct_bytes(), fx.a.size());
+    EXPECT_EQ(file.buffered(), 100u);  // below fast_path_min_bytes
+  }
+  {  // Buffered: neither asks nor uses the twin.
+    UncachedFile file(*fa);
+    std::vector<ReadRange> rs = ranges;
+    rs[0].file = rs[1].file = &file;
+    ParallelReadOptions o = base;
+    o.path = ReadPath::Buffered;
+    read_parallel(rs, o);
+    EXPECT_EQ(big, fx.a);
+    EXPECT_EQ(file.asked(), 0u);
+    EXPECT_EQ(file.direct_bytes(), 0u);
+    EXPECT_EQ(file.buffered(), fx.a.size() + 100);
+  }
+  {  // No twin (no O_DIRECT here): pread.
+    UncachedFile file(*fa, /*twin=*/false);
+    std::vector<ReadRange> rs = ranges;
+    rs[0].file = &file;
+    read_parallel({rs.data(), 1}, base);
+    EXPECT_EQ(big, fx.a);
+    EXPECT_EQ(file.buffered(), fx.a.size());
+  }
+}
+
+TEST(ReadPathPolicy, DirectReadsMeetInjectedFaultsAndARefusedTwinFallsBackToPread) {
+  Fixture fx;
+  const ParallelReadOptions direct{.threads = 3, .chunk_bytes = 65536, .min_parallel_bytes = 0,
+                                   .path = ReadPath::Direct};
+  if (Env::posix().open_read(fx.dir / "a")->direct() == nullptr) {
+    GTEST_SKIP() << "no O_DIRECT on this filesystem";
+  }
+  std::string out(fx.a.size(), '\0');
+  const auto dst = std::as_writable_bytes(std::span(out.data(), out.size()));
+  {  // An EIO inside the O_DIRECT reads surfaces with the file and the offset.
+    FaultInjectingEnv env;
+    auto fa = env.open_read(fx.dir / "a");
+    const uint64_t opens = env.count(FaultOp::Open);
+    env.inject(FaultOp::Read, 5, EIO);
+    const ReadRange r{.file = fa.get(), .dst = dst};
+    try {
+      read_parallel({&r, 1}, direct);
+      FAIL() << "fault not reported";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::IoError);
+      EXPECT_NE(e.message().find("'" + (fx.dir / "a").string() + "' at byte"), std::string::npos)
+          << e.message();
+    }
+    EXPECT_EQ(env.count(FaultOp::Open), opens + 1) << "the O_DIRECT twin is opened through the Env";
+  }
+  {  // EINTR on every other attempt: retried, every byte right.
+    FaultInjectingEnv env;
+    auto fa = env.open_read(fx.dir / "a");
+    env.set_eintr_every(2);
+    const ReadRange r{.file = fa.get(), .offset = 5, .dst = dst.first(dst.size() - 5)};
+    read_parallel({&r, 1}, direct);
+    EXPECT_EQ(out.substr(0, out.size() - 5), fx.a.substr(5));
+    EXPECT_GT(env.faults_fired(), 0u);
+  }
+  {  // The twin refused (as on a filesystem without O_DIRECT): the same bytes through pread.
+    FaultInjectingEnv env;
+    auto fa = env.open_read(fx.dir / "a");
+    env.inject(FaultOp::Open, 1, EINVAL);
+    std::fill(out.begin(), out.end(), '\0');
+    const ReadRange r{.file = fa.get(), .dst = dst};
+    read_parallel({&r, 1}, direct);
+    EXPECT_EQ(out, fx.a);
+    EXPECT_EQ(fa->direct(), nullptr);
+  }
 }
 
 }  // namespace

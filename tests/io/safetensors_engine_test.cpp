@@ -3,6 +3,7 @@
 // surface with the tensor's name and leave no file behind.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "ckptio/async_writer.h"
 #include "ckptio/error.h"
 #include "ckptio/fault_env.h"
+#include "ckptio/parallel_reader.h"
 #include "ckptio/safetensors.h"
 #include "io/write_backends.h"
 #include "support/test_util.h"
@@ -182,6 +184,35 @@ TEST(SafetensorsEngine, ParallelLoadReportsReadFaultWithFile) {
   } catch (const Error& err) {
     EXPECT_EQ(err.code(), ErrorCode::IoError);
     EXPECT_NE(err.message().find("m.safetensors"), std::string::npos) << err.message();
+  }
+}
+
+// read_all_owned places every tensor at the same offset within a page as in the file (where
+// copies out of the page cache are fastest and O_DIRECT reads land in place), on every read path.
+TEST(SafetensorsReadAllOwned, TensorsKeepTheirFileOffsetWithinAPage) {
+  TempDir dir;
+  const State s = make_state();
+  const auto path = dir / "m.safetensors";
+  save_safetensors(path, s.tensors);
+  const std::string bytes = read_file(path);
+  uint64_t header = 0;
+  for (int i = 7; i >= 0; --i) header = header << 8 | static_cast<uint8_t>(bytes[static_cast<size_t>(i)]);
+  const uint64_t data_start = 8 + header;
+  ASSERT_NE(data_start % 4096, 0u) << "the test needs a header that is not page sized";
+  for (io::ReadPath path_kind : {io::ReadPath::Auto, io::ReadPath::Buffered, io::ReadPath::Direct}) {
+    const auto reader = SafetensorsReader::open(path, {.mode = ReadMode::Pread});
+    const std::vector<Tensor> loaded = reader.read_all_owned(
+        {.threads = 2, .chunk_bytes = 8192, .min_parallel_bytes = 0, .path = path_kind,
+         .fast_path_min_bytes = 4096});
+    for (size_t i = 0; i < loaded.size(); ++i) {
+      const TensorInfo& info = reader.tensors()[i];
+      if (info.nbytes() == 0) continue;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(loaded[i].bytes().data()) % 4096,
+                (data_start + info.begin) % 4096) << info.name;
+      const size_t index = std::stoul(info.name.substr(1));
+      ASSERT_EQ(std::memcmp(loaded[i].bytes().data(), s.buffers[index].data(), info.nbytes()), 0)
+          << info.name;
+    }
   }
 }
 

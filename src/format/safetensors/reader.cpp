@@ -111,8 +111,15 @@ std::vector<Tensor> SafetensorsReader::read_all_owned(const io::ParallelReadOpti
   const SafetensorsHeader& h = impl_->header;
   // One allocation for the whole data section, left uninitialised (the reads overwrite every
   // byte; zeroing first would cost a full extra pass) and backed by huge pages where possible.
-  const std::shared_ptr<std::byte> buffer =
-      io::allocate_read_buffer(static_cast<size_t>(h.data_bytes));
+  // The data starts at the same offset within a page as in the file: the copy out of the page
+  // cache is fastest that way (up to 2-4x on some CPUs) and O_DIRECT can read straight into it.
+  // Tensors are then as aligned as in a mapping of the file: to 8 bytes at least, enough for every
+  // element type, where the header is padded to 8 bytes as the format asks (elsewhere the buffer
+  // starts at its own 2 MiB boundary, as before).
+  const size_t lead = h.data_start % 8 == 0 ? static_cast<size_t>(h.data_start % 4096) : 0;
+  const std::shared_ptr<std::byte> whole =
+      io::allocate_read_buffer(static_cast<size_t>(h.data_bytes) + lead);
+  const std::shared_ptr<std::byte> buffer(whole, whole.get() + lead);
   std::vector<io::ReadRange> requests;
   requests.reserve(h.tensors.size());
   for (const TensorInfo& t : h.tensors) {
