@@ -249,6 +249,15 @@ class PyDcpReader {
     }
     return nb::make_tuple(std::string(dtype_name(t.dtype())), shape_list(t.shape()), raw_of(t));
   }
+  // The box straight into `raw` (the caller's memory, row-major, exactly the box's bytes in the
+  // tensor's own dtype): no temporary tensor, no copy afterwards.
+  void read_box_into(const std::string& name, const Shape& offsets, const Shape& sizes,
+                     RawInOut raw) const {
+    const DType dtype = reader_.tensor(name).dtype;
+    std::span<std::byte> dst(reinterpret_cast<std::byte*>(raw.data()), raw.size());
+    nb::gil_scoped_release release;
+    reader_.read_box_into(name, offsets, sizes, dtype, dst);
+  }
 
  private:
   static dcp::DcpReader open(const std::string& dir) {
@@ -282,7 +291,9 @@ void bind_dist(nb::module_& m) {
       .def("value_keys", &PyDcpReader::value_keys)
       .def("read_value", &PyDcpReader::read_value, nb::arg("name"))
       .def("read_box", &PyDcpReader::read_box, nb::arg("name"), nb::arg("offsets"),
-           nb::arg("sizes"));
+           nb::arg("sizes"))
+      .def("read_box_into", &PyDcpReader::read_box_into, nb::arg("name"), nb::arg("offsets"),
+           nb::arg("sizes"), nb::arg("raw"));
 }
 
 }  // namespace ckptio::python

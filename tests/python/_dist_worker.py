@@ -251,14 +251,48 @@ def scenario_dcp_save(rank, world, path):
     dcp.save(state, checkpoint_id=path)
 
 
+class _RecordingDcpReader:
+    """ckptio._core.DcpReader that records where each box was read to, and refuses the
+    temporary-tensor path (read_box) for the boxes a load can read in place."""
+
+    calls: list = []
+
+    def __init__(self, path):
+        self._reader = _RecordingDcpReader.real(path)
+
+    def __getattr__(self, name):
+        return getattr(self._reader, name)
+
+    def read_box(self, name, offsets, sizes):
+        raise AssertionError(f"'{name}' was read into a temporary (read_box), not in place")
+
+    def read_box_into(self, name, offsets, sizes, raw):
+        _RecordingDcpReader.calls.append((name, raw.ctypes.data, raw.nbytes))
+        return self._reader.read_box_into(name, offsets, sizes, raw)
+
+
 def scenario_dcp_load(rank, world, path):
     import ckptio.dist as cd
+    from ckptio import _core
 
     state = dtensor_state(world, fill=False)
     state["step"] = 0
-    cd.load(state, path)
+    # Every box is read straight into the memory of the tensor it fills: the local shard of each
+    # DTensor, the plain tensor itself.
+    _RecordingDcpReader.real = _core.DcpReader
+    _core.DcpReader = _RecordingDcpReader
+    try:
+        cd.load(state, path)
+    finally:
+        _core.DcpReader = _RecordingDcpReader.real
     check_dtensors(state)
     assert state["step"] == 17
+    targets = {f"model.{k}": v.to_local() for k, v in state["model"].items()}
+    targets["ids"] = state["ids"]
+    where = {name: (ptr, n) for name, ptr, n in _RecordingDcpReader.calls}
+    assert sorted(where) == sorted(targets), (sorted(where), sorted(targets))
+    for name, t in targets.items():
+        assert where[name] == (t.data_ptr(), t.numel() * t.element_size()), (name, where[name])
 
 
 def scenario_hf_read(rank, world, path):

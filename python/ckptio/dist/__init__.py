@@ -454,7 +454,6 @@ def _load_dcp(path, tensor_leaves, plain_leaves) -> None:
 
     reader = _core.DcpReader(path)
     saved = {name: (dtype, tuple(shape)) for name, dtype, shape in reader.tensors()}
-    copies = []
     for leaf in tensor_leaves:
         spec, dest, copy_to = _load_target(leaf.key, leaf.value)
         name, dtype, global_shape, placement, offsets, local_shape, begin, length = spec
@@ -464,21 +463,27 @@ def _load_dcp(path, tensor_leaves, plain_leaves) -> None:
             raise errors.MismatchError(
                 f"mismatch: tensor '{name}': {dtype} {list(global_shape)} asked, the DCP folder"
                 f" holds {saved[name][0]} {list(saved[name][1])}")
-        if placement == "block":
-            box = reader.read_box(name, offsets, local_shape)
-        else:
-            box = reader.read_box(name, [0] * len(global_shape), global_shape)
-        got = _tensors.from_raw(box[0], box[1], box[2], "pt", name)
-        if placement == "flat":
-            flat = got.reshape(-1)
-            n = flat.numel()
-            out = torch.zeros(length, dtype=got.dtype)
-            end = min(begin + length, n)
-            if end > begin:
-                out[: end - begin] = flat[begin:end]
-            got = out
+        if placement != "flat":
+            # The box straight into the destination's memory (the caller's tensor itself when it
+            # is a contiguous CPU tensor): no temporary, no copy.
+            if placement == "block":
+                reader.read_box_into(name, offsets, local_shape, _raw_inout(dest))
+            else:
+                reader.read_box_into(name, [0] * len(global_shape), global_shape,
+                                     _raw_inout(dest))
+            if copy_to is not None:
+                _finish([(dest, copy_to)])
+            continue
+        # A FlatShard's range of the flattened tensor is no box: the whole tensor, then the range.
+        box = reader.read_box(name, [0] * len(global_shape), global_shape)
+        flat = _tensors.from_raw(box[0], box[1], box[2], "pt", name).reshape(-1)
+        n = flat.numel()
+        out = torch.zeros(length, dtype=flat.dtype)
+        end = min(begin + length, n)
+        if end > begin:
+            out[: end - begin] = flat[begin:end]
         with torch.no_grad():
-            (copy_to if copy_to is not None else dest).copy_(got.reshape(dest.shape))
+            (copy_to if copy_to is not None else dest).copy_(out.reshape(dest.shape))
     keys = set(reader.value_keys())
     for leaf in plain_leaves:
         if leaf.key not in keys:
