@@ -60,7 +60,7 @@ class SafeFile:
 
     def read_many_into(self, names: Sequence[str], raws: Sequence[Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu')]], threads: int = 0) -> None: ...
 
-def save_file(path: str | os.PathLike, tensors: Sequence[tuple[str, str, Sequence[int], Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu', writable=False)]]], metadata: Mapping[str, str] | None, sync: bool = True) -> None:
+def save_file(path: str | os.PathLike, tensors: Sequence[tuple[str, str, Sequence[int], Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu', writable=False)]]], metadata: Mapping[str, str] | None, sync: bool = True, direct_io: bool = False) -> None:
     """Crash-safe write of [(name, dtype, shape, raw)]."""
 
 def serialize(tensors: Sequence[tuple[str, str, Sequence[int], Annotated[NDArray[numpy.uint8], dict(shape=(None,), order='C', device='cpu', writable=False)]]], metadata: Mapping[str, str] | None) -> bytes:
