@@ -187,6 +187,27 @@ def scenario_objects_load(rank, world, path):
     assert (counter.seen, counter.name, counter.history) == (42, "run-1", [1, 2.5, "x"])
 
 
+def scenario_async_save_fails(rank, world, path):
+    """A rank whose state cannot be saved (a plain value that is no JSON data) fails the async save
+    of every rank through its future: the call itself returns once this rank's copy is made, the
+    ranks' agreement runs in the background."""
+    import ckptio.dist as cd
+    from ckptio import errors
+
+    group = dist.new_group(backend="gloo")
+    state = {"t": torch.arange(4, dtype=torch.float32) + rank, "step": 5}
+    if rank == 1:
+        state["bad"] = object()
+    future = cd.async_save(state, path, group)
+    try:
+        future.result()
+    except errors.InvalidArgumentError as e:
+        assert "rank 1 failed" in str(e) and "bad" in str(e), e
+    else:
+        raise AssertionError("async save succeeded with a bad value on rank 1")
+    assert not os.path.exists(path)
+
+
 def scenario_async_save(rank, world, path):
     import ckptio.dist as cd
 

@@ -211,6 +211,10 @@ class _Staged:
     def __init__(self, comm, path, items, keep, plain_doc):
         self.comm, self.path, self.items, self.keep, self.plain_doc = (
             comm, path, items, keep, plain_doc)
+        # Set while the ranks' agreement is still to run (an async save runs it in its thread).
+        self.error: Optional[BaseException] = None
+        self.plain: Optional[Dict[str, Any]] = None
+        self.agreed = True
 
 
 class _StagingBuffer:
@@ -255,7 +259,12 @@ class _StagingBuffer:
 
 
 def _stage(state_dict: dict, checkpoint_dir: Any, process_group: Any, copy: bool,
-           staging: Optional[_StagingBuffer] = None) -> _Staged:
+           staging: Optional[_StagingBuffer] = None, agree_later: bool = False) -> _Staged:
+    """This rank's items (copied when ``copy``), then the ranks' agreement. ``agree_later``: the
+    agreement (a collective that waits for the slowest rank) is left to :func:`_agree_staged`,
+    which an async save runs in its background thread, so the caller waits for its own copy only;
+    the plain data is frozen here (a JSON round trip, as the agreement does) so that later changes
+    to the state dict do not reach the checkpoint."""
     comm = TorchCommunicator(process_group)
     path = os.fspath(checkpoint_dir)
     error: Optional[BaseException] = None
@@ -271,17 +280,32 @@ def _stage(state_dict: dict, checkpoint_dir: Any, process_group: Any, copy: bool
         elif copy:  # async: a CPU copy, so training may change the tensors while files are written
             keep = [k.clone() if hasattr(k, "clone") else k.copy() for k in keep]
             items = [(spec, k) for (spec, _), k in zip(items, keep)]
+        if agree_later:
+            plain = json.loads(json.dumps(plain, allow_nan=False))
     except Exception as exc:  # every rank must hear of it: agree below
         error = exc
-    payloads = _agree(comm, "preparing the save", error, plain)
-    doc = _merge_plain(payloads, comm.size())
+    staged = _Staged(comm, path, items, keep, None)
+    staged.error, staged.plain, staged.agreed = error, plain, False
+    if not agree_later:
+        _agree_staged(staged)
+    return staged
+
+
+def _agree_staged(staged: _Staged) -> None:
+    """The ranks' agreement on the staging (raises on every rank if one failed), then the plain
+    data document appended to the items."""
+    if staged.agreed:
+        return
+    staged.agreed = True
+    payloads = _agree(staged.comm, "preparing the save", staged.error, staged.plain)
+    doc = _merge_plain(payloads, staged.comm.size())
     if doc is not None:
         import numpy as np
 
         raw = np.frombuffer(doc, dtype=np.uint8)
-        items.append((_spec(PLAIN_DATA_KEY, "U8", [len(doc)]), raw))
-        keep.append(raw)
-    return _Staged(comm, path, items, keep, doc)
+        staged.items.append((_spec(PLAIN_DATA_KEY, "U8", [len(doc)]), raw))
+        staged.keep.append(raw)
+    staged.plain_doc = doc
 
 
 def _is_dtensor(value: Any) -> bool:
@@ -290,6 +314,7 @@ def _is_dtensor(value: Any) -> bool:
 
 
 def _write(staged: _Staged, replace: bool, sync: bool, epoch: int, global_step: int) -> dict:
+    _agree_staged(staged)
     return _core.dist_save(staged.comm, staged.path, staged.items, replace, sync, epoch,
                            global_step)
 
@@ -311,11 +336,12 @@ def async_save(state_dict: dict, checkpoint_dir: Any, process_group: Any = None,
                global_step: int = 0) -> "concurrent.futures.Future[dict]":
     """Collective: copies this rank's part of ``state_dict`` to CPU memory now, then writes it in a
     background thread. Returns a future whose ``result()`` is :func:`save`'s result or raises its
-    error. The background thread runs the save's collectives on ``process_group``: give a group
+    error, a failure of any rank included (the ranks agree in the background thread, so the call
+    waits for this rank's copy only, not for the slowest rank's). The background thread runs the save's collectives on ``process_group``: give a group
     that nothing else uses until ``result()`` returns (``torch.distributed.new_group(
     backend="gloo")``), since two threads must not interleave collectives on one group."""
-    return _start_async(_stage(state_dict, checkpoint_dir, process_group, copy=True), replace,
-                        sync, epoch, global_step)
+    return _start_async(_stage(state_dict, checkpoint_dir, process_group, copy=True,
+                               agree_later=True), replace, sync, epoch, global_step)
 
 
 def _start_async(staged: _Staged, replace: bool, sync: bool, epoch: int,
