@@ -326,6 +326,8 @@ def worker_save(r: Rank) -> dict:
         cases.append(("raw_direct", raw(True)))
     for t in DCP_THREADS:
         cases.append((f"dcp_t{t}", lambda p, t=t: dcp.save(state, storage_writer=dcp_writer(p, t))))
+    if args.async_only:
+        cases = []
     for rep in range(args.runs):  # interleaved, so that drift of the disk hits every case alike
         for name, fn in cases:
             path = r.fresh(f"{name}-{rep}")
@@ -342,7 +344,8 @@ def worker_save(r: Rank) -> dict:
                           process_group=r.dist.new_group(backend="gloo"))
     # DCP's own reuse of its staging memory (cache_staged_state_dict=True): one writer reused.
     cached_writer = None
-    best_t = min(DCP_THREADS, key=lambda t: statistics.median(times[f"dcp_t{t}"]))
+    best_t = (1 if args.async_only else
+              min(DCP_THREADS, key=lambda t: statistics.median(times[f"dcp_t{t}"])))
     locals_ = [t for t in local_tensors(state)]
     dst = [torch.empty_like(t) for t in locals_]
     for d, s in zip(dst, locals_):
@@ -508,7 +511,10 @@ def launch(mode: str, world: int, work: Path, state_bytes: int, runs: int, **ext
                "--world", str(world), "--init", f"file://{rendezvous}", "--work", str(work),
                "--state-bytes", str(state_bytes), "--runs", str(runs), "--result", str(result)]
         for k, v in extra.items():
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
+            if isinstance(v, bool):  # a flag
+                cmd += [f"--{k.replace('_', '-')}"] if v else []
+            else:
+                cmd += [f"--{k.replace('_', '-')}", str(v)]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]
     if any(codes):
@@ -647,6 +653,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     p.add_argument("--dir", help="where to write (default: a temp folder, removed afterwards)")
     p.add_argument("--out", help="also write the results as JSON here")
+    p.add_argument("--async-only", action="store_true",
+                   help="only the async rows (how long a save blocks) and their memcpy limit")
     # Internal: one rank of one measurement set.
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--rank", type=int, help=argparse.SUPPRESS)
@@ -673,16 +681,18 @@ def main() -> int:
         sets = {}
         for w in ranks:
             print(f"== save and async on {w} rank(s)", file=sys.stderr, flush=True)
-            sets[w] = launch("save", w, work, state_bytes, runs)
-        print("== load 4 -> 2", file=sys.stderr, flush=True)
-        launch("prepare_load", 4, work, state_bytes, 1)
-        load = launch("load", 2, work, state_bytes, runs)
-        shutil.rmtree(work / "load-ckptio", ignore_errors=True)
-        shutil.rmtree(work / "load-dcp", ignore_errors=True)
+            sets[w] = launch("save", w, work, state_bytes, runs, async_only=args.async_only)
+        load, memory = None, {}
+        if not args.async_only:
+            print("== load 4 -> 2", file=sys.stderr, flush=True)
+            launch("prepare_load", 4, work, state_bytes, 1)
+            load = launch("load", 2, work, state_bytes, runs)
+            shutil.rmtree(work / "load-ckptio", ignore_errors=True)
+            shutil.rmtree(work / "load-dcp", ignore_errors=True)
         mem_world = max(ranks)
         mem_t = sets[mem_world]["dcp_best_threads"]
-        memory = {}
-        for case in ("ckptio_sync", "ckptio_async", "dcp_save", "dcp_async"):
+        for case in (() if args.async_only else
+                     ("ckptio_sync", "ckptio_async", "dcp_save", "dcp_async")):
             print(f"== peak memory: {case} on {mem_world} rank(s)", file=sys.stderr, flush=True)
             memory[case] = launch("memory", mem_world, work, state_bytes, 1, case=case,
                                   dcp_threads=mem_t)
@@ -694,7 +704,7 @@ def main() -> int:
 
     rep = Report()
     total_bytes = None
-    for w in ranks:
+    for w in ([] if args.async_only else ranks):
         s = sets[w]
         nbytes = s["rank_bytes"] * w  # every rank holds an equal share (plus its step tensors)
         total_bytes = total_bytes or nbytes
@@ -748,14 +758,16 @@ def main() -> int:
         rep.goal_ratio(f"async save blocks, {rk}, vs dcp.async_save (CheckpointIO)", cio, peer, 5.0)
         rep.goal_at_most(f"async save blocks, {rk}, as a multiple of the shard's memcpy "
                          "(CheckpointIO)", b["cio_async"] / b["memcpy"], 1.2, "x memcpy")
-    ld = load["load"]
-    rep.row("ckptio", "ckptio.dist.load 4 -> 2", ld["ckptio_load"], total_bytes,
-            peer="dcp.load 4 -> 2", note="warm cache; loaded values checked: "
-            + ("correct" if load["correct"]["ckptio_load"] else "WRONG"))
-    rep.row("peer", "dcp.load 4 -> 2", ld["dcp_load"], total_bytes,
-            note="warm cache; loaded values checked: "
-            + ("correct" if load["correct"]["dcp_load"] else "WRONG"))
-    rep.goal_ratio("load 4 -> 2 vs dcp.load", "ckptio.dist.load 4 -> 2", "dcp.load 4 -> 2", 1.5)
+    if load is not None:
+        ld = load["load"]
+        rep.row("ckptio", "ckptio.dist.load 4 -> 2", ld["ckptio_load"], total_bytes,
+                peer="dcp.load 4 -> 2", note="warm cache; loaded values checked: "
+                + ("correct" if load["correct"]["ckptio_load"] else "WRONG"))
+        rep.row("peer", "dcp.load 4 -> 2", ld["dcp_load"], total_bytes,
+                note="warm cache; loaded values checked: "
+                + ("correct" if load["correct"]["dcp_load"] else "WRONG"))
+        rep.goal_ratio("load 4 -> 2 vs dcp.load", "ckptio.dist.load 4 -> 2", "dcp.load 4 -> 2",
+                       1.5)
     mw = max(ranks)
     labels = {"ckptio_sync": "ckptio.dist.save sync", "ckptio_async": "ckptio.dist.async_save",
               "dcp_save": "dcp.save", "dcp_async": "dcp.async_save"}
@@ -775,8 +787,10 @@ def main() -> int:
     rep.notes.append(f"The raw write limit is Python os.pwrite by threads (GIL released in the "
                      f"call), not the C++ raw baseline; O_DIRECT "
                      f"{'measured' if sets[ranks[0]]['direct'] else 'refused by the file system'}.")
-    if not all(load["correct"].values()):
+    if load is not None and not all(load["correct"].values()):
         rep.notes.append("A load returned wrong values: its time means nothing.")
+    if total_bytes is None:
+        total_bytes = sets[ranks[0]]["rank_bytes"] * ranks[0]
     title = (f"ckptio.dist vs PyTorch DCP, {total_bytes / MIB:.0f} MiB sharded state, ranks "
              f"{','.join(map(str, ranks))}, median of {runs} runs")
     context = [f"torch {torch.__version__}, gloo, {os.cpu_count()} CPUs; the whole run took "

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -249,6 +250,15 @@ class PyDcpReader {
     }
     return nb::make_tuple(std::string(dtype_name(t.dtype())), shape_list(t.shape()), raw_of(t));
   }
+  // The box straight into `raw` (the caller's memory, row-major, exactly the box's bytes in the
+  // tensor's own dtype): no temporary tensor, no copy afterwards.
+  void read_box_into(const std::string& name, const Shape& offsets, const Shape& sizes,
+                     RawInOut raw) const {
+    const DType dtype = reader_.tensor(name).dtype;
+    std::span<std::byte> dst(reinterpret_cast<std::byte*>(raw.data()), raw.size());
+    nb::gil_scoped_release release;
+    reader_.read_box_into(name, offsets, sizes, dtype, dst);
+  }
 
  private:
   static dcp::DcpReader open(const std::string& dir) {
@@ -261,6 +271,30 @@ class PyDcpReader {
 }  // namespace
 
 void bind_dist(nb::module_& m) {
+  // An async save's staging copy in one call: each source's bytes to dst[offset, offset + size),
+  // with the GIL released (the per-tensor slicing and copy_ calls in Python cost more than the
+  // copies of small tensors).
+  m.def("copy_into", [](const std::vector<RawIn>& sources, RawInOut dst,
+                        const std::vector<uint64_t>& offsets) {
+    if (sources.size() != offsets.size()) {
+      throw Error(ErrorCode::InvalidArgument, "copy_into: sources and offsets differ in count");
+    }
+    for (size_t i = 0; i < sources.size(); ++i) {
+      if (offsets[i] > dst.size() || sources[i].size() > dst.size() - offsets[i]) {
+        throw Error(ErrorCode::InvalidArgument,
+                    "copy_into: source " + std::to_string(i) + " (" +
+                        std::to_string(sources[i].size()) + " bytes at " +
+                        std::to_string(offsets[i]) + ") does not fit the destination of " +
+                        std::to_string(dst.size()) + " bytes");
+      }
+    }
+    nb::gil_scoped_release release;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      if (sources[i].size() != 0) {
+        std::memcpy(dst.data() + offsets[i], sources[i].data(), sources[i].size());
+      }
+    }
+  }, nb::arg("sources"), nb::arg("dst"), nb::arg("offsets"));
   m.def("dist_save", &dist_save, nb::arg("communicator"), nb::arg("dir"), nb::arg("items"),
         nb::arg("replace"), nb::arg("sync"), nb::arg("epoch"), nb::arg("global_step"));
   m.def("is_distributed_checkpoint", [](const std::string& dir) {
@@ -282,7 +316,9 @@ void bind_dist(nb::module_& m) {
       .def("value_keys", &PyDcpReader::value_keys)
       .def("read_value", &PyDcpReader::read_value, nb::arg("name"))
       .def("read_box", &PyDcpReader::read_box, nb::arg("name"), nb::arg("offsets"),
-           nb::arg("sizes"));
+           nb::arg("sizes"))
+      .def("read_box_into", &PyDcpReader::read_box_into, nb::arg("name"), nb::arg("offsets"),
+           nb::arg("sizes"), nb::arg("raw"));
 }
 
 }  // namespace ckptio::python

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "ckptio/async_writer.h"
 #include "ckptio/dtype.h"
 #include "ckptio/error.h"
 #include "ckptio/parallel_reader.h"
@@ -175,13 +176,17 @@ void bind_safetensors(nb::module_& m) {
            nb::arg("threads") = 0);
 
   m.def("save_file", [](const std::filesystem::path& path, const std::vector<TensorIn>& tensors,
-                        const std::optional<Metadata>& metadata, bool sync) {
+                        const std::optional<Metadata>& metadata, bool sync, bool direct_io) {
     std::vector<NamedTensor> named = named_views(tensors);
     SafetensorsWriteOptions options = write_options(metadata, sync);
+    io::AsyncWriterOptions writer;
+    writer.direct_io = direct_io;
+    options.writer = &writer;
     nb::gil_scoped_release release;
     save_safetensors(path, named, options);
   }, nb::arg("path"), nb::arg("tensors"), nb::arg("metadata").none(), nb::arg("sync") = true,
-     "Crash-safe write of [(name, dtype, shape, raw)].");
+     nb::arg("direct_io") = false,
+     "Crash-safe write of [(name, dtype, shape, raw)]; direct_io: O_DIRECT for the aligned part.");
 
   m.def("serialize", [](const std::vector<TensorIn>& tensors,
                         const std::optional<Metadata>& metadata) {

@@ -187,6 +187,27 @@ def scenario_objects_load(rank, world, path):
     assert (counter.seen, counter.name, counter.history) == (42, "run-1", [1, 2.5, "x"])
 
 
+def scenario_async_save_fails(rank, world, path):
+    """A rank whose state cannot be saved (a plain value that is no JSON data) fails the async save
+    of every rank through its future: the call itself returns once this rank's copy is made, the
+    ranks' agreement runs in the background."""
+    import ckptio.dist as cd
+    from ckptio import errors
+
+    group = dist.new_group(backend="gloo")
+    state = {"t": torch.arange(4, dtype=torch.float32) + rank, "step": 5}
+    if rank == 1:
+        state["bad"] = object()
+    future = cd.async_save(state, path, group)
+    try:
+        future.result()
+    except errors.InvalidArgumentError as e:
+        assert "rank 1 failed" in str(e) and "bad" in str(e), e
+    else:
+        raise AssertionError("async save succeeded with a bad value on rank 1")
+    assert not os.path.exists(path)
+
+
 def scenario_async_save(rank, world, path):
     import ckptio.dist as cd
 
@@ -251,14 +272,48 @@ def scenario_dcp_save(rank, world, path):
     dcp.save(state, checkpoint_id=path)
 
 
+class _RecordingDcpReader:
+    """ckptio._core.DcpReader that records where each box was read to, and refuses the
+    temporary-tensor path (read_box) for the boxes a load can read in place."""
+
+    calls: list = []
+
+    def __init__(self, path):
+        self._reader = _RecordingDcpReader.real(path)
+
+    def __getattr__(self, name):
+        return getattr(self._reader, name)
+
+    def read_box(self, name, offsets, sizes):
+        raise AssertionError(f"'{name}' was read into a temporary (read_box), not in place")
+
+    def read_box_into(self, name, offsets, sizes, raw):
+        _RecordingDcpReader.calls.append((name, raw.ctypes.data, raw.nbytes))
+        return self._reader.read_box_into(name, offsets, sizes, raw)
+
+
 def scenario_dcp_load(rank, world, path):
     import ckptio.dist as cd
+    from ckptio import _core
 
     state = dtensor_state(world, fill=False)
     state["step"] = 0
-    cd.load(state, path)
+    # Every box is read straight into the memory of the tensor it fills: the local shard of each
+    # DTensor, the plain tensor itself.
+    _RecordingDcpReader.real = _core.DcpReader
+    _core.DcpReader = _RecordingDcpReader
+    try:
+        cd.load(state, path)
+    finally:
+        _core.DcpReader = _RecordingDcpReader.real
     check_dtensors(state)
     assert state["step"] == 17
+    targets = {f"model.{k}": v.to_local() for k, v in state["model"].items()}
+    targets["ids"] = state["ids"]
+    where = {name: (ptr, n) for name, ptr, n in _RecordingDcpReader.calls}
+    assert sorted(where) == sorted(targets), (sorted(where), sorted(targets))
+    for name, t in targets.items():
+        assert where[name] == (t.data_ptr(), t.numel() * t.element_size()), (name, where[name])
 
 
 def scenario_hf_read(rank, world, path):

@@ -39,6 +39,10 @@ def test_async_save(tmp_path):
     run_ranks("async_save", 2, tmp_path / "ckpt", tmp_path / "rdv")
 
 
+def test_async_save_failing_rank_raises_through_every_future(tmp_path):
+    run_ranks("async_save_fails", 2, tmp_path / "ckpt", tmp_path / "rdv")
+
+
 def test_failing_rank_raises_on_every_rank(tmp_path):
     run_ranks("fail_python", 2, tmp_path / "a", tmp_path / "rdv")
     run_ranks("fail_core", 2, tmp_path / "b", tmp_path / "rdv")

@@ -315,3 +315,20 @@ def test_big_endian_arrays_are_written_little_endian_like_the_package():
     assert cn.save(arrays) == sn.save(arrays)
     back = cn.load(cn.save(arrays))
     assert back["x"].tolist() == arrays["x"].tolist() and back["y"].tolist() == [1.5]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_direct_io_files_are_byte_identical_to_the_package(seed, tmp_path):
+    # Megabytes at offsets that are not 4 KiB multiples, so the file has an O_DIRECT middle and
+    # ordinary head and tail pieces around it.
+    g = torch.Generator().manual_seed(seed)
+    state = random_state(seed)
+    state["big.f32"] = torch.randn(3 * 1024 * 1024 // 4 + 7 * seed + 1, generator=g)
+    state["big.bf16"] = torch.randn(1000 + seed, 1031, generator=g).to(torch.bfloat16)
+    state["big.i8"] = torch.randint(-100, 100, (2 * 1024 * 1024 + 3,), generator=g,
+                                    dtype=torch.int8)
+    metadata = METADATAS[seed % len(METADATAS)]
+    ours, theirs = tmp_path / "ours.safetensors", tmp_path / "theirs.safetensors"
+    cs.save_file(state, ours, metadata=metadata, direct_io=True, sync=seed % 2 == 0)
+    st.save_file(state, theirs, metadata=metadata)
+    assert ours.read_bytes() == theirs.read_bytes()

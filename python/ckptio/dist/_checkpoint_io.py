@@ -71,7 +71,8 @@ class CheckpointIO:
                 import torch.distributed as dist
 
                 group = self.process_group = dist.new_group(backend="gloo")
-            staged = cdist._stage(state, path, group, copy=True, staging=self._staging)
+            staged = cdist._stage(state, path, group, copy=True, staging=self._staging,
+                                  agree_later=True)
             future = cdist._start_async(staged, **options)
             self._pending = (future, group)
         else:

@@ -29,8 +29,8 @@ def flatten(tensors: Dict[str, Any]) -> List[Tuple[str, str, Tuple[int, ...], An
 
 
 def write_file(flat: List[Tuple[str, str, Tuple[int, ...], Any]], filename: PathLike,
-               metadata: Optional[Dict[str, str]], sync: bool) -> None:
-    _core.save_file(os.fspath(filename), flat, metadata, sync)
+               metadata: Optional[Dict[str, str]], sync: bool, direct_io: bool = False) -> None:
+    _core.save_file(os.fspath(filename), flat, metadata, sync, direct_io)
 
 
 def serialize(flat: List[Tuple[str, str, Tuple[int, ...], Any]],
