@@ -179,7 +179,8 @@ uint64_t RawFile::size() const {
 WriteShape async_writer_shape() { return {async_writer_threads(), async_writer_chunk_bytes()}; }
 
 std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteShape& shape,
-                                bool direct) {
+                                bool direct, bool writeback) {
+  writeback = writeback && !direct;
   const size_t chunk = std::max(kBlock, shape.chunk_bytes / kBlock * kBlock);
   std::vector<Layout> layouts;
   struct Job {
@@ -229,8 +230,13 @@ std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteSh
     const std::byte* src = piece.data() + (a - l.starts[k]);
     const bool in_one_piece = b - l.starts[k] <= piece.size();
     const bool aligned = reinterpret_cast<uintptr_t>(src) % kBlock == 0 && (b - a) % kBlock == 0;
+    auto start_writeback = [&] {
+      if (writeback) ::sync_file_range(fds[jobs[j].file], static_cast<off64_t>(a),
+                                       static_cast<off64_t>(b - a), SYNC_FILE_RANGE_WRITE);
+    };
     if (in_one_piece && (!direct || aligned)) {
       pwrite_all(fds[jobs[j].file], src, b - a, a, l.file->path);
+      start_writeback();
       return;
     }
     if (!direct) {  // the pieces straight from their memory: no copy, like ckptio's borrowed writes
@@ -243,6 +249,7 @@ std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteSh
         pos += n;
       }
       pwritev_all(fds[jobs[j].file], iov, a, l.file->path);
+      start_writeback();
       return;
     }
     // O_DIRECT from unaligned memory or several pieces: gather into aligned staging.
@@ -281,9 +288,9 @@ std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteSh
 
 WriteLimit::WriteLimit(WriteShape shape) : shape_(shape) {
   shape_.threads = std::max(1u, shape_.threads);
-  for (bool direct : {false, true}) {
-    variants_.push_back({shape_.threads, direct, {}});
-    if (shape_.threads > 1) variants_.push_back({1, direct, {}});
+  for (const auto& [direct, writeback] : {std::pair{false, false}, {false, true}, {true, false}}) {
+    variants_.push_back({shape_.threads, direct, writeback, {}});
+    if (shape_.threads > 1) variants_.push_back({1, direct, writeback, {}});
   }
 }
 
@@ -295,13 +302,14 @@ void WriteLimit::measure(const std::vector<RawFile>& files) {
   for (size_t i = 0; i < n; ++i) {
     Variant& v = variants_[(i + rounds_) % n];
     if (v.direct && direct_refused_) continue;
-    const std::optional<double> t = raw_write(files, {v.threads, shape_.chunk_bytes}, v.direct);
+    const std::optional<double> t =
+        raw_write(files, {v.threads, shape_.chunk_bytes}, v.direct, v.writeback);
     if (!t) {
       direct_refused_ = true;
       continue;
     }
     v.times.push_back(*t);
-    if (!v.direct && v.threads == shape_.threads) {
+    if (!v.direct && !v.writeback && v.threads == shape_.threads) {
       unlink_.push_back(time_once(remove_all));
     } else {
       remove_all();
@@ -314,8 +322,8 @@ VariantTimes WriteLimit::variants() const {
   VariantTimes out;
   for (const Variant& v : variants_) {
     if (v.times.empty()) continue;
-    out.emplace_back(fmt::format("{} by {}", v.direct ? "O_DIRECT" : "buffered", thread_words(v.threads)),
-                     median(v.times));
+    const char* method = v.direct ? "O_DIRECT" : v.writeback ? "buffered + early writeback" : "buffered";
+    out.emplace_back(fmt::format("{} by {}", method, thread_words(v.threads)), median(v.times));
   }
   return sorted(std::move(out));
 }

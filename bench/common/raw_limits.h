@@ -55,18 +55,21 @@ WriteShape async_writer_shape();
 // fdatasync of each file, fsync of each folder) and returns the seconds that took; the files
 // stay. Buffered: one pwritev per chunk straight from the pieces' memory (no copy). direct:
 // through O_DIRECT with a 4 KiB aligned staging buffer per thread (pieces that are aligned go
-// straight from their own memory); nullopt when the filesystem refuses O_DIRECT.
+// straight from their own memory); nullopt when the filesystem refuses O_DIRECT. writeback
+// (buffered only): sync_file_range(SYNC_FILE_RANGE_WRITE) after each chunk, so the disk writes
+// while later chunks are copied instead of all at the fdatasync.
 std::optional<double> raw_write(const std::vector<RawFile>& files, const WriteShape& shape,
-                                bool direct);
+                                bool direct, bool writeback = false);
 
 // The median seconds of each variant a limit measured, by name ("O_DIRECT by 1 thread",
 // "2 threads, chunks in order"), fastest first.
 using VariantTimes = std::vector<std::pair<std::string, double>>;
 
 // The write limit, measured one round at a time so that callers can interleave it with the
-// measurement it bounds (a virtual disk drifts over a run). Variants: buffered and O_DIRECT, each
-// with shape.threads threads and with one (ckptio's single-file save writes with one writer
-// thread, and on some disks one stream is faster than two).
+// measurement it bounds (a virtual disk drifts over a run). Variants: buffered, buffered with
+// early writeback and O_DIRECT, each with shape.threads threads and with one (ckptio's
+// single-file save writes with one writer thread, and on some disks one stream is faster than
+// two).
 class WriteLimit {
  public:
   explicit WriteLimit(WriteShape shape = async_writer_shape());
@@ -87,6 +90,7 @@ class WriteLimit {
   struct Variant {
     unsigned threads;
     bool direct;
+    bool writeback;  // buffered, with the writeback of each chunk started behind it
     std::vector<double> times;
   };
   WriteShape shape_;

@@ -45,9 +45,9 @@ TEST_F(BenchCommon, RawWriteWritesExactlyThePiecesBufferedAndDirect) {
   std::vector<RawFile> files = {
       {dir_ / "one.bin", {std::span(a).subspan(1), std::span(b), std::span(c)}},
       {dir_ / "two.bin", {std::span(d)}}};
-  for (bool direct : {false, true}) {
-    SCOPED_TRACE(direct ? "O_DIRECT" : "buffered");
-    const auto seconds = raw_write(files, {3, 8192}, direct);
+  for (const auto& [direct, writeback] : {std::pair{false, false}, {false, true}, {true, false}}) {
+    SCOPED_TRACE(direct ? "O_DIRECT" : writeback ? "buffered + early writeback" : "buffered");
+    const auto seconds = raw_write(files, {3, 8192}, direct, writeback);
     if (!seconds) {
       ASSERT_TRUE(direct) << "only O_DIRECT may be refused";
       continue;
@@ -134,7 +134,7 @@ TEST_F(BenchCommon, ReadLimitIsTheFastestOfItsThreadCountsAndSchedules) {
   EXPECT_EQ(names, (std::vector<std::string>{"mmap + memcpy by 1 thread", "pread by 1 thread"}));
 }
 
-TEST_F(BenchCommon, WriteLimitIsTheFastestOfBufferedAndDirectByOneAndAllThreads) {
+TEST_F(BenchCommon, WriteLimitIsTheFastestOfItsBufferedAndDirectVariantsByOneAndAllThreads) {
   const auto a = pattern(3 * 8192 + 5, 15);
   const std::vector<RawFile> files = {{dir_ / "w.bin", {std::span(a).subspan(1)}}};
   WriteLimit limit({2, 8192});
@@ -144,9 +144,13 @@ TEST_F(BenchCommon, WriteLimitIsTheFastestOfBufferedAndDirectByOneAndAllThreads)
   std::vector<std::string> names;
   for (const auto& [name, seconds] : limit.variants()) names.push_back(name);
   std::sort(names.begin(), names.end());
-  std::vector<std::string> expect = {"O_DIRECT by 1 thread", "O_DIRECT by 2 threads",
-                                     "buffered by 1 thread", "buffered by 2 threads"};
-  if (names.size() == 2) expect.erase(expect.begin(), expect.begin() + 2);  // O_DIRECT refused
+  std::vector<std::string> expect = {"O_DIRECT by 1 thread",
+                                     "O_DIRECT by 2 threads",
+                                     "buffered + early writeback by 1 thread",
+                                     "buffered + early writeback by 2 threads",
+                                     "buffered by 1 thread",
+                                     "buffered by 2 threads"};
+  if (names.size() == 4) expect.erase(expect.begin(), expect.begin() + 2);  // O_DIRECT refused
   EXPECT_EQ(names, expect);
   ASSERT_TRUE(limit.seconds().has_value());
   for (const auto& [name, seconds] : limit.variants()) EXPECT_LE(*limit.seconds(), seconds) << name;

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -57,6 +58,15 @@ struct AsyncWriterOptions {
   // synchronize() fsyncs every file written since the last synchronize(). Off only for
   // benchmarks of the page cache and for callers that fsync themselves.
   bool sync = true;
+  // Starts the disk's writeback of each buffered write as soon as it is written
+  // (WritableFile::start_writeback), so the disk works while later bytes are still being copied
+  // and the final fsync has little left to wait for. Without it the kernel starts only past its
+  // dirty-page threshold (10% of memory by default: more than a whole checkpoint on most
+  // machines), and a durable write takes the copy time plus the disk time instead of the longer
+  // of the two (2 GiB, one file, one thread: 2.6-2.9 s without, 0.95-1.1 s with, where O_DIRECT
+  // took 1.0-1.2 s). nullopt: on exactly when `sync` is; set it for files the caller fsyncs
+  // itself, and leave it off for data that need not reach the disk soon.
+  std::optional<bool> early_writeback;
   // nullptr: Env::posix().
   Env* env = nullptr;
   // Called by the destructor for an error no caller collected; default prints to stderr.

@@ -70,6 +70,15 @@ class WritableFile {
   virtual void truncate(uint64_t size) = 0;
   // fdatasync/fsync: returns only once the data is durable.
   virtual void sync() = 0;
+  // Asks the kernel to start writing [offset, offset + len) of this file to the disk now,
+  // without waiting for it and without promising anything: sync() alone makes bytes durable and
+  // reports errors. A writer that will sync calls it behind its buffered writes, so that the
+  // disk works while later bytes are still being copied into the page cache instead of all of
+  // them waiting for sync(). The default does nothing (Envs without a disk, wrapping Envs).
+  virtual void start_writeback(uint64_t offset, uint64_t len) {
+    (void)offset;
+    (void)len;
+  }
   // Closes the descriptor and reports a close() failure. Destroying an unclosed file closes it
   // and ignores errors, so callers that care call close().
   virtual void close() = 0;

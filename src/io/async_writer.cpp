@@ -95,6 +95,7 @@ struct AsyncWriter::Impl {
   Env* env = nullptr;
   WriteBackend backend = WriteBackend::Pwrite;
   size_t chunk = 0;
+  bool early_writeback = false;
 
   mutable std::mutex mu;
   std::condition_variable work_cv;   // workers: queue not empty or stopping
@@ -118,6 +119,7 @@ struct AsyncWriter::Impl {
     env = options.env != nullptr ? options.env : &Env::posix();
     if (options.threads == 0) options.threads = default_threads();
     if (options.uring_depth == 0) options.uring_depth = 1;
+    early_writeback = options.early_writeback.value_or(options.sync);
     uint64_t c = std::min<uint64_t>(options.chunk_bytes, options.max_bytes_in_flight);
     c = std::min<uint64_t>(c, kMaxIoChunk);
     chunk = static_cast<size_t>(std::max<uint64_t>(align_down(c), kBlock));
@@ -168,6 +170,7 @@ struct AsyncWriter::Impl {
   void buffered_write(FileSlot& s, uint64_t offset, std::span<const std::byte> bytes) {
     s.file->write_at(offset, bytes);
     by_env += bytes.size();
+    if (early_writeback) s.file->start_writeback(offset, bytes.size());
   }
 
   // Writes one chunk with blocking calls; throws Error naming file and offset.
@@ -319,7 +322,12 @@ struct AsyncWriter::Impl {
              std::to_string(op->chunk.offset + op->done);
     };
     auto finish = [&](UringOp* op, bool ok) {
-      if (ok) by_uring += op->chunk.size;
+      if (ok) {
+        by_uring += op->chunk.size;
+        if (early_writeback) {
+          op->chunk.slot->file->start_writeback(op->chunk.offset, op->chunk.size);
+        }
+      }
       complete(op->chunk, ok);
       for (auto& o : ops) {
         if (o.get() == op) {

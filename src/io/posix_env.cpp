@@ -55,6 +55,14 @@ class PosixWritableFile final : public WritableFile {
     }
   }
 
+  void start_writeback(uint64_t offset, uint64_t len) override {
+    if (fd_ < 0 || len == 0) return;
+    // SYNC_FILE_RANGE_WRITE queues the range's dirty pages for writeback and returns; it is a
+    // hint, so a failure (a filesystem without it) is ignored: sync() reports real errors.
+    (void)::sync_file_range(fd_, static_cast<off64_t>(offset), static_cast<off64_t>(len),
+                            SYNC_FILE_RANGE_WRITE);
+  }
+
   void close() override {
     if (fd_ < 0) return;
     const int fd = fd_;

@@ -10,6 +10,7 @@
 #include "checkpoint/catalog.h"
 #include "checkpoint/file_hash.h"
 #include "core/thread_start.h"
+#include "io/write_backends.h"
 #include "checkpoint/training_state_fixture.h"
 #include "ckptio/checkpoint_io.h"
 #include "ckptio/sharded.h"
@@ -76,6 +77,27 @@ TEST(CheckpointIO, SyncSaveWritesTheLayoutAndLoadsBack) {
   EXPECT_TRUE(v.ok);
   EXPECT_TRUE(v.checksums_checked);
   EXPECT_EQ(v.files, 7u);
+}
+
+// A durable save has the disk write each tensor file while the next bytes are still being copied
+// (the writer starts the writeback behind itself); a save without fsync leaves the page cache
+// alone.
+TEST(CheckpointIO, DurableSaveStartsWritebackOfEveryTensorByte) {
+  for (bool sync : {true, false}) {
+    TempDir dir;
+    testing::ObservingEnv observed(io::Env::posix());
+    CheckpointOptions o = quiet_options();
+    o.sync = sync;
+    o.env = &observed;
+    CheckpointIO io(dir.path(), o);
+    const fs::path p = io.save(make_training_state(3));
+    uint64_t tensor_bytes = 0;
+    for (const char* f : {"model/model.safetensors", "ema.safetensors",
+                          "optimizer/optimizer.safetensors"}) {
+      tensor_bytes += fs::file_size(p / f);
+    }
+    EXPECT_EQ(observed.writeback_started.load(), sync ? tensor_bytes : 0) << "sync " << sync;
+  }
 }
 
 TEST(CheckpointIO, ManifestChecksumsAreXxh3OfTheFileBytes) {

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <cstring>
 #include <random>
 #include <string>
@@ -496,6 +497,49 @@ TEST_P(AsyncWriterBackendFaults, DestructorReportsAnUncollectedError) {
 INSTANTIATE_TEST_SUITE_P(Backends, AsyncWriterBackendFaults, testing::all_write_backends(),
                          [](const ::testing::TestParamInfo<WriteBackendCase>& info) {
                            return testing::write_backend_case_name(info.param);
+                         });
+
+// A writer that will fsync asks for each buffered write's writeback right after it (so the disk
+// works while later bytes are copied); one that will not, does not, unless told to.
+class AsyncWriterWriteback : public ::testing::TestWithParam<WriteBackend> {};
+
+TEST_P(AsyncWriterWriteback, StartsWritebackOfEveryByteExactlyWhenItWillSync) {
+  const auto data = random_bytes((size_t{1} << 20) + 4321, 11);
+  struct Case {
+    bool sync;
+    std::optional<bool> early;
+    uint64_t expected;
+  };
+  for (const Case c : {Case{true, std::nullopt, data.size()}, Case{false, std::nullopt, 0},
+                       Case{false, true, data.size()}, Case{true, false, 0}}) {
+    TempDir dir;
+    testing::ObservingEnv observed(Env::posix());
+    AsyncWriterOptions o;
+    o.env = &observed;
+    o.backend = GetParam();
+    o.threads = 2;
+    o.chunk_bytes = 64 << 10;
+    o.sync = c.sync;
+    o.early_writeback = c.early;
+    {
+      AsyncWriter w(o);
+      const auto f = w.open(dir / "a.bin", OpenMode::CreateNew);
+      for (size_t off = 0; off < data.size(); off += 100000) {
+        w.submit(f, off, {data.data() + off, std::min<size_t>(100000, data.size() - off)});
+      }
+      w.close(f);
+    }
+    EXPECT_EQ(observed.writeback_started.load(), c.expected)
+        << "sync " << c.sync << ", early_writeback "
+        << (c.early ? (*c.early ? "on" : "off") : "default");
+    EXPECT_EQ(read_file(dir / "a.bin"), as_string(data));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, AsyncWriterWriteback,
+                         ::testing::Values(WriteBackend::Pwrite, WriteBackend::IoUring),
+                         [](const ::testing::TestParamInfo<WriteBackend>& info) {
+                           return std::string(write_backend_name(info.param));
                          });
 
 TEST(AsyncWriter, AttachedFileIsSyncedNotClosed) {

@@ -171,6 +171,22 @@ INSTANTIATE_TEST_SUITE_P(Backends, SafetensorsEngineFaults, testing::all_write_b
                            return testing::write_backend_case_name(info.param);
                          });
 
+// A durable save starts the disk's writeback of every byte while it writes (the atomic write's
+// fsync then has little left to wait for); a save without fsync leaves the page cache alone.
+TEST(SafetensorsEngine, DurableSaveStartsWritebackOfEveryByte) {
+  const State s = make_state();
+  for (bool sync : {true, false}) {
+    TempDir dir;
+    testing::ObservingEnv observed(io::Env::posix());
+    SafetensorsWriteOptions o;
+    o.env = &observed;
+    o.sync = sync;
+    save_safetensors(dir / "m.safetensors", s.tensors, o);
+    const uint64_t size = serialize_safetensors(s.tensors).size();
+    EXPECT_EQ(observed.writeback_started.load(), sync ? size : 0) << "sync " << sync;
+  }
+}
+
 TEST(SafetensorsEngine, ParallelLoadReportsReadFaultWithFile) {
   TempDir dir;
   const State s = make_state();

@@ -123,6 +123,8 @@ class ObservingEnv final : public io::Env {
  public:
   explicit ObservingEnv(io::Env& base) : base_(base) {}
   std::atomic<uint64_t> via_write_at{0}, via_descriptor{0}, via_direct{0};
+  // Bytes whose writeback the writer asked to start early (WritableFile::start_writeback).
+  std::atomic<uint64_t> writeback_started{0};
 
   std::unique_ptr<io::ReadableFile> open_read(const Path& p) override { return base_.open_read(p); }
   std::unique_ptr<io::WritableFile> open_write(const Path& p, io::OpenMode m) override {
@@ -162,6 +164,10 @@ class ObservingEnv final : public io::Env {
     }
     void truncate(uint64_t size) override { base_->truncate(size); }
     void sync() override { base_->sync(); }
+    void start_writeback(uint64_t offset, uint64_t len) override {
+      env_.writeback_started += len;
+      base_->start_writeback(offset, len);
+    }
     void close() override { base_->close(); }
     int fd() const override { return base_->fd(); }
     WritePlan plan_write(uint64_t offset, size_t len, bool first) override {

@@ -25,6 +25,9 @@ struct SafetensorsFileWriteOptions {
   // Backend, threads, O_DIRECT, bytes in flight; nullptr: the defaults. Its env and sync fields
   // are ignored (the two above decide).
   const io::AsyncWriterOptions* tuning = nullptr;
+  // The caller fsyncs the files itself afterwards (write_file_atomic): their writeback starts
+  // early as when `sync` is set (unless tuning says otherwise).
+  bool synced_by_caller = false;
 };
 
 // Writes every job's file completely (small tensors gathered into a few large writes, large ones

@@ -129,6 +129,9 @@ void write_safetensors_files(std::span<const SafetensorsFileJob> jobs,
       options.tuning != nullptr ? *options.tuning : io::AsyncWriterOptions{};
   writer_options.env = options.env != nullptr ? options.env : &io::Env::posix();
   writer_options.sync = options.sync;
+  if (!writer_options.early_writeback) {
+    writer_options.early_writeback = options.sync || options.synced_by_caller;
+  }
   // Small files do not need a crowd of threads; 0 is default_threads() (not 1) up to that cap.
   uint64_t total = 0;
   for (const SafetensorsFileJob& job : jobs) total += job.layout->file_size;
@@ -202,7 +205,11 @@ void save_safetensors(const std::filesystem::path& path, std::span<const NamedTe
         [&](io::WritableFile& file) {
           // write_file_atomic fsyncs the file once it is filled.
           const detail::SafetensorsFileJob job{&file, &layout, tensors};
-          detail::write_safetensors_files(std::span(&job, 1), {&env, /*sync=*/false, options.writer});
+          detail::write_safetensors_files(std::span(&job, 1),
+                                          {.env = &env,
+                                           .sync = false,
+                                           .tuning = options.writer,
+                                           .synced_by_caller = options.sync});
         },
         {.sync = options.sync});
   } catch (const Error& e) {
