@@ -320,15 +320,19 @@ json measure(const WorkerArgs& args, int rank, int world) {
   }
 
   // Durable saves, interleaved with the raw write of the same bytes by the same ranks: each rank
-  // its shard as one file, buffered and O_DIRECT. Removing files is outside every clock.
+  // its shard as one file, buffered (plain and with early writeback) and O_DIRECT. Removing files
+  // is outside every clock.
   const WriteShape shape = async_writer_shape();
   const std::vector<RawFile> raw = {{dir / fmt::format("raw-{}.bin", rank), {all}}};
-  std::vector<double> buffered, direct, save_s, save_nosum_s, save_direct_s;
+  std::vector<double> buffered, writeback, direct, save_s, save_nosum_s, save_direct_s;
   bool direct_ok = true;
   fs::path kept;  // the last checkpoint saved with the defaults, for the load
   uint64_t files_written = 0;
   for (int k = 0; k < R; ++k) {
     buffered.push_back(*timed_maybe(MPI_COMM_WORLD, [&] { return raw_write(raw, shape, false); }));
+    fs::remove(raw[0].path);
+    // Buffered with each chunk's writeback started behind it: the way ckptio's writer writes.
+    writeback.push_back(*timed_maybe(MPI_COMM_WORLD, [&] { return raw_write(raw, shape, false, true); }));
     fs::remove(raw[0].path);
     if (direct_ok) {
       if (const auto d = timed_maybe(MPI_COMM_WORLD, [&] { return raw_write(raw, shape, true); })) {
@@ -365,6 +369,7 @@ json measure(const WorkerArgs& args, int rank, int world) {
   out["writer_threads"] = shape.threads;
   out["writer_chunk_bytes"] = shape.chunk_bytes;
   out["raw_buffered_s"] = seconds_json(buffered);
+  out["raw_writeback_s"] = seconds_json(writeback);
   out["raw_direct_s"] = seconds_json(direct);
   out["save_s"] = seconds_json(save_s);
   out["save_nosum_s"] = seconds_json(save_nosum_s);
