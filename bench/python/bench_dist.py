@@ -177,11 +177,26 @@ def fsync_dir(path) -> None:
         os.close(fd)
 
 
-def raw_write(path: Path, views, threads: int, direct: bool) -> None:
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range():
+    """libc's sync_file_range (the os module has none); ctypes releases the GIL in the call."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.sync_file_range
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
+def raw_write(path: Path, views, threads: int, direct: bool, writeback: bool = False) -> None:
     """The views laid end to end into a new file: CHUNK pieces by `threads` threads (os.pwrite
     releases the GIL), fdatasync, folder fsync. direct: O_DIRECT, each piece copied into a page-
     aligned buffer of its thread first, and each tensor's last piece padded to 4 KiB (O_DIRECT
-    needs aligned offsets and lengths; the padding adds < 4 KiB per tensor)."""
+    needs aligned offsets and lengths; the padding adds < 4 KiB per tensor). writeback (buffered):
+    each piece's writeback started right after it (sync_file_range), the way ckptio's writer
+    writes, so the disk works while later pieces are copied."""
+    start_writeback = _sync_file_range() if writeback and not direct else None
     pieces, offset = [], 0
     for v in views:
         for b in range(0, len(v), CHUNK):
@@ -204,6 +219,8 @@ def raw_write(path: Path, views, threads: int, direct: bool) -> None:
                 done = 0
                 while done < len(mv):
                     done += os.pwrite(fd, mv[done:], off + done)
+                if start_writeback is not None:
+                    start_writeback(fd, off, len(mv), _SYNC_FILE_RANGE_WRITE)
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(work, range(threads)))
@@ -304,7 +321,7 @@ def worker_save(r: Rank) -> dict:
     rank_bytes = sum(len(v) for v in views)
     threads = writer_threads()
     direct = direct_supported(r.work)
-    times = {k: [] for k in ["ckptio", "raw_buffered", "raw_direct"] +
+    times = {k: [] for k in ["ckptio", "raw_buffered", "raw_writeback", "raw_direct"] +
              [f"dcp_t{t}" for t in DCP_THREADS]}
 
     # Warm-up (imports, thread pools, the first write of each kind), not timed.
@@ -316,12 +333,13 @@ def worker_save(r: Rank) -> dict:
             dcp.save(state, storage_writer=dcp_writer(path, 1))
         r.remove(path)
 
-    def raw(direct_io: bool):
+    def raw(direct_io: bool, writeback: bool = False):
         def run(path):
-            raw_write(path / f"rank{r.rank}.bin", views, threads, direct_io)
+            raw_write(path / f"rank{r.rank}.bin", views, threads, direct_io, writeback)
         return run
 
-    cases = [("raw_buffered", raw(False)), ("ckptio", lambda p: cd.save(state, p))]
+    cases = [("raw_buffered", raw(False)), ("raw_writeback", raw(False, True)),
+             ("ckptio", lambda p: cd.save(state, p))]
     if direct:
         cases.append(("raw_direct", raw(True)))
     for t in DCP_THREADS:
@@ -709,7 +727,7 @@ def main() -> int:
         nbytes = s["rank_bytes"] * w  # every rank holds an equal share (plus its step tensors)
         total_bytes = total_bytes or nbytes
         sv, bt = s["save"], s["dcp_best_threads"]
-        raw_kinds = [k for k in ("raw_buffered", "raw_direct") if k in sv]
+        raw_kinds = [k for k in ("raw_buffered", "raw_writeback", "raw_direct") if k in sv]
         best_raw = min(raw_kinds, key=lambda k: sv[k])
         other = [f"{k.split('_')[1]} {sv[k]:.3f} s" for k in raw_kinds if k != best_raw]
         rk = ranks_text(w)
