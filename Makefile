@@ -54,11 +54,15 @@ run-fuzz:
 
 # A project outside the tree builds against `cmake --install` output: CMake package and pkg-config.
 test-install: release
-	@rm -rf build/install build/consumer
+	@rm -rf build/install build/consumer build/consumer-local
 	@cmake --install build/release --prefix build/install >/dev/null
 	@cmake -S examples/consumer -B build/consumer -G Ninja -DCMAKE_PREFIX_PATH=$(CURDIR)/build/install >/dev/null
 	@MAKEFLAGS= cmake --build build/consumer >/dev/null
 	@build/consumer/consumer build/consumer/out
+	@cmake -S examples/consumer -B build/consumer-local -G Ninja -DCMAKE_PREFIX_PATH=$(CURDIR)/build/install \
+	  -Wno-unused-cli -DLOCAL_ONLY=ON -DCMAKE_DISABLE_FIND_PACKAGE_CURL=ON -DCMAKE_DISABLE_FIND_PACKAGE_OpenSSL=ON >/dev/null
+	@MAKEFLAGS= cmake --build build/consumer-local >/dev/null
+	@build/consumer-local/consumer build/consumer-local/out
 	@PKG_CONFIG_PATH=$(CURDIR)/build/install/lib/pkgconfig $(CXX) -o build/consumer/consumer-pc \
 	  examples/consumer/main.cpp $$(PKG_CONFIG_PATH=$(CURDIR)/build/install/lib/pkgconfig pkg-config --cflags --libs ckptio)
 	@build/consumer/consumer-pc build/consumer/out-pc
