@@ -1,5 +1,6 @@
 """Writes a PyTorch Distributed Checkpoint with `torch.distributed.checkpoint.save` from WORLD gloo
-processes (run as a script: _dcp_fixture.py OUT WORLD PORT), and the full tensors it holds.
+processes (run as a script: _dcp_fixture.py OUT WORLD PORT, or one rank of them: ... PORT RANK), and
+the full tensors it holds.
 
 The state dict has row- and column-sharded DTensors (uneven, one chunk empty with 4 ranks), a ShardedTensor of 2-D blocks
 (several boxes per rank), replicated tensors (saved once), a 0-d tensor and non-tensor values.
@@ -59,7 +60,10 @@ def _run(rank: int, world: int, path: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    import torch.multiprocessing as mp
-
     out, world, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    mp.spawn(_run, args=(world, out, port), nprocs=world)
+    if len(sys.argv) > 4:  # one rank of WORLD, started by the caller (tests/python/_dist_launch.py)
+        _run(int(sys.argv[4]), world, out, port)
+    else:
+        import torch.multiprocessing as mp
+
+        mp.spawn(_run, args=(world, out, port), nprocs=world)

@@ -97,16 +97,10 @@ def start_ranks(script, args_of_rank, world: int, log_dir: Path, env) -> list:
             for r in range(world)]
 
 
-def run_ranks(scenario: str, world: int, path: Path, rendezvous_dir: Path,
-              extra_env=None) -> None:
-    rendezvous_dir.mkdir(parents=True, exist_ok=True)
-    init_file = rendezvous_dir / f"init-{scenario}-{world}-{len(list(rendezvous_dir.iterdir()))}"
-    env = dict(os.environ)
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra_env or {})
-    ranks = start_ranks(WORKER, lambda r: [scenario, r, world, init_file, path], world,
-                        rendezvous_dir / "logs", env)
+def run_script_on_ranks(script, args_of_rank, world: int, log_dir: Path, env, what: str) -> None:
+    """Runs `script` on ranks 0..world-1 and fails with every rank's output when any rank exits
+    non-zero; `what` names the run in that message."""
+    ranks = start_ranks(script, args_of_rank, world, log_dir, env)
     results = []
     try:
         for rank in ranks:
@@ -119,4 +113,16 @@ def run_ranks(scenario: str, world: int, path: Path, rendezvous_dir: Path,
     if failed:
         text = "\n".join(f"--- rank {r} (exit {code}) ---\n{out}"
                          for r, (code, out) in enumerate(results))
-        raise AssertionError(f"{scenario} on {world} ranks: ranks {failed} failed\n{text}")
+        raise AssertionError(f"{what} on {world} ranks: ranks {failed} failed\n{text}")
+
+
+def run_ranks(scenario: str, world: int, path: Path, rendezvous_dir: Path,
+              extra_env=None) -> None:
+    rendezvous_dir.mkdir(parents=True, exist_ok=True)
+    init_file = rendezvous_dir / f"init-{scenario}-{world}-{len(list(rendezvous_dir.iterdir()))}"
+    env = dict(os.environ)
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra_env or {})
+    run_script_on_ranks(WORKER, lambda r: [scenario, r, world, init_file, path], world,
+                        rendezvous_dir / "logs", env, scenario)

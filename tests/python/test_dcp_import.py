@@ -6,10 +6,10 @@ ckptio.torch.load_checkpoint compared with what PyTorch saved (and with DCP's ow
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from _tools import REPO, run, tool
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _dcp_fixture  # noqa: E402
+import _dist_launch  # noqa: E402
 
 pytest.importorskip("torch.distributed.checkpoint")
 
@@ -36,9 +37,12 @@ _SAVED: dict = {}
 def _saved(world: int, tmp_path_factory) -> Path:
     """A checkpoint saved by `world` gloo processes, made once per test session."""
     if world not in _SAVED:
-        out = tmp_path_factory.mktemp(f"dcp{world}") / "ckpt"
-        subprocess.run([sys.executable, str(REPO / "tests/python/_dcp_fixture.py"), str(out),
-                        str(world), str(_free_port())], check=True, timeout=600)
+        base = tmp_path_factory.mktemp(f"dcp{world}")
+        out, port = base / "ckpt", _free_port()
+        # Rank processes from the session's fork server (torch imported once).
+        _dist_launch.run_script_on_ranks(REPO / "tests/python/_dcp_fixture.py",
+                                         lambda r: [out, world, port, r], world, base / "logs",
+                                         dict(os.environ, OMP_NUM_THREADS="1"), "dcp.save")
         _SAVED[world] = out
     return _SAVED[world]
 
