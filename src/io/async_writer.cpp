@@ -23,25 +23,15 @@
 #include "io/io_loop.h"
 #include "ckptio/threads.h"
 #include "core/thread_start.h"
+#include "io/direct_io.h"
 
 namespace ckptio::io {
 namespace {
 
-constexpr size_t kBlock = 4096;  // O_DIRECT alignment for address, offset and length
-
-uint64_t align_down(uint64_t v) { return v & ~uint64_t{kBlock - 1}; }
-uint64_t align_up(uint64_t v) { return align_down(v + kBlock - 1); }
-
-struct AlignedFree {
-  void operator()(std::byte* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<std::byte, AlignedFree>;
-
-AlignedBuffer aligned_alloc_bytes(size_t size) {
-  void* p = nullptr;
-  if (::posix_memalign(&p, kBlock, size) != 0) throw std::bad_alloc();
-  return AlignedBuffer(static_cast<std::byte*>(p));
-}
+using detail::AlignedBuffer;
+constexpr size_t kBlock = detail::kDirectBlock;
+uint64_t align_down(uint64_t v) { return detail::direct_align_down(v); }
+uint64_t align_up(uint64_t v) { return detail::direct_align_up(v); }
 
 }  // namespace
 
@@ -196,7 +186,7 @@ struct AsyncWriter::Impl {
       s.direct->write_at(mid_begin, {mid, mid_size});
       by_direct += mid_size;
     } else {
-      if (!staging) staging = aligned_alloc_bytes(chunk);
+      if (!staging) staging = detail::aligned_buffer(chunk);
       for (size_t done = 0; done < mid_size;) {
         const size_t n = std::min(chunk, mid_size - done);
         std::memcpy(staging.get(), mid + done, n);

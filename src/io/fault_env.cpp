@@ -8,6 +8,7 @@
 #include <string>
 
 #include "ckptio/error.h"
+#include "io/direct_io.h"
 #include "io/io_loop.h"
 
 namespace ckptio::io {
@@ -151,9 +152,6 @@ class FaultReadableFile final : public ReadableFile {
   mutable std::unique_ptr<FaultReadableFile> direct_;
 };
 
-// O_DIRECT wants block-aligned lengths; the writer's alignment unit.
-constexpr size_t kDirectBlock = 4096;
-
 // Both write paths see the same faults: write_at (the Env's own loop) and engines that submit on
 // fd() themselves and call plan_write/write_completed around each attempt. The descriptor is the
 // base file's, so an io_uring or O_DIRECT submission stays zero-copy.
@@ -161,7 +159,7 @@ class FaultWritableFile final : public WritableFile {
  public:
   FaultWritableFile(std::unique_ptr<WritableFile> base, std::shared_ptr<FaultInjectingEnv::State> s,
                     bool direct = false)
-      : base_(std::move(base)), state_(std::move(s)), align_(direct ? kDirectBlock : 1) {}
+      : base_(std::move(base)), state_(std::move(s)), align_(direct ? detail::kDirectBlock : 1) {}
   const fs::path& path() const override { return base_->path(); }
   int fd() const override { return base_->fd(); }
 

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "ckptio/error.h"
+#include "io/direct_io.h"
 #include "io/io_loop.h"
 
 namespace ckptio::io::detail {
@@ -46,23 +47,6 @@ namespace {
 size_t page_size() {
   static const auto page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   return page;
-}
-
-uint64_t align_down(uint64_t v, uint64_t a) { return v / a * a; }
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-struct FreeAligned {
-  void operator()(std::byte* p) const { std::free(p); }
-};
-using AlignedBuffer = std::unique_ptr<std::byte, FreeAligned>;
-
-AlignedBuffer aligned_buffer(size_t bytes) {
-  void* p = std::aligned_alloc(kDirectBlock, bytes);  // bytes: a multiple of kDirectBlock
-  if (p == nullptr) {
-    throw Error(ErrorCode::InvalidArgument,
-                "cannot allocate a " + std::to_string(bytes) + "-byte O_DIRECT bounce buffer");
-  }
-  return AlignedBuffer(static_cast<std::byte*>(p));
 }
 
 // The most a bounce buffer holds at once (destinations out of phase with the file).
@@ -83,8 +67,8 @@ class DirectFile final : public ReadableFile {
     const uint64_t end = offset + dst.size();
     const bool in_phase =
         reinterpret_cast<uintptr_t>(dst.data()) % kDirectBlock == offset % kDirectBlock;
-    const uint64_t mid_begin = std::min(align_up(offset, kDirectBlock), end);
-    const uint64_t mid_end = align_down(end, kDirectBlock);
+    const uint64_t mid_begin = std::min(direct_align_up(offset), end);
+    const uint64_t mid_end = direct_align_down(end);
     if (!in_phase || mid_begin >= mid_end) {
       bounce(offset, end, dst.data());
       return;
@@ -126,13 +110,13 @@ class DirectFile final : public ReadableFile {
   void bounce(uint64_t from, uint64_t to, std::byte* out) const {
     if (from >= to) return;
     const auto cap = static_cast<size_t>(std::min<uint64_t>(
-        kBounceBytes, align_up(to, kDirectBlock) - align_down(from, kDirectBlock)));
+        kBounceBytes, direct_align_up(to) - direct_align_down(from)));
     const AlignedBuffer buf = aligned_buffer(cap);
     uint64_t pos = from;
     while (pos < to) {
-      const uint64_t block = align_down(pos, kDirectBlock);
+      const uint64_t block = direct_align_down(pos);
       const auto want =
-          static_cast<size_t>(std::min<uint64_t>(cap, align_up(to, kDirectBlock) - block));
+          static_cast<size_t>(std::min<uint64_t>(cap, direct_align_up(to) - block));
       const size_t got = read_blocks(block, buf.get(), want);
       const uint64_t have = std::min(to, block + got);
       if (have <= pos) throw_read_eof(path_, pos, to - pos);
@@ -229,7 +213,7 @@ class PosixReadableFile final : public ReadableFile {
   Residency residency(const std::byte* base, uint64_t offset, uint64_t end) const {
     if (mincore_tells_) {
       const size_t page = page_size();
-      const uint64_t first = align_down(offset, page);
+      const uint64_t first = offset / page * page;
       const auto pages = static_cast<size_t>((end - first + page - 1) / page);
       std::vector<unsigned char> vec(pages);
       if (::mincore(const_cast<std::byte*>(base) + first, static_cast<size_t>(end - first),

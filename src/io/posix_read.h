@@ -10,9 +10,6 @@
 
 namespace ckptio::io::detail {
 
-// O_DIRECT alignment of offsets, lengths and memory (the largest logical block size in use).
-inline constexpr size_t kDirectBlock = 4096;
-
 // Takes ownership of `fd` (open for reading, a regular file of `size` bytes at open time).
 std::unique_ptr<ReadableFile> make_posix_readable(fs::path path, int fd, uint64_t size);
 

@@ -108,7 +108,9 @@ TorchConvertReport convert_torch_to_safetensors(const std::filesystem::path& src
         env, dst,
         [&](io::WritableFile& file) {
           const detail::SafetensorsFileJob job{&file, &layout, named};
-          detail::write_safetensors_files(std::span(&job, 1), {&env, /*sync=*/false, nullptr});
+          // write_file_atomic fsyncs the file once it is filled.
+          detail::write_safetensors_files(std::span(&job, 1),
+                                          {.env = &env, .sync = false, .synced_by_caller = options.sync});
           verify_output(temp, dst, env, written, metadata);
         },
         {.sync = options.sync, .temp = temp});

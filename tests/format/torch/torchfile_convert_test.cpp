@@ -9,6 +9,7 @@
 #include "ckptio/safetensors.h"
 #include "ckptio/torch_pickle.h"
 #include "format/torch/torch_fixtures.h"
+#include "io/write_backends.h"
 
 namespace ckptio::pt {
 namespace {
@@ -103,6 +104,22 @@ TEST(TorchConvert, FailuresLeaveNoOutput) {
   }
   EXPECT_TRUE(fs::is_empty(dir.path()));
   EXPECT_FALSE(fs::exists(fixtures / "PWNED"));
+}
+
+// A durable conversion starts the disk's writeback of every byte it writes (the atomic write's
+// fsync then has little left to wait for); one without fsync leaves the page cache alone.
+TEST(TorchConvert, DurableConversionStartsWritebackOfEveryByte) {
+  CKPTIO_NEED_TORCH_FIXTURES();
+  for (bool sync : {true, false}) {
+    TempDir dir;
+    ckptio::testing::ObservingEnv observed(io::Env::posix());
+    TorchConvertOptions o;
+    o.sync = sync;
+    o.load.env = &observed;
+    convert_torch_to_safetensors(fixtures / "training.pt", dir / "out.safetensors", o);
+    const uint64_t size = fs::file_size(dir / "out.safetensors");
+    EXPECT_EQ(observed.writeback_started.load(), sync ? size : 0) << "sync " << sync;
+  }
 }
 
 TEST(TorchConvert, PythonReadsOutputEqualToTorchLoad) {
