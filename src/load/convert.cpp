@@ -293,9 +293,11 @@ void convert_to_file(const CheckpointReader& reader, const fs::path& dst,
     wo.threads = 2;
     wo.chunk_bytes = kCompareChunk;
     wo.max_bytes_in_flight = kCompareChunk;
+    // Borrowed by the writer until synchronize(); declared first, so that they outlive the
+    // writer's destructor (which waits for queued chunks) when a submit throws.
+    std::deque<std::string> labels;
     io::AsyncWriter writer(wo);
     const auto id = writer.attach(out);
-    std::deque<std::string> labels;  // borrowed by the writer until synchronize()
     writer.submit(id, 0, std::as_bytes(std::span(plan.layout.header)), "header");
     const uint64_t data_start = plan.layout.header.size();
     for (size_t j = 0; j < plan.layout.order.size(); ++j) {

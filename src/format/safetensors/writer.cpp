@@ -144,6 +144,10 @@ void write_safetensors_files(std::span<const SafetensorsFileJob> jobs,
     tasks = std::min<uint64_t>(tasks, jobs.size());
   }
   writer_options.threads = detail::thread_count(writer_options.threads, static_cast<size_t>(tasks));
+  // Names of the bytes in error messages, borrowed by the writer until synchronize(): declared
+  // before it, so that when a submit throws, the writer's destructor (which waits for the chunks
+  // still queued) runs while they exist.
+  std::deque<std::string> labels;
   io::AsyncWriter writer(writer_options);
 
   // Tensors under this size are gathered (header included) into one buffer that is handed over as
@@ -152,8 +156,6 @@ void write_safetensors_files(std::span<const SafetensorsFileJob> jobs,
   constexpr size_t kGatherBytes = size_t{4} << 20;
   std::vector<std::byte> gather;
   gather.reserve(kGatherBytes);
-  // Names of the bytes in error messages; the writer borrows them until synchronize().
-  std::deque<std::string> labels;
   for (const SafetensorsFileJob& job : jobs) {
     const SafetensorsLayout& layout = *job.layout;
     const auto id = writer.attach(*job.file);
