@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
     // a change of load on the machine hits both sides alike.
     const unsigned copy_threads = default_worker_threads();  // CheckpointOptions::threads = 0
     std::vector<double> memcpy_parallel, memcpy_one;
-    std::optional<PrefaultedMemory> memcpy_dst(std::in_place, total);
+    std::optional<PrefaultedMemory> memcpy_dst(std::in_place, parallel_memcpy_bytes(sources));
     auto measure_memcpy = [&] {
       memcpy_parallel.push_back(time_once([&] { parallel_memcpy(sources, memcpy_dst->data(), copy_threads); }));
       if (copy_threads > 1) {

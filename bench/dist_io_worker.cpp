@@ -310,7 +310,7 @@ json measure(const WorkerArgs& args, int rank, int world) {
   const auto comm = dist::mpi_communicator(MPI_COMM_WORLD, std::chrono::minutes(10));
   {
     const unsigned threads = default_worker_threads();  // what the staging copy uses (threads = 0)
-    Bytes dst = aligned_bytes(shard.bytes, std::byte{1});
+    Bytes dst = aligned_bytes(parallel_memcpy_bytes(sources), std::byte{1});
     const Staging staging =
         measure_staging(MPI_COMM_WORLD, R, make_async_save(*comm, dir / "async", items),
                         [&] { parallel_memcpy(sources, dst.get(), threads); });

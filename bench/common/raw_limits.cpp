@@ -589,6 +589,17 @@ std::optional<double> raw_read_fresh_direct(const fs::path& file, const ReadShap
   return seconds_since(start);
 }
 
+namespace {
+constexpr size_t kCopyAlignment = 64;  // = kStagingAlignment (src/checkpoint/staging_pool.h)
+size_t copy_aligned(size_t n) { return (n + kCopyAlignment - 1) / kCopyAlignment * kCopyAlignment; }
+}  // namespace
+
+size_t parallel_memcpy_bytes(const std::vector<std::span<const std::byte>>& sources) {
+  size_t total = 0;
+  for (const auto& s : sources) total += copy_aligned(s.size());
+  return total;
+}
+
 void parallel_memcpy(const std::vector<std::span<const std::byte>>& sources, std::byte* dst,
                      unsigned threads, size_t chunk_bytes) {
   struct Piece {
@@ -602,7 +613,7 @@ void parallel_memcpy(const std::vector<std::span<const std::byte>>& sources, std
     for (size_t off = 0; off < s.size(); off += chunk) {
       pieces.push_back({s.data() + off, dst + off, std::min(chunk, s.size() - off)});
     }
-    dst += s.size();
+    dst += copy_aligned(s.size());
   }
   run_on_threads(pieces.size(), threads,
                  [&](size_t i, unsigned) { std::memcpy(pieces[i].dst, pieces[i].src, pieces[i].n); });

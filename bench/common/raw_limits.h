@@ -191,8 +191,12 @@ bool raw_direct_read(const fs::path& file, std::span<std::byte> dst, const ReadS
 // O_DIRECT is refused.
 std::optional<double> raw_read_fresh_direct(const fs::path& file, const ReadShape& shape);
 
-// memcpy of the sources, laid end to end, into dst: chunk_bytes pieces pulled in order by
-// `threads` threads (the shape of CheckpointIO's staging copy).
+// memcpy of the sources into dst, each at the next 64-byte boundary after the one before (the
+// staging pool's layout: kStagingAlignment; packed end to end, sources of odd sizes leave the
+// destination out of phase with the source and the copy slower than ckptio's): chunk_bytes pieces
+// pulled in order by `threads` threads (the shape of CheckpointIO's staging copy).
+// parallel_memcpy_bytes: the size dst needs.
+size_t parallel_memcpy_bytes(const std::vector<std::span<const std::byte>>& sources);
 void parallel_memcpy(const std::vector<std::span<const std::byte>>& sources, std::byte* dst,
                      unsigned threads, size_t chunk_bytes = size_t{8} << 20);
 

@@ -6,6 +6,7 @@
 #include <fmt/core.h>
 
 #include "ckptio/io.h"
+#include "common/machine.h"
 
 namespace ckptio::bench {
 
@@ -45,6 +46,11 @@ Goal Goal::value_at_most(std::string text, std::optional<double> value, double t
   g.unit = std::move(unit);
   g.value = value;
   return g;
+}
+
+Report::Report(std::string program, std::string title)
+    : program_(std::move(program)), title_(std::move(title)) {
+  if (std::string note = machine_memory_note(); !note.empty()) context_.push_back(std::move(note));
 }
 
 const Row* Report::find(const std::string& name) const {

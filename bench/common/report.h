@@ -53,7 +53,8 @@ struct Goal {
 
 class Report {
  public:
-  Report(std::string program, std::string title) : program_(std::move(program)), title_(std::move(title)) {}
+  // The context starts with the machine's memory note (common/machine.h) where one applies.
+  Report(std::string program, std::string title);
 
   void context(std::string line) { context_.push_back(std::move(line)); }
   void add(Row row) { rows_.push_back(std::move(row)); }

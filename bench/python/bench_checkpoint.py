@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import ckptio.torch as ct
+from machine_note import memory_note
 
 
 def make_state(total_bytes: int, tensors: int) -> dict:
@@ -154,6 +155,8 @@ def main() -> int:
     ]
     print(f"# ckptio.torch.CheckpointIO: {len(state)} tensors, {total / 2**20:.1f} MiB, median of "
           f"{args.runs} runs, torch {torch.__version__}\n")
+    if memory_note():
+        print(memory_note() + "\n")
     print("| measurement | time | GiB/s | ratio | goal |\n|---|---:|---:|---:|---|")
     for name, t, ratio, unit, goal in rows:
         print(f"| {name} | {t * 1e3:.1f} ms | {rate(t):.2f} | {ratio:.2f}{unit} | {goal} |")
@@ -161,6 +164,7 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({
             "bytes": total, "tensors": len(state), "runs": args.runs, "torch": torch.__version__,
+            "memory_note": memory_note(),
             "rows": [{"measurement": n, "seconds": t, "ratio": r, "unit": u, "goal": g} for n, t, r, u, g in rows],
         }, indent=2) + "\n")
     return 0

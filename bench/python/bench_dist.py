@@ -44,6 +44,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from machine_note import memory_note
+
 MIB = 1 << 20
 CHUNK = 8 * MIB  # io::AsyncWriter's default chunk
 DCP_THREADS = (1, 2, 4)
@@ -814,6 +816,8 @@ def main() -> int:
     context = [f"torch {torch.__version__}, gloo, {os.cpu_count()} CPUs; the whole run took "
                f"{elapsed:.0f} s. Per rank: ckptio writer threads "
                f"{sets[ranks[0]]['writer_threads']}."]
+    if memory_note():
+        context.append(memory_note())
     md = rep.markdown(title, context)
     print(md)
     if args.out:

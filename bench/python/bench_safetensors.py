@@ -27,6 +27,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from machine_note import memory_note
+
 MIB = 1 << 20
 
 
@@ -260,6 +262,8 @@ def main() -> None:
 
     print(f"workload: {file_bytes / (1 << 30):.2f} GiB in {count} tensors (256 B .. 64 MiB;"
           f" F32/BF16/F16/I64); best of {repeat} fresh processes; GB = 1e9 bytes")
+    if memory_note():
+        print(memory_note())
     if "load_package" in results:
         print("load_file(backend=\"pread\"), warm page cache, into new memory, then one byte read per page:")
         row("raw: parallel pread (16 threads)", "load_raw_parallel")
@@ -289,6 +293,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"file_bytes": file_bytes, "tensors": count, "repeat": repeat,
+                       "memory_note": memory_note(),
                        "results": results}, f, indent=2)
 
 

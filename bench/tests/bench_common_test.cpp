@@ -174,12 +174,14 @@ TEST_F(BenchCommon, RawDirectReadReadsAFileWithAPartialLastBlock) {
   EXPECT_TRUE(raw_read_fresh_direct(dir_ / "a", {3, 1 << 20}).has_value());
 }
 
-TEST_F(BenchCommon, ParallelMemcpyCopiesThePiecesEndToEnd) {
+TEST_F(BenchCommon, ParallelMemcpyCopiesEachPieceToThe64ByteBoundaryAfterThePreviousOne) {
   const auto a = pattern(10000, 7), b = pattern(33, 8);
-  std::vector<std::byte> dst(a.size() + b.size());
-  parallel_memcpy({std::span<const std::byte>(a), std::span<const std::byte>(b)}, dst.data(), 3, 1000);
+  const std::vector<std::span<const std::byte>> sources = {a, b};
+  ASSERT_EQ(parallel_memcpy_bytes(sources), 10048u + 64u);
+  std::vector<std::byte> dst(parallel_memcpy_bytes(sources));
+  parallel_memcpy(sources, dst.data(), 3, 1000);
   EXPECT_EQ(std::memcmp(dst.data(), a.data(), a.size()), 0);
-  EXPECT_EQ(std::memcmp(dst.data() + a.size(), b.data(), b.size()), 0);
+  EXPECT_EQ(std::memcmp(dst.data() + 10048, b.data(), b.size()), 0);
 }
 
 Report sample_report() {

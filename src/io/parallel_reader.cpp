@@ -40,9 +40,17 @@ uint64_t add_chunks(std::vector<Chunk>& out, const ReadRange& r, size_t index, u
                   tensor_label(r) + ": source has " + std::to_string(r.src.size()) +
                       " bytes, destination " + std::to_string(dst_bytes));
     }
-    for (uint64_t off = 0; off < dst_bytes; off += chunk) {
-      const uint64_t n = std::min(chunk, dst_bytes - off);
+    // From a file, chunks end at file offsets that are multiples of the chunk size, so that
+    // every chunk but a range's first starts at a page and huge page boundary of the file and,
+    // as read_all_owned lays memory out in the file's phase, of the destination. Cut from the
+    // range's start instead, neighbouring chunks (on different threads) share a huge page of a
+    // fresh destination, and the whole load ran ~14% slower (1 GiB from the page cache, 8 MiB
+    // chunks, 2 threads: 0.081 s against 0.071 s); O_DIRECT also reads whole blocks this way.
+    const uint64_t phase = r.file != nullptr ? r.offset % chunk : 0;
+    for (uint64_t off = 0; off < dst_bytes;) {
+      const uint64_t n = std::min(chunk - (off == 0 ? phase : 0), dst_bytes - off);
       out.push_back({index, off, n, off, n});
+      off += n;
     }
     return dst_bytes;
   }

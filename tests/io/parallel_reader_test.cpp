@@ -305,14 +305,45 @@ class CountingFile final : public ReadableFile {
   uint64_t size() const override { return base_.size(); }
   void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
     ++calls_;
+    {
+      std::lock_guard lock(mu_);
+      reads_.emplace(offset, dst.size());
+    }
     base_.read_exact(offset, dst);
   }
   uint64_t calls() const { return calls_; }
+  // (offset, bytes) of every read, in file order.
+  std::set<std::pair<uint64_t, uint64_t>> reads() const {
+    std::lock_guard lock(mu_);
+    return reads_;
+  }
 
  private:
   const ReadableFile& base_;
   mutable std::atomic<uint64_t> calls_{0};
+  mutable std::mutex mu_;
+  mutable std::set<std::pair<uint64_t, uint64_t>> reads_;
 };
+
+// Chunks end at file offsets that are multiples of the chunk size, wherever a range starts, so
+// that neighbouring chunks never share a page (or a fresh huge page) of the destination.
+TEST(ReadParallel, ChunksEndAtMultiplesOfTheChunkSizeInTheFile) {
+  Fixture fx;
+  auto fa = Env::posix().open_read(fx.dir / "a");
+  CountingFile counting(*fa);
+  std::string out(20000, '\0');
+  const std::vector<ReadRange> ranges = {
+      {.file = &counting, .offset = 1000, .dst = std::as_writable_bytes(std::span(out.data(), 12000))},
+      {.file = &counting, .offset = 50000, .dst = std::as_writable_bytes(std::span(out.data() + 12000, 8000))},
+  };
+  read_parallel(ranges, {.threads = 3, .chunk_bytes = 4096, .min_parallel_bytes = 0,
+                         .path = ReadPath::Buffered});
+  EXPECT_EQ(out, fx.a.substr(1000, 12000) + fx.a.substr(50000, 8000));
+  const std::set<std::pair<uint64_t, uint64_t>> expected = {
+      {1000, 3096}, {4096, 4096}, {8192, 4096}, {12288, 712},
+      {50000, 3248}, {53248, 4096}, {57344, 656}};
+  EXPECT_EQ(counting.reads(), expected);
+}
 
 // Tensors laid out in memory as in the file (read_all_owned) are read in full chunks, not one
 // read per tensor; an error still names the tensors its chunk covered.
