@@ -524,6 +524,75 @@ def scenario_checkpoint_io_staging(rank, world, path):
         same(back["b"], torch.full((5,), float(step), dtype=torch.bfloat16), f"b at step {step}")
 
 
+def scenario_checkpoint_io_item_cache(rank, world, path):
+    """CheckpointIO reuses the items of its previous save for leaves whose layout did not change
+    (no box worked out again), and works them out again for any leaf that changed: new memory
+    under the same key, another global shape or placement. Every checkpoint holds its own save's
+    values, sync and async."""
+    import ckptio.dist as cd
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    boxes = []
+    real_box = cd._dtensor_box
+
+    def counting_box(key, dt):
+        boxes.append(key)
+        return real_box(key, dt)
+
+    cd._dtensor_box = counting_box
+
+    def dt(local, placements, shape=None):
+        return DTensor.from_local(local, mesh, placements, run_check=False, shape=shape,
+                                  stride=None if shape is None else (shape[1], 1))
+
+    for async_save in (False, True):
+        root = os.path.join(path, "async" if async_save else "sync")
+        io = cd.CheckpointIO(root, async_save=async_save)
+        w_local, v_local = torch.full((2, 4), 1.0 + rank), torch.full((3,), 2.0 + rank)
+        state = {"w": dt(w_local, [Shard(0)]), "v": dt(v_local, [Shard(0)]),
+                 "b": torch.full((5,), 3.0)}
+        expected = {}
+
+        def save(step):
+            boxes.clear()
+            io.save(model=state, epoch=0, step=step, global_step=step)
+            expected[step] = {"w": state["w"].full_tensor().clone(),
+                              "v": state["v"].full_tensor().clone(), "b": state["b"].clone()}
+            return sorted(boxes)
+
+        assert save(1) == ["model.v", "model.w"]
+        w_local.fill_(10.0 + rank)  # in place: same memory, nothing to work out again
+        assert save(2) == [], "unchanged leaves were worked out again"
+        state["w"] = dt(torch.full((2, 4), 20.0 + rank), [Shard(0)])  # new memory
+        state["b"] = torch.full((7,), 4.0)  # another shape
+        assert save(3) == ["model.w"]
+        state["v"] = dt(v_local, [Replicate()])  # another placement, same memory
+        v_local.fill_(5.0)
+        assert save(4) == ["model.v"]
+        # One more row, on rank 0 (torch's Shard gives the first ranks the larger pieces): new
+        # memory there, another global shape over the same memory elsewhere.
+        local = state["w"].to_local()
+        if rank == 0:
+            local = torch.cat([local, torch.full((1, 4), 30.0)])
+        state["w"] = dt(local, [Shard(0)], shape=(2 * world + 1, 4))
+        assert save(5) == ["model.w"]
+        io.wait()
+        for step, values in expected.items():
+            back = {"w": dt(torch.zeros_like(state["w"].to_local()) if step == 5 else
+                            torch.zeros(2, 4), [Shard(0)],
+                            shape=(2 * world + 1, 4) if step == 5 else None),
+                    "v": dt(torch.zeros(3), [Replicate()]) if step >= 4 else
+                    dt(torch.zeros(3), [Shard(0)]),
+                    "b": torch.zeros(7 if step >= 3 else 5)}
+            io.load(os.path.join(root, f"epoch0-global_step{step}"), model=back)
+            for key in ("w", "v", "b"):
+                got = back[key].full_tensor() if key != "b" else back[key]
+                same(got, values[key], f"{key} at step {step} ({'async' if async_save else 'sync'})")
+    cd._dtensor_box = real_box
+
+
 def scenario_comm_sizes(rank, world, path):
     """TorchCommunicator moves any byte string exactly: empty, within its first round (4 KiB),
     at its edge and past it, different sizes on different ranks."""

@@ -64,6 +64,10 @@ def test_checkpoint_io_async_reuses_its_staging_memory(tmp_path):
     run_ranks("checkpoint_io_staging", 2, tmp_path / "runs", tmp_path / "rdv")
 
 
+def test_checkpoint_io_reuses_unchanged_items_and_redoes_changed_ones(tmp_path):
+    run_ranks("checkpoint_io_item_cache", 2, tmp_path / "runs", tmp_path / "rdv")
+
+
 class _Mesh:
     """The two methods of a DeviceMesh that the box arithmetic reads."""
 

@@ -39,8 +39,10 @@ class CheckpointIO:
         self.process_group = process_group
         self.sync = sync
         self._pending = None
-        # The async saves' copies, reused from one save to the next (see _StagingBuffer).
+        # The async saves' copies, reused from one save to the next (see _StagingBuffer), and the
+        # items of the previous save (see _ItemCache).
         self._staging = None
+        self._items = None
 
     # --- saving -------------------------------------------------------------------------------
     def save(self, *, model: Any = None, ema: Any = None, optimizer: Any = None,
@@ -63,6 +65,8 @@ class CheckpointIO:
             # In a list: one JSON value (a dict would be flattened into keys a load cannot guess).
             "extra": [extra or {}]}
         options = dict(replace=replace, sync=self.sync, epoch=epoch, global_step=global_step)
+        if self._items is None:
+            self._items = cdist._ItemCache()
         if self.async_save:
             if self._staging is None:
                 self._staging = cdist._StagingBuffer()
@@ -72,11 +76,12 @@ class CheckpointIO:
 
                 group = self.process_group = dist.new_group(backend="gloo")
             staged = cdist._stage(state, path, group, copy=True, staging=self._staging,
-                                  agree_later=True)
+                                  agree_later=True, cache=self._items)
             future = cdist._start_async(staged, **options)
             self._pending = (future, group)
         else:
-            cdist.save(state, path, self.process_group, **options)
+            cdist._write(cdist._stage(state, path, self.process_group, copy=False,
+                                      cache=self._items), **options)
             self._prune(self.process_group)
         return path
 
