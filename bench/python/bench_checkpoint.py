@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """ckptio.torch.CheckpointIO against the physical limits and torch.save, measured in the same run.
 
-  async copy save: how long save() blocks the training loop, vs one memcpy of the state into
-                   preallocated memory (goal <= 1.2x). The first save, which allocates the staging
-                   pool, is reported separately.
-  sync save:       a durable save (fsync, checksums, commit) vs raw write()+fsync of the same bytes
-                   into one file (goal >= 0.9x the raw throughput), and vs torch.save of the same
-                   state dict followed by fsync.
+  async copy save: how long save() blocks the training loop, vs a memcpy of the state into
+                   preallocated, pre-faulted memory (the faster of numpy's copy by one thread and
+                   memmove in 8 MiB pieces by the staging copy's threads; goal <= 1.2x). The first
+                   save, which allocates the staging pool, is reported separately.
+  sync save:       a durable save (fsync, checksums, commit) vs the raw write of the same bytes into
+                   one new file + fdatasync + folder fsync (the fastest of os.pwrite in 8 MiB pieces
+                   by one thread and by the writer's threads, each buffered and with every piece's
+                   writeback started behind it; goal >= 0.9x the raw throughput), and vs torch.save
+                   of the same state dict followed by fsync.
+
+A measurement more than 5% faster than its limit marks the limit as wrong on this machine
+(LIMIT SUSPECT), not the goal as met.
 
   PYTHONPATH=build/release/python .venv/bin/python bench/python/bench_checkpoint.py [--quick]
       [--size-gib 2] [--runs 3] [--dir DIR] [--out results.json]
@@ -17,19 +23,24 @@ Medians of --runs. A benchmark, not a test: numbers depend on the machine and it
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import ckptio.torch as ct
+from bench_dist import CHUNK, raw_write, writer_threads
 from machine_note import memory_note
+
+LIMIT_TOLERANCE = 1.05  # as the C++ benchmarks' kLimitTolerance
 
 
 def make_state(total_bytes: int, tensors: int) -> dict:
@@ -72,11 +83,22 @@ def main() -> int:
         total = sum(t.numel() * t.element_size() for t in state.values())
         arrays = [t.numpy() for t in state.values()]
 
-        # Limit: one memcpy of the state into preallocated memory.
+        # Limit: a memcpy of the state into preallocated, pre-faulted memory, the faster of numpy's
+        # copy by one thread and memmove in 8 MiB pieces by the staging copy's threads (memmove
+        # releases the GIL).
         dst = [np.empty_like(a) for a in arrays]
         for d, a in zip(dst, arrays):  # touch the pages once
             np.copyto(d, a)
-        memcpy_t = median_time(lambda: [np.copyto(d, a) for d, a in zip(dst, arrays)], args.runs)
+        pieces = [(d.ctypes.data + o, a.ctypes.data + o, min(CHUNK, a.nbytes - o))
+                  for d, a in zip(dst, arrays) for o in range(0, a.nbytes, CHUNK)]
+        with ThreadPoolExecutor(writer_threads()) as pool:
+            memcpy_variants = {
+                "numpy copyto, 1 thread": median_time(
+                    lambda: [np.copyto(d, a) for d, a in zip(dst, arrays)], args.runs),
+                f"memmove, {writer_threads()} threads x 8 MiB": median_time(
+                    lambda: list(pool.map(lambda p: ctypes.memmove(*p), pieces)), args.runs)}
+        memcpy_name = min(memcpy_variants, key=memcpy_variants.get)
+        memcpy_t = memcpy_variants[memcpy_name]
         del dst
 
         # Async copy save: the time save() blocks.
@@ -101,21 +123,22 @@ def main() -> int:
         del io
         shutil.rmtree(work / "async")
 
-        # Limit: raw write()+fsync of the same bytes into one new file.
-        def raw_write() -> None:
-            path = work / "raw.bin"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                for a in arrays:
-                    view = memoryview(a).cast("B")
-                    while view:
-                        view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            fsync_dir(work)
-
-        raw_t = median_time(lambda: (raw_write(), os.unlink(work / "raw.bin")), args.runs)
+        # Limit: the raw write of the same bytes into one new file (bench_dist.raw_write: os.pwrite
+        # in 8 MiB pieces, fdatasync, folder fsync), by one thread and by the writer's threads,
+        # buffered and with early writeback; the variants take turns, the fastest median counts.
+        views = [memoryview(a).cast("B") for a in arrays]
+        raw_variants = {(t, wb): [] for t in sorted({1, writer_threads()}) for wb in (False, True)}
+        for _ in range(args.runs):
+            for (t, wb), times in raw_variants.items():
+                t0 = time.perf_counter()
+                raw_write(work / "raw.bin", views, t, False, wb)
+                times.append(time.perf_counter() - t0)
+                os.unlink(work / "raw.bin")
+        raw_medians = {k: statistics.median(v) for k, v in raw_variants.items()}
+        raw_best = min(raw_medians, key=raw_medians.get)
+        raw_t = raw_medians[raw_best]
+        raw_name = (f"{raw_best[0]} thread(s), buffered"
+                    + (" + early writeback" if raw_best[1] else ""))
 
         # Sync save; the previous checkpoint is removed between runs, outside the timing (pruning
         # is the deletion of a file tree, measured by the C++ ckptio-bench-checkpoint).
@@ -145,12 +168,18 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     rate = lambda t: gib / t  # noqa: E731
+    def judged(goal: str, speed: float) -> str:
+        """The goal column: LIMIT SUSPECT where ckptio ran > 5% faster than its limit."""
+        return f"{goal} (LIMIT SUSPECT)" if speed > LIMIT_TOLERANCE else goal
+
     rows = [
-        ("memcpy into preallocated memory (limit)", memcpy_t, 1.0, "", ""),
-        ("async copy save, blocking (staging pool reused)", async_t, async_t / memcpy_t, "x memcpy", "<= 1.2x"),
+        (f"memcpy into preallocated memory (limit: {memcpy_name})", memcpy_t, 1.0, "", ""),
+        ("async copy save, blocking (staging pool reused)", async_t, async_t / memcpy_t, "x memcpy",
+         judged("<= 1.2x", memcpy_t / async_t)),
         ("async copy save, blocking (first save, allocates the pool)", first_t, first_t / memcpy_t, "x memcpy", ""),
-        ("raw write+fsync, one file (limit)", raw_t, 1.0, "", ""),
-        ("sync save (fsync, xxh3-128 checksums, commit)", sync_t, raw_t / sync_t, "x raw throughput", ">= 0.9x"),
+        (f"raw write+fsync, one file (limit: {raw_name})", raw_t, 1.0, "", ""),
+        ("sync save (fsync, xxh3-128 checksums, commit)", sync_t, raw_t / sync_t, "x raw throughput",
+         judged(">= 0.9x", raw_t / sync_t)),
         ("torch.save + fsync", torch_t, raw_t / torch_t, "x raw throughput", ""),
     ]
     print(f"# ckptio.torch.CheckpointIO: {len(state)} tensors, {total / 2**20:.1f} MiB, median of "
