@@ -139,7 +139,13 @@ class DirectFile final : public ReadableFile {
 enum class Residency : uint8_t { Cached, NotCached, Unknown };
 
 // cachestat(2): glibc has no wrapper yet and older kernel headers no number or structs.
-constexpr long kCachestatSyscall = 451;  // the same on every architecture (unified table)
+#if defined(SYS_cachestat)
+constexpr long kCachestatSyscall = SYS_cachestat;
+#elif defined(__alpha__)
+constexpr long kCachestatSyscall = -1;  // alpha numbers its calls apart: mincore serves
+#else
+constexpr long kCachestatSyscall = 451;  // the number every other architecture shares
+#endif
 struct CachestatRange {
   uint64_t off;
   uint64_t len;
@@ -151,7 +157,7 @@ struct Cachestat {
 // Cached pages in [offset, offset + length), or nullopt where cachestat is missing (ENOSYS) or
 // refuses this file (EPERM: the same rule that makes mincore lie).
 std::optional<uint64_t> cached_pages(int fd, uint64_t offset, uint64_t length) {
-  static std::atomic<bool> missing{false};
+  static std::atomic<bool> missing{kCachestatSyscall < 0};
   if (missing.load(std::memory_order_relaxed)) return std::nullopt;
   CachestatRange range{offset, length};
   Cachestat stat{};
