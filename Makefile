@@ -87,19 +87,23 @@ test-asan-fuzz: asan
 
 # BENCH_ARGS=--quick for a short run. The libtorch peer is not part of the default build. Reports
 # go to BENCH_OUT (<program>.{json,md}), charts beside them when matplotlib is installed.
+# BENCH_REPEAT: runs per figure, the median reported (on a VM a single write or fresh-memory
+# figure can be off by 10-30%, so the default takes five).
 BENCH_OUT ?= build/bench-results
+BENCH_REPEAT ?= 5
 BENCH_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 bench: release
 	@cmake --build --preset release -j $(JOBS) --target ckptio-bench-libtorch-peer 2>/dev/null || true
 	@for b in ckptio-bench-safetensors ckptio-bench ckptio-bench-torch ckptio-bench-sharded ckptio-bench-checkpoint; do \
-	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b --out $(BENCH_OUT) $(BENCH_ARGS) || exit 1; fi; \
+	  if [ -x build/bin/$$b ]; then echo "== $$b"; build/bin/$$b --out $(BENCH_OUT) --repeat $(BENCH_REPEAT) $(BENCH_ARGS) || exit 1; fi; \
 	done
 	@echo "== ckptio-bench-dist-plan"; build/bin/ckptio-bench-dist-plan
 	@if [ -x build/bin/ckptio-bench-dist-io ]; then echo "== ckptio-bench-dist-io"; \
-	  build/bin/ckptio-bench-dist-io --out $(BENCH_OUT) $(BENCH_ARGS) || exit 1; fi
+	  build/bin/ckptio-bench-dist-io --out $(BENCH_OUT) --repeat $(BENCH_REPEAT) $(BENCH_ARGS) || exit 1; fi
 	@mkdir -p $(BENCH_OUT)/python
 	@for p in safetensors checkpoint dist; do echo "== bench/python/bench_$$p.py"; \
-	  PYTHONPATH=build/release/python .venv/bin/python bench/python/bench_$$p.py \
+	  if [ $$p = safetensors ]; then runs=--repeat; else runs=--runs; fi; \
+	  PYTHONPATH=build/release/python .venv/bin/python bench/python/bench_$$p.py $$runs $(BENCH_REPEAT) \
 	    $(if $(findstring --quick,$(BENCH_ARGS)),--quick,) --out $(BENCH_OUT)/python/$$p.json || exit 1; \
 	done
 	@$(BENCH_PYTHON) bench/plot_results.py $(BENCH_OUT) || echo "(charts skipped)"
