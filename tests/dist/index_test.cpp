@@ -4,6 +4,7 @@
 #include "ckptio/dist.h"
 #include "ckptio/error.h"
 #include "ckptio/load.h"
+#include "dist/index_parse.h"
 #include "support/test_util.h"
 
 namespace ckptio::dist {
@@ -70,6 +71,58 @@ TEST(DistIndex, AnyJsonLayoutOfTheIndexReadsTheSame) {
   odd.tensors[0].name = "a \"q\" \\ \x01 \xc3\xa9 \xf0\x9f\x98\x80";
   const GlobalIndex back = parse_index(index_to_json(odd), "odd");
   EXPECT_EQ(back.tensors[0].name, odd.tensors[0].name);
+}
+
+// parse_index reads with simdjson and hands what it does not accept whole to the nlohmann reader:
+// both must accept the same texts with the same result and refuse the others with the same error.
+TEST(DistIndex, TheFastReaderAgreesWithTheReferenceOnEveryText) {
+  const std::string valid = index_with(kTop + "," + kBottom);
+  auto outcome = [](auto&& parse, const std::string& text) -> std::string {
+    try {
+      return "accepted " + index_to_json(parse(text, "test"));
+    } catch (const Error& e) {
+      return "error " + std::to_string(static_cast<int>(e.code())) + " " + e.message();
+    }
+  };
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string t = valid;
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  const std::vector<std::string> texts = {
+      valid,
+      "\xEF\xBB\xBF" + valid,                              // a byte-order mark: nlohmann skips it
+      replace("\"rank\": 0", "\"rank\": -0"),                // simdjson reads -0 as the integer 0
+      replace("\"rank\": 0", "\"rank\": [-0]"),
+      replace("\"w\"", "\"w-0\""),                            // a name with -0 in it
+      replace("\"w\"", "\"w:-0\""),
+      replace("\"rank\": 0", "\"rank\": 0.0"),
+      replace("\"rank\": 0", "\"rank\": 1e0"),
+      replace("\"rank\": 0", "\"rank\": 18446744073709551616"),  // past uint64
+      replace("\"rank\": 0", "\"rank\": 18446744073709551615"),
+      replace("\"rank\": 0", "\"rank\": -1"),
+      replace("\"shape\": [4, 2]", "\"shape\": [4, -2]"),
+      replace("\"shape\": [4, 2]", "\"shape\": [4, 2.5]"),
+      replace("\"F32\"", "\"F\\u0033\\u0032\""),
+      replace("\"w\"", "\"\\ud800\""),                      // a lone surrogate
+      replace("\"w\"", "\"w\\u0000\""),
+      replace("\"w\"", "\"\xff\""),                          // not UTF-8
+      replace("\"version\": 1", "\"version\": 1, \"version\": 1"),
+      replace("\"version\": 1", "\"version\": 2"),
+      replace("\"version\": 1", "\"version\": true"),
+      replace("\"version\": 1", "\"version\": null"),
+      valid + " x",
+      valid + "\n",
+      valid.substr(0, valid.size() - 1),
+      std::string(300, '[') + std::string(300, ']'),
+      "{\"x\": " + std::string(300, '[') + std::string(300, ']') + "}",
+      "",
+      "[]",
+      "{}",
+  };
+  for (const std::string& text : texts) {
+    EXPECT_EQ(outcome(parse_index, text), outcome(detail::parse_index_with_nlohmann, text)) << text.substr(0, 200);
+  }
 }
 
 TEST(DistIndex, MalformedOrAmbiguousJsonIsCorrupt) {
