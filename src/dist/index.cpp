@@ -627,7 +627,10 @@ bool may_hold_negative_zero(std::string_view text) {
 // whole (bad JSON, a rejected index, a float), which the reference parser then reads again, so
 // that what is accepted and every error text stay the reference's.
 std::optional<GlobalIndex> parse_with_simdjson(std::string_view text, std::string_view source) {
-  if (may_hold_negative_zero(text)) return std::nullopt;
+  // simdjson builds a tree several times the text's size; the nlohmann reader streams. Indexes of
+  // thousands of ranks (a 1,024-rank, 1,000-tensor one is 127 MB) go the streaming way.
+  constexpr size_t kMaxTreeText = size_t{32} << 20;
+  if (text.size() > kMaxTreeText || may_hold_negative_zero(text)) return std::nullopt;
   simdjson::dom::parser parser;
   // Deeper than the handler allows, so that the handler's own depth error is the one reported.
   if (parser.allocate(std::max<size_t>(text.size(), 64), kMaxDepth + 2)) return std::nullopt;
