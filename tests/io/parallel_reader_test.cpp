@@ -184,7 +184,7 @@ TEST(ReadParallel, ErrorsNameTheFileTheOffsetAndTheTensor) {
   EXPECT_EQ(dst[0], -1.f);
 }
 
-// A file that records which threads read it.
+// A file that records every read: which thread made it, its offset and length.
 class RecordingFile final : public ReadableFile {
  public:
   explicit RecordingFile(const ReadableFile& base) : base_(base) {}
@@ -194,6 +194,7 @@ class RecordingFile final : public ReadableFile {
     {
       std::lock_guard lock(mu_);
       threads_.insert(std::this_thread::get_id());
+      reads_.emplace(offset, dst.size());
     }
     base_.read_exact(offset, dst);
   }
@@ -201,11 +202,21 @@ class RecordingFile final : public ReadableFile {
     std::lock_guard lock(mu_);
     return threads_.size();
   }
+  uint64_t calls() const {
+    std::lock_guard lock(mu_);
+    return reads_.size();
+  }
+  // (offset, bytes) of every read, in file order.
+  std::multiset<std::pair<uint64_t, uint64_t>> reads() const {
+    std::lock_guard lock(mu_);
+    return reads_;
+  }
 
  private:
   const ReadableFile& base_;
   mutable std::mutex mu_;
   mutable std::set<std::thread::id> threads_;
+  mutable std::multiset<std::pair<uint64_t, uint64_t>> reads_;
 };
 
 // threads = 0 means the one knob: CKPTIO_THREADS bounds the reader threads.
@@ -297,52 +308,24 @@ struct PhasedBuffer {
   }
 };
 
-// A file that counts its read_exact calls.
-class CountingFile final : public ReadableFile {
- public:
-  explicit CountingFile(const ReadableFile& base) : base_(base) {}
-  const fs::path& path() const override { return base_.path(); }
-  uint64_t size() const override { return base_.size(); }
-  void read_exact(uint64_t offset, std::span<std::byte> dst) const override {
-    ++calls_;
-    {
-      std::lock_guard lock(mu_);
-      reads_.emplace(offset, dst.size());
-    }
-    base_.read_exact(offset, dst);
-  }
-  uint64_t calls() const { return calls_; }
-  // (offset, bytes) of every read, in file order.
-  std::set<std::pair<uint64_t, uint64_t>> reads() const {
-    std::lock_guard lock(mu_);
-    return reads_;
-  }
-
- private:
-  const ReadableFile& base_;
-  mutable std::atomic<uint64_t> calls_{0};
-  mutable std::mutex mu_;
-  mutable std::set<std::pair<uint64_t, uint64_t>> reads_;
-};
-
 // Chunks end at file offsets that are multiples of the chunk size, wherever a range starts, so
 // that neighbouring chunks never share a page (or a fresh huge page) of the destination.
 TEST(ReadParallel, ChunksEndAtMultiplesOfTheChunkSizeInTheFile) {
   Fixture fx;
   auto fa = Env::posix().open_read(fx.dir / "a");
-  CountingFile counting(*fa);
+  RecordingFile recording(*fa);
   std::string out(20000, '\0');
   const std::vector<ReadRange> ranges = {
-      {.file = &counting, .offset = 1000, .dst = std::as_writable_bytes(std::span(out.data(), 12000))},
-      {.file = &counting, .offset = 50000, .dst = std::as_writable_bytes(std::span(out.data() + 12000, 8000))},
+      {.file = &recording, .offset = 1000, .dst = std::as_writable_bytes(std::span(out.data(), 12000))},
+      {.file = &recording, .offset = 50000, .dst = std::as_writable_bytes(std::span(out.data() + 12000, 8000))},
   };
   read_parallel(ranges, {.threads = 3, .chunk_bytes = 4096, .min_parallel_bytes = 0,
                          .path = ReadPath::Buffered});
   EXPECT_EQ(out, fx.a.substr(1000, 12000) + fx.a.substr(50000, 8000));
-  const std::set<std::pair<uint64_t, uint64_t>> expected = {
+  const std::multiset<std::pair<uint64_t, uint64_t>> expected = {
       {1000, 3096}, {4096, 4096}, {8192, 4096}, {12288, 712},
       {50000, 3248}, {53248, 4096}, {57344, 656}};
-  EXPECT_EQ(counting.reads(), expected);
+  EXPECT_EQ(recording.reads(), expected);
 }
 
 // Tensors laid out in memory as in the file (read_all_owned) are read in full chunks, not one
@@ -350,20 +333,20 @@ TEST(ReadParallel, ChunksEndAtMultiplesOfTheChunkSizeInTheFile) {
 TEST(ReadParallel, RangesThatContinueEachOtherAreReadAsOneAndErrorsNameTheirTensors) {
   Fixture fx;
   auto fb = Env::posix().open_read(fx.dir / "b");
-  CountingFile counting(*fb);
+  RecordingFile recording(*fb);
   std::string out(8100, '\0');
   auto at = [&](size_t pos, size_t n) {
     return std::as_writable_bytes(std::span(out.data() + pos, n));
   };
   const std::vector<ReadRange> ranges = {
-      {.file = &counting, .offset = 10, .dst = at(0, 3000), .tensor = "a"},
-      {.file = &counting, .offset = 3010, .dst = at(3000, 5000), .tensor = "b"},
-      {.file = &counting, .offset = 8010, .dst = at(8000, 100), .tensor = "c"},
+      {.file = &recording, .offset = 10, .dst = at(0, 3000), .tensor = "a"},
+      {.file = &recording, .offset = 3010, .dst = at(3000, 5000), .tensor = "b"},
+      {.file = &recording, .offset = 8010, .dst = at(8000, 100), .tensor = "c"},
   };
   EXPECT_EQ(read_parallel(ranges, {.threads = 2, .chunk_bytes = 8192, .min_parallel_bytes = 0}),
             8100u);
   EXPECT_EQ(out, fx.b.substr(10, 8100));
-  EXPECT_EQ(counting.calls(), 1u);
+  EXPECT_EQ(recording.calls(), 1u);
 
   const uint64_t size = fx.b.size();
   std::string tail(3010, '\0');

@@ -593,6 +593,30 @@ def scenario_checkpoint_io_item_cache(rank, world, path):
     cd._dtensor_box = real_box
 
 
+def scenario_checkpoint_io_partial(rank, world, path):
+    """A DTensor with a Partial placement is reduced (a collective) at every save on every rank,
+    never taken from the item cache: on a 2x2 mesh with [Partial(), Shard(0)] the ranks at
+    coordinate 1 of the first dimension save nothing of the result, and one that skipped the
+    reduction at the second save would leave the others alone in it until the timeout. Both
+    saves of the unchanged state hold the sum."""
+    import ckptio.dist as cd
+    from torch.distributed.tensor import DTensor, Partial, Shard
+
+    mesh = mesh_for(world)
+    io = cd.CheckpointIO(path)
+    row = mesh.get_coordinate()[1]
+    local = torch.full((3, 2), float(rank + 1))
+    for step in (1, 2):
+        state = {"p": DTensor.from_local(local, mesh, [Partial(), Shard(0)], run_check=False)}
+        io.save(model=state, epoch=0, step=step, global_step=step)
+    # Ranks sharing a row block (the same second coordinate) add up.
+    total = float(sum(r + 1 for r in range(world) if r % 2 == row))
+    for step in (1, 2):
+        back = {"p": torch.zeros(6, 2)}
+        io.load(os.path.join(path, f"epoch0-global_step{step}"), model=back)
+        same(back["p"][3 * row:3 * row + 3], torch.full((3, 2), total), f"p at step {step}")
+
+
 def scenario_comm_sizes(rank, world, path):
     """TorchCommunicator moves any byte string exactly: empty, within its first round (4 KiB),
     at its edge and past it, different sizes on different ranks."""

@@ -68,6 +68,11 @@ def test_checkpoint_io_reuses_unchanged_items_and_redoes_changed_ones(tmp_path):
     run_ranks("checkpoint_io_item_cache", 2, tmp_path / "runs", tmp_path / "rdv")
 
 
+def test_checkpoint_io_reduces_partial_dtensors_on_every_rank_at_every_save(tmp_path):
+    run_ranks("checkpoint_io_partial", 4, tmp_path / "runs", tmp_path / "rdv",
+              extra_env={"CKPTIO_TEST_PG_TIMEOUT_S": "20"})
+
+
 class _Mesh:
     """The two methods of a DeviceMesh that the box arithmetic reads."""
 

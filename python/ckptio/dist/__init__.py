@@ -124,7 +124,8 @@ class _ItemCache:
     placements and mesh over local memory with the same data pointer, shape, strides and dtype; a
     plain tensor or FlatShard likewise. Working out a DTensor's box and dtype costs tens of
     microseconds of Python, which thousands of tensors turn into tens of milliseconds of the
-    training step's stall. No tensor is held: a hit makes its raw view of the memory again."""
+    training step's stall. No tensor of the state is held: a hit makes its raw view of the memory
+    again (as _tensors.to_raw does for a contiguous CPU tensor)."""
 
     def __init__(self) -> None:
         self._entries: Dict[str, tuple] = {}
@@ -157,6 +158,10 @@ def _local_memory(value: Any, DTensor: Optional[type]) -> Any:
     if isinstance(value, FlatShard):
         local = value.tensor
     elif DTensor is not None and isinstance(value, DTensor):
+        # A Partial placement is reduced by a collective at every save, which every rank must
+        # join: a rank that saves none of the result must not skip it on a cache hit.
+        if any(p.is_partial() for p in value.placements):
+            return None
         local = getattr(value, "_local_tensor", None)
     elif isinstance(value, torch.Tensor):
         local = value
@@ -196,12 +201,11 @@ def _save_items(flat, cache: Optional[_ItemCache] = None
         spec = None
         if DTensor is not None and isinstance(value, DTensor):
             spec, local_tensor, saves = _dtensor_box(key, value)
-            if saves:
-                dtype, shape, raw = _tensors.to_raw(local_tensor, key)
-                if spec is None:
-                    spec = _spec(key, dtype, value.shape)
-            else:
+            if not saves:
                 spec = None
+            else:
+                dtype, shape, raw = _tensors.to_raw(local_tensor, key)
+                spec = spec or _spec(key, dtype, value.shape)
         elif isinstance(value, FlatShard):
             dtype, _, raw = _tensors.to_raw(value.tensor, key)
             spec = _spec(key, dtype, value.global_shape, "flat", begin=value.begin,
