@@ -64,6 +64,41 @@ def test_checkpoint_io_async_reuses_its_staging_memory(tmp_path):
     run_ranks("checkpoint_io_staging", 2, tmp_path / "runs", tmp_path / "rdv")
 
 
+def test_staging_copy_holds_every_sources_bytes_and_checks_its_destination():
+    """The staging copy takes tensors, arrays and addresses (a cached leaf's memory) alike, large
+    ones split into pieces over threads; a destination range past the buffer is an error, not a
+    write past it."""
+    import numpy as np
+    import torch
+
+    from ckptio import _core, errors
+    from ckptio.dist import _Memory, _StagingBuffer
+
+    gen = torch.Generator().manual_seed(7)
+    big = torch.randint(0, 256, (20 << 20,), dtype=torch.uint8, generator=gen)  # 3 pieces
+    owner = torch.randn(1000, generator=gen)
+    sources = [big, np.arange(300, dtype=np.uint8),
+               _Memory(owner.data_ptr(), owner.numel() * 4, owner),
+               torch.empty(0, dtype=torch.uint8)]
+    wanted = [big.numpy().tobytes(), bytes(range(256)) + bytes(range(44)),
+              owner.numpy().tobytes(), b""]
+    staging = _StagingBuffer()
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            copies = staging.copy(sources)
+            assert [c.tobytes() for c in copies] == wanted
+            assert all(c.ctypes.data % 64 == 0 for c in copies if c.size)
+    finally:
+        torch.set_num_threads(before)
+    dst = np.zeros(100, dtype=np.uint8)
+    with pytest.raises(errors.InvalidArgumentError, match="does not fit"):
+        _core.copy_addresses_into([owner.data_ptr()], [64], dst, [40], 1)
+    with pytest.raises(errors.InvalidArgumentError, match="differ in count"):
+        _core.copy_addresses_into([owner.data_ptr()], [4, 4], dst, [0], 1)
+
+
 def test_checkpoint_io_reuses_unchanged_items_and_redoes_changed_ones(tmp_path):
     run_ranks("checkpoint_io_item_cache", 2, tmp_path / "runs", tmp_path / "rdv")
 
