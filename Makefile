@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 15
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps release asan fuzz-build demo test test-release test-asan test-python test-install test-pip fuzz bench clean
+.PHONY: all deps system-deps release asan fuzz-build demo test test-release test-asan test-python test-install test-pip fuzz bench clean
 .PHONY: run-test-asan run-fuzz test-asan-fuzz
 
 all: release
@@ -16,16 +16,21 @@ all: release
 deps:
 	@scripts/install-deps
 
+# What a C++ build needs (the Debian packages); the venv is for the release tree's Python
+# extension and for tests that make fixtures with PyTorch and friends.
+system-deps:
+	@scripts/install-deps --system
+
 release: deps
 	@cmake --preset release >/dev/null
 	@cmake --build --preset release -j $(JOBS)
 
-asan: deps
+asan: system-deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
 
 # The fuzz targets live in the asan tree (clang, the same instrumented library objects as the tests).
-fuzz-build: deps
+fuzz-build: system-deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS) --target fuzzers
 
@@ -38,8 +43,9 @@ test-release: release
 test-asan: asan
 	@$(MAKE) --no-print-directory run-test-asan
 
-# The tests alone, without the build step (for `make test`, which builds first).
-run-test-asan:
+# The tests alone, without the build step (for `make test`, which builds first). Some make their
+# fixtures with the venv's PyTorch, transformers and huggingface_hub.
+run-test-asan: deps
 	ctest --preset asan -j $(JOBS)
 
 # The Python package from the release tree (build/release/python), with the pinned .venv.
@@ -79,7 +85,7 @@ test-pip: release
 # at once instead of after the release build.
 # test-asan-fuzz: one build of the asan tree, then its tests and the fuzzers side by side (two
 # builds of one tree must not run at once).
-test: deps
+test: system-deps
 	@$(MAKE) --no-print-directory -j 6 --output-sync=target test-asan-fuzz test-release test-python test-install test-pip
 
 test-asan-fuzz: asan
