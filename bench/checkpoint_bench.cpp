@@ -150,25 +150,24 @@ int main(int argc, char** argv) {
     WriteLimit write_limit;
     std::vector<double> sync_s, sync_nosum_s, prune_s;
     std::vector<std::pair<SavePhase, double>> phases;  // the last save with checksums
+    // Each save follows the removal of a 2 GiB checkpoint (the prune after the save before it,
+    // or a raw file's), between the raw write's variants.
+    auto save = [&](bool checksums) {
+      CheckpointOptions o;
+      o.keep_n_latest = 0;
+      o.checksums = checksums;
+      std::vector<std::pair<SavePhase, double>> seen;
+      const auto t0 = Clock::now();
+      o.on_phase = [&](SavePhase p) { seen.emplace_back(p, seconds_since(t0)); };
+      CheckpointIO io(work / "sync", o);
+      state.running.global_step = ++step;
+      io.save(state);
+      (checksums ? sync_s : sync_nosum_s).push_back(seconds_since(t0));
+      if (checksums) phases = seen;
+      prune_s.push_back(time_once([&] { io.prune(1); }));
+    };
     for (int r = 0; r < R; ++r) {
-      write_limit.measure(raw);
-      // Each save follows the removal of a 2 GiB checkpoint (the prune before it, or the raw
-      // file's); alternating which save comes first keeps the two rows' conditions alike.
-      const bool order[2] = {r % 2 == 0, r % 2 != 0};
-      for (bool checksums : order) {
-        CheckpointOptions o;
-        o.keep_n_latest = 0;
-        o.checksums = checksums;
-        std::vector<std::pair<SavePhase, double>> seen;
-        const auto t0 = Clock::now();
-        o.on_phase = [&](SavePhase p) { seen.emplace_back(p, seconds_since(t0)); };
-        CheckpointIO io(work / "sync", o);
-        state.running.global_step = ++step;
-        io.save(state);
-        (checksums ? sync_s : sync_nosum_s).push_back(seconds_since(t0));
-        if (checksums) phases = seen;
-        prune_s.push_back(time_once([&] { io.prune(1); }));
-      }
+      write_limit.measure(raw, {[&] { save(true); }, [&] { save(false); }});
     }
 
     Report report("ckptio-bench-checkpoint", "CheckpointIO blocking time and durable save");

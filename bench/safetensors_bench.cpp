@@ -130,15 +130,16 @@ void bench_throughput(const Options& o, const WorkDir& work, Report& report) {
   RawFile raw{work / "raw.bin", {std::as_bytes(std::span(layout.header.data(), layout.header.size()))}};
   for (size_t k : layout.order) raw.pieces.push_back(w.tensors[k].view.bytes);
 
-  // Save vs raw write, alternating so that neither side gets a systematically quieter disk.
+  // Save vs raw write, interleaved so that neither side gets a systematically quieter disk.
   WriteLimit write_limit;
   std::vector<double> saves;
   for (int i = 0; i < o.repeat; ++i) {
-    write_limit.measure({raw});
-    fs::remove(st_path);
-    const auto start = Clock::now();
-    save_safetensors(st_path, w.tensors);
-    saves.push_back(seconds_since(start));
+    write_limit.measure({raw}, {[&] {
+                          fs::remove(st_path);
+                          const auto start = Clock::now();
+                          save_safetensors(st_path, w.tensors);
+                          saves.push_back(seconds_since(start));
+                        }});
   }
   if (fs::file_size(st_path) != file_bytes) throw Error(ErrorCode::Internal, "size mismatch");
 

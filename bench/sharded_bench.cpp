@@ -136,14 +136,8 @@ int main(int argc, char** argv) {
       return seconds_since(start);
     };
     for (int r = 0; r < std::min(o.repeat, 3); ++r) {
-      write_limit.measure(raw_files);
-      if (r % 2 == 0) {
-        save_seq.push_back(save_with(1));
-        save_par.push_back(save_with(0));
-      } else {
-        save_par.push_back(save_with(0));
-        save_seq.push_back(save_with(1));
-      }
+      write_limit.measure(raw_files, {[&] { save_seq.push_back(save_with(1)); },
+                                      [&] { save_par.push_back(save_with(0)); }});
     }
     fs::remove_all(save_dir);
     tensors.clear();  // free the source state before the loads

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -150,14 +151,13 @@ int main(int argc, char** argv) {
     ckptio_save(tensors, ck_path, {});  // warm-up, untimed
     WriteLimit write_limit;
     std::vector<std::vector<double>> save_times(backends.size());
-    for (int i = 0; i < R; ++i) {
-      if (i == 0) log("raw write+fsync, buffered and O_DIRECT");
-      write_limit.measure({raw_file});
-      for (size_t k = 0; k < backends.size(); ++k) {
-        if (i == 0) log("ckptio save, " + backends[k].name);
-        save_times[k].push_back(ckptio_save(tensors, ck_path, backends[k].writer));
-      }
+    std::vector<std::function<void()>> saves;
+    for (size_t k = 0; k < backends.size(); ++k) {
+      saves.push_back([&, k] { save_times[k].push_back(ckptio_save(tensors, ck_path, backends[k].writer)); });
     }
+    log("raw write+fsync (buffered and O_DIRECT) and ckptio saves (" + std::to_string(backends.size()) +
+        " backends), interleaved");
+    for (int i = 0; i < R; ++i) write_limit.measure({raw_file}, saves);
 
     // Loads of the file the last save wrote, raw and ckptio alternating.
     const ReadShape read_shape{parallel_reader_threads(), parallel_reader_chunk_bytes()};

@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -294,26 +293,34 @@ WriteLimit::WriteLimit(WriteShape shape) : shape_(shape) {
   }
 }
 
-void WriteLimit::measure(const std::vector<RawFile>& files) {
+void WriteLimit::measure(const std::vector<RawFile>& files,
+                         const std::vector<std::function<void()>>& between) {
   auto remove_all = [&] {
     for (const auto& f : files) fs::remove(f.path);
   };
   const size_t n = variants_.size();
-  for (size_t i = 0; i < n; ++i) {
-    Variant& v = variants_[(i + rounds_) % n];
-    if (v.direct && direct_refused_) continue;
+  // between[j] runs after the variant at place (j * n / count + rounds_) % n of this round.
+  std::vector<std::vector<size_t>> after(n);
+  for (size_t j = 0; j < between.size(); ++j) after[(j * n / between.size() + rounds_) % n].push_back(j);
+  auto run_variant = [&](Variant& v) {
+    if (v.direct && direct_refused_) return;
     const std::optional<double> t =
         raw_write(files, {v.threads, shape_.chunk_bytes}, v.direct, v.writeback);
     if (!t) {
       direct_refused_ = true;
-      continue;
+      return;
     }
     v.times.push_back(*t);
+    ++runs_;
     if (!v.direct && !v.writeback && v.threads == shape_.threads) {
       unlink_.push_back(time_once(remove_all));
     } else {
       remove_all();
     }
+  };
+  for (size_t i = 0; i < n; ++i) {
+    run_variant(variants_[(i + rounds_) % n]);
+    for (size_t j : after[i]) between[j]();
   }
   ++rounds_;
 }

@@ -75,11 +75,18 @@ class WriteLimit {
   explicit WriteLimit(WriteShape shape = async_writer_shape());
   // One run of every variant, the files removed after each run (untimed, except after the
   // buffered run at shape.threads: dropping the files' cached pages is the kernel's cost, paid by
-  // whatever deletes them, reported as unlink_seconds).
-  void measure(const std::vector<RawFile>& files);
+  // whatever deletes them, reported as unlink_seconds). `between`: the measurements this limit
+  // bounds (one ckptio save each), run once each between the variants' runs, spread over the
+  // round and shifted by one place every round, so that each of them, like each variant, follows
+  // a single write, not a block of them (on a virtual disk a write after several in a row ran up
+  // to 20% slower than the same write after one).
+  void measure(const std::vector<RawFile>& files,
+               const std::vector<std::function<void()>>& between = {});
   // Median of the fastest variant; nullopt before measure().
   std::optional<double> seconds() const;
   VariantTimes variants() const;
+  // Raw writes run so far, every variant and round together.
+  size_t runs() const { return runs_; }
   // Median time to remove the files after the buffered write.
   std::optional<double> unlink_seconds() const;
   // "pwrite + fdatasync, 8 MiB chunks, best: O_DIRECT by 1 thread (buffered by 2 threads:
@@ -98,6 +105,7 @@ class WriteLimit {
   std::vector<double> unlink_;
   bool direct_refused_ = false;
   size_t rounds_ = 0;
+  size_t runs_ = 0;
 };
 
 // How the chunks of a parallel read are shared among its threads.

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -157,6 +158,34 @@ TEST_F(BenchCommon, WriteLimitIsTheFastestOfItsBufferedAndDirectVariantsByOneAnd
   EXPECT_NE(limit.description().find("best: " + limit.variants().front().first), std::string::npos)
       << limit.description();
   EXPECT_TRUE(limit.unlink_seconds().has_value());
+}
+
+TEST_F(BenchCommon, WriteLimitRunsWhatItBoundsBetweenItsVariantsOneStepLaterEachRound) {
+  const auto a = pattern(8192 + 3, 4);
+  const std::vector<RawFile> files = {{dir_ / "w.bin", {std::span(a)}}};
+  WriteLimit limit({2, 8192});
+  std::vector<std::pair<int, size_t>> calls;  // (which, raw writes before it)
+  const std::vector<std::function<void()>> between = {
+      [&] { calls.emplace_back(0, limit.runs()); }, [&] { calls.emplace_back(1, limit.runs()); }};
+  limit.measure(files, between);
+  const size_t n = limit.runs();  // 6, or 4 where O_DIRECT is refused
+  ASSERT_TRUE(n == 6 || n == 4) << n;
+  limit.measure(files, between);
+  ASSERT_EQ(limit.runs(), 2 * n);
+  ASSERT_EQ(calls.size(), 4u);
+  if (n == 4) {  // the O_DIRECT places stay in the rotation with no run: only the order is sure
+    EXPECT_EQ(calls[0].first, 0);
+    EXPECT_EQ(calls[1].first, 1);
+    EXPECT_GE(calls[0].second, 1u);
+    EXPECT_LT(calls[0].second, calls[1].second);
+    EXPECT_LE(calls[1].second, n);
+    EXPECT_GT(calls[2].second, n);
+    GTEST_SKIP() << "this filesystem refuses O_DIRECT";
+  }
+  // Spread over the round (after the first run and after the middle one), one place later in the
+  // next round.
+  const std::vector<std::pair<int, size_t>> expect = {{0, 1}, {1, n / 2 + 1}, {0, n + 2}, {1, n + n / 2 + 2}};
+  EXPECT_EQ(calls, expect);
 }
 
 TEST_F(BenchCommon, RawDirectReadReadsAFileWithAPartialLastBlock) {
