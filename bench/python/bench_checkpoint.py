@@ -2,9 +2,10 @@
 """ckptio.torch.CheckpointIO against the physical limits and torch.save, measured in the same run.
 
   async copy save: how long save() blocks the training loop, vs a memcpy of the state into
-                   preallocated, pre-faulted memory (the faster of numpy's copy by one thread and
-                   memmove in 8 MiB pieces by the staging copy's threads; goal <= 1.2x). The first
-                   save, which allocates the staging pool, is reported separately.
+                   preallocated, pre-faulted memory (the fastest of numpy's copy by one thread,
+                   torch's copy_ by torch's threads and memmove in 8 MiB pieces by the staging
+                   copy's threads, interleaved with the saves; goal <= 1.2x). The first save,
+                   which allocates the staging pool, is reported separately.
   sync save:       a durable save (fsync, checksums, commit) vs the raw write of the same bytes into
                    one new file + fdatasync + folder fsync (the fastest of os.pwrite in 8 MiB pieces
                    by one thread and by the writer's threads, each buffered and with every piece's
@@ -83,23 +84,25 @@ def main() -> int:
         total = sum(t.numel() * t.element_size() for t in state.values())
         arrays = [t.numpy() for t in state.values()]
 
-        # Limit: a memcpy of the state into preallocated, pre-faulted memory, the faster of numpy's
-        # copy by one thread and memmove in 8 MiB pieces by the staging copy's threads (memmove
-        # releases the GIL).
+        # Limit: a memcpy of the state into preallocated, pre-faulted memory, the fastest of
+        # numpy's copy by one thread, torch's copy_ (split over torch's threads) and memmove in
+        # 8 MiB pieces by the staging copy's threads (memmove releases the GIL); measured
+        # interleaved with the async saves, one run of each per round.
         dst = [np.empty_like(a) for a in arrays]
         for d, a in zip(dst, arrays):  # touch the pages once
             np.copyto(d, a)
         pieces = [(d.ctypes.data + o, a.ctypes.data + o, min(CHUNK, a.nbytes - o))
                   for d, a in zip(dst, arrays) for o in range(0, a.nbytes, CHUNK)]
-        with ThreadPoolExecutor(writer_threads()) as pool:
-            memcpy_variants = {
-                "numpy copyto, 1 thread": median_time(
-                    lambda: [np.copyto(d, a) for d, a in zip(dst, arrays)], args.runs),
-                f"memmove, {writer_threads()} threads x 8 MiB": median_time(
-                    lambda: list(pool.map(lambda p: ctypes.memmove(*p), pieces)), args.runs)}
-        memcpy_name = min(memcpy_variants, key=memcpy_variants.get)
-        memcpy_t = memcpy_variants[memcpy_name]
-        del dst
+        dst_t = [torch.from_numpy(d) for d in dst]
+        src_t = list(state.values())
+        pool = ThreadPoolExecutor(writer_threads())
+        copies = {
+            "numpy copyto, 1 thread": lambda: [np.copyto(d, a) for d, a in zip(dst, arrays)],
+            f"torch copy_, {torch.get_num_threads()} thread(s)":
+                lambda: [d.copy_(a) for d, a in zip(dst_t, src_t)],
+            f"memmove, {writer_threads()} threads x 8 MiB":
+                lambda: list(pool.map(lambda p: ctypes.memmove(*p), pieces))}
+        copy_times = {name: [] for name in copies}
 
         # Async copy save: the time save() blocks.
         io = ct.CheckpointIO(work / "async", keep_n_latest=1, async_save=True, snapshot="copy")
@@ -115,10 +118,19 @@ def main() -> int:
         io.wait()
         blocked = []
         for _ in range(args.runs):
+            for name, copy in copies.items():
+                t0 = time.perf_counter()
+                copy()
+                copy_times[name].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             async_save()
             blocked.append(time.perf_counter() - t0)
             io.wait()
+        pool.shutdown()
+        memcpy_variants = {name: statistics.median(v) for name, v in copy_times.items()}
+        memcpy_name = min(memcpy_variants, key=memcpy_variants.get)
+        memcpy_t = memcpy_variants[memcpy_name]
+        del dst, dst_t
         async_t = statistics.median(blocked)
         del io
         shutil.rmtree(work / "async")
@@ -126,31 +138,36 @@ def main() -> int:
         # Limit: the raw write of the same bytes into one new file (bench_dist.raw_write: os.pwrite
         # in 8 MiB pieces, fdatasync, folder fsync), by one thread and by the writer's threads,
         # buffered and with early writeback; the variants take turns, the fastest median counts.
+        # The sync saves run between them, one per run, one place later every run, so that a
+        # save, like each raw write, follows a single write (after a block of writes one ran up
+        # to 20% slower). The previous checkpoint is removed before each save, outside the timing
+        # (pruning is the deletion of a file tree, measured by the C++ ckptio-bench-checkpoint).
         views = [memoryview(a).cast("B") for a in arrays]
         raw_variants = {(t, wb): [] for t in sorted({1, writer_threads()}) for wb in (False, True)}
-        for _ in range(args.runs):
-            for (t, wb), times in raw_variants.items():
+        sync_io = ct.CheckpointIO(work / "sync")
+        sync_io.save(model=state, epoch=0, step=0, global_step=0)  # creates the folder
+        sync_times = []
+
+        def sync_save(step: int) -> None:
+            sync_io.prune(1)
+            shutil.rmtree(sync_io.latest())
+            t0 = time.perf_counter()
+            sync_io.save(model=state, epoch=0, step=step, global_step=step)
+            sync_times.append(time.perf_counter() - t0)
+
+        for run in range(args.runs):
+            for i, ((t, wb), times) in enumerate(raw_variants.items()):
                 t0 = time.perf_counter()
                 raw_write(work / "raw.bin", views, t, False, wb)
                 times.append(time.perf_counter() - t0)
                 os.unlink(work / "raw.bin")
+                if i == run % len(raw_variants):
+                    sync_save(run + 1)
         raw_medians = {k: statistics.median(v) for k, v in raw_variants.items()}
         raw_best = min(raw_medians, key=raw_medians.get)
         raw_t = raw_medians[raw_best]
         raw_name = (f"{raw_best[0]} thread(s), buffered"
                     + (" + early writeback" if raw_best[1] else ""))
-
-        # Sync save; the previous checkpoint is removed between runs, outside the timing (pruning
-        # is the deletion of a file tree, measured by the C++ ckptio-bench-checkpoint).
-        sync_io = ct.CheckpointIO(work / "sync")
-        sync_io.save(model=state, epoch=0, step=0, global_step=0)  # creates the folder
-        sync_times = []
-        for run in range(1, args.runs + 1):
-            sync_io.prune(1)
-            shutil.rmtree(sync_io.latest())
-            t0 = time.perf_counter()
-            sync_io.save(model=state, epoch=0, step=run, global_step=run)
-            sync_times.append(time.perf_counter() - t0)
         sync_t = statistics.median(sync_times)
         del sync_io
         shutil.rmtree(work / "sync")
