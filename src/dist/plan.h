@@ -54,8 +54,10 @@ struct RankReport {
   std::vector<ReportChunk> chunks;
 };
 
-std::string report_to_json(const RankReport& report);
-RankReport report_from_json(std::string_view text);
+// A rank's report as bytes for the gather to rank 0, and back. A malformed one (a bug: ranks run
+// the same code) is Error(Internal), never a read past its end.
+std::string report_to_bytes(const RankReport& report);
+RankReport report_from_bytes(std::string_view bytes);
 
 // "shard-00001-model-00002-of-00003.safetensors": PyTorch's HuggingFaceStorageWriter names, with
 // the 1-based shard index rank + 1 as PyTorch numbers them.

@@ -185,7 +185,7 @@ void commit(io::AtomicDir& folder, const std::vector<std::string>& raw_reports,
             const SaveOptions& options, io::Env& env) {
   std::vector<detail::RankReport> reports;
   reports.reserve(raw_reports.size());
-  for (const std::string& r : raw_reports) reports.push_back(detail::report_from_json(r));
+  for (const std::string& r : raw_reports) reports.push_back(detail::report_from_bytes(r));
   checkpoint::Manifest manifest;
   for (const auto& r : reports) {
     for (const auto& f : r.files) manifest.files[f.name] = {f.size, f.xxh3_128};
@@ -251,7 +251,7 @@ SaveResult save(Communicator& comm, const fs::path& dir, std::span<const SaveIte
   }
   agree(comm, where + ": writing shards", error);
 
-  const std::vector<std::string> reports = comm.gather(detail::report_to_json(report), 0);
+  const std::vector<std::string> reports = comm.gather(detail::report_to_bytes(report), 0);
   if (rank == 0) {
     try {
       commit(*folder, reports, options, env);
