@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import ckptio.torch as ct
-from bench_dist import CHUNK, raw_write, writer_threads
+from bench_dist import CHUNK, interleaved, raw_write, writer_threads
 from machine_note import memory_note
 
 LIMIT_TOLERANCE = 1.05  # as the C++ benchmarks' kLimitTolerance
@@ -155,14 +155,18 @@ def main() -> int:
             sync_io.save(model=state, epoch=0, step=step, global_step=step)
             sync_times.append(time.perf_counter() - t0)
 
-        for run in range(args.runs):
-            for i, ((t, wb), times) in enumerate(raw_variants.items()):
+        def raw_case(t: int, wb: bool):
+            def run() -> None:
                 t0 = time.perf_counter()
                 raw_write(work / "raw.bin", views, t, False, wb)
-                times.append(time.perf_counter() - t0)
+                raw_variants[(t, wb)].append(time.perf_counter() - t0)
                 os.unlink(work / "raw.bin")
-                if i == run % len(raw_variants):
-                    sync_save(run + 1)
+            return run
+
+        raws = [raw_case(t, wb) for t, wb in raw_variants]
+        for run in range(args.runs):
+            for case in interleaved(raws, [lambda run=run: sync_save(run + 1)], run):
+                case()
         raw_medians = {k: statistics.median(v) for k, v in raw_variants.items()}
         raw_best = min(raw_medians, key=raw_medians.get)
         raw_t = raw_medians[raw_best]

@@ -77,6 +77,7 @@ class ReportReader {
     for (int shift = 0; shift < 64; shift += 7) {
       need(1);
       const auto b = static_cast<unsigned char>(in_[at_++]);
+      if (shift == 63 && b > 1) bad("an integer runs over 64 bits");
       v |= static_cast<uint64_t>(b & 0x7f) << shift;
       if ((b & 0x80) == 0) return v;
     }

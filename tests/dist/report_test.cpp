@@ -92,6 +92,11 @@ TEST(DistReport, EveryFlippedByteIsReadWithinBoundsOrRefused) {
   huge.resize(huge.size() - 2);  // drop the tensor and chunk counts (0, 0)
   huge += std::string("\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 9);
   EXPECT_EQ(report_error(huge), ErrorCode::Internal);
+  // An integer whose tenth byte carries bits past the 64th is refused, not wrapped: here the
+  // file count 2^64 would read as 0 and the report as an empty one.
+  std::string overlong = report_to_bytes(RankReport{});
+  overlong.replace(overlong.size() - 3, 1, std::string("\x80\x80\x80\x80\x80\x80\x80\x80\x80\x02", 10));
+  EXPECT_EQ(report_error(overlong), ErrorCode::Internal);
 }
 
 TEST(DistReport, AChunkNamingATensorOrFileNotListedIsRefused) {

@@ -347,6 +347,7 @@ class _StagingBuffer:
         _core.copy_addresses_into(addresses, sizes, buf, offsets, torch.get_num_threads())
         return [buf[o:o + n] for o, n in zip(offsets, sizes)]
 
+
 def _stage(state_dict: dict, checkpoint_dir: Any, process_group: Any, copy: bool,
            staging: Optional[_StagingBuffer] = None, agree_later: bool = False,
            cache: Optional[_ItemCache] = None) -> _Staged:
